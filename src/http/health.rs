@@ -1,0 +1,31 @@
+//! `GET /health`: liveness and a count of connected clients, for load balancers and
+//! probes. Needs no token and reveals no job or user data.
+
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/health", get(health))
+}
+
+async fn health(State(state): State<AppState>) -> Json<Value> {
+    let stats = &state.sockets;
+    Json(json!({
+        "status": "ok",
+        "websocket": {
+            "enabled": state.config.websocket.enabled,
+            "connected_clients": stats.connected.load(Ordering::Relaxed),
+            "path": state.config.websocket.path,
+        },
+        "delivery": {
+            "lagged_catch_ups": stats.lagged.load(Ordering::Relaxed),
+            "dropped_project_sockets": stats.dropped_project_sockets.load(Ordering::Relaxed),
+        },
+    }))
+}

@@ -1,0 +1,137 @@
+//! A job's history over HTTP: `GET /api/jobs/{id}/events` pages through its
+//! recorded events; `GET /api/jobs/{id}/log` streams its log as plain text, page by
+//! page from the store, so even a huge log never sits in memory whole.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures_util::stream;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::job_id;
+use crate::error::{ApiError, ApiQuery};
+use crate::journal::blocking;
+use crate::state::AppState;
+use crate::store::Store;
+
+/// Most events one page returns.
+const MAX_PAGE: usize = 10_000;
+/// Log events read from the store per chunk of the streamed log.
+const LOG_CHUNK: usize = 2_000;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/jobs/{id}/events", get(events))
+        .route("/jobs/{id}/log", get(log))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    since: Option<u64>,
+    limit: Option<usize>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EventsPage {
+    events: Vec<EventView>,
+    /// Pass as `since` to get the next page; equals `lastSeq` at the end.
+    next_since: u64,
+    last_seq: u64,
+    epoch: String,
+}
+
+#[derive(serde::Serialize)]
+struct EventView {
+    seq: u64,
+    event: &'static str,
+    data: Box<RawValue>,
+}
+
+async fn events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<EventsQuery>,
+) -> Result<Json<EventsPage>, ApiError> {
+    let id = job_id(&id)?;
+    let job = state
+        .journal
+        .job(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))?;
+    let since = query.since.unwrap_or(0);
+    let limit = query.limit.unwrap_or(1000).clamp(1, MAX_PAGE);
+    let stored = state.journal.events(&id, since, limit).await?;
+    let next_since = stored.last().map_or(since, |e| e.seq);
+    let events = stored
+        .into_iter()
+        .map(|e| {
+            Ok(EventView {
+                seq: e.seq,
+                event: e.kind.job_event(),
+                data: RawValue::from_string(e.payload).map_err(|e| ApiError::Internal(e.into()))?,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    Ok(Json(EventsPage {
+        events,
+        next_since,
+        last_seq: job.last_seq,
+        epoch: job.epoch,
+    }))
+}
+
+#[derive(Deserialize)]
+struct LogLine {
+    message: String,
+}
+
+async fn log(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = job_id(&id)?;
+    if state.journal.job(&id).await?.is_none() {
+        return Err(ApiError::NotFound(format!("job {id} not found")));
+    }
+    state.journal.writer().flush().await;
+    let store: Arc<dyn Store> = state.journal.store().clone();
+    let filename = format!("attachment; filename=\"{id}.log\"");
+    let chunks = stream::try_unfold(Some(0u64), move |cursor| {
+        let store = store.clone();
+        let id = id.clone();
+        async move {
+            let Some(since) = cursor else {
+                return Ok(None);
+            };
+            let page = blocking(move || store.log_events(&id, since, LOG_CHUNK)).await?;
+            let Some(last) = page.last().map(|e| e.seq) else {
+                return Ok(None);
+            };
+            let mut text = String::new();
+            for event in &page {
+                if let Ok(line) = serde_json::from_str::<LogLine>(&event.payload) {
+                    text.push_str(&line.message);
+                    text.push('\n');
+                }
+            }
+            let next = (page.len() == LOG_CHUNK).then_some(last);
+            Ok::<_, crate::store::StoreError>(Some((Bytes::from(text), next)))
+        }
+    });
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                "text/plain; charset=utf-8".to_string(),
+            ),
+            (header::CONTENT_DISPOSITION, filename),
+        ],
+        Body::from_stream(chunks),
+    )
+        .into_response())
+}

@@ -1,0 +1,178 @@
+//! `/api/jobs`: start a build, list and inspect jobs, cancel one, download its
+//! artifacts.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tokio_util::io::ReaderStream;
+
+use super::job_id;
+use crate::error::{ApiError, ApiJson, ApiQuery};
+use crate::job::{JobId, ProjectId, Status};
+use crate::runner::{CancelError, SubmitError};
+use crate::state::AppState;
+use crate::store::JobFilter;
+use crate::wire::JobView;
+
+/// Most jobs one listing returns.
+const MAX_LIST: usize = 500;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/jobs", post(create).get(list))
+        .route("/jobs/{id}", get(show))
+        .route("/jobs/{id}/cancel", post(cancel))
+        .route("/jobs/{id}/artifacts/{name}", get(artifact))
+}
+
+/// Body of `POST /api/jobs`. Unknown fields are refused, so a typo is not ignored.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateJob {
+    project_id: String,
+    pipeline: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Created {
+    job_id: JobId,
+    project_id: ProjectId,
+    pipeline: String,
+    status: Status,
+}
+
+async fn create(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<CreateJob>,
+) -> Result<(StatusCode, Json<Created>), ApiError> {
+    let project_id = ProjectId::parse(&body.project_id)
+        .map_err(|e| ApiError::BadRequest(format!("invalid projectId: {e}")))?;
+    let job = state
+        .runner
+        .submit(project_id, &body.pipeline)
+        .map_err(|e| match e {
+            SubmitError::UnknownPipeline(_) => ApiError::BadRequest(e.to_string()),
+            SubmitError::ShuttingDown => ApiError::Unavailable(e.to_string()),
+            SubmitError::Record(e) => ApiError::Internal(e.into()),
+        })?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Created {
+            job_id: job.id,
+            project_id: job.project_id,
+            pipeline: job.pipeline,
+            status: job.status,
+        }),
+    ))
+}
+
+/// Query of `GET /api/jobs`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ListQuery {
+    status: Option<ListStatus>,
+    project_id: Option<String>,
+    limit: Option<usize>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum ListStatus {
+    Active,
+    Finished,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let project_id = query
+        .project_id
+        .map(|p| ProjectId::parse(&p))
+        .transpose()
+        .map_err(|e| ApiError::BadRequest(format!("invalid projectId: {e}")))?;
+    let filter = JobFilter {
+        active: query.status.map(|s| matches!(s, ListStatus::Active)),
+        project_id,
+        limit: query.limit.unwrap_or(100).clamp(1, MAX_LIST),
+    };
+    let jobs = state.journal.jobs(filter).await?;
+    let jobs: Vec<JobView> = jobs.iter().map(JobView::from).collect();
+    Ok(Json(serde_json::json!({ "jobs": jobs })))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let id = job_id(&id)?;
+    let job = state
+        .journal
+        .job(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))?;
+    Ok(Json(JobView::from(&job)))
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let id = job_id(&id)?;
+    match state.runner.cancel(&id).await {
+        Ok(()) => Ok((
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "jobId": id, "status": "cancelling" })),
+        )),
+        Err(CancelError::NotFound) => Err(ApiError::NotFound(format!("job {id} not found"))),
+        Err(CancelError::Finished) => {
+            Err(ApiError::Conflict(format!("job {id} has already finished")))
+        }
+    }
+}
+
+async fn artifact(
+    State(state): State<AppState>,
+    Path((id, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let id = job_id(&id)?;
+    let job = state
+        .journal
+        .job(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))?;
+    // Only names the job recorded are served: no path from the URL reaches the disk.
+    let Some(name) = job.artifacts.iter().find(|a| **a == name) else {
+        return Err(ApiError::NotFound(format!(
+            "job {id} has no artifact {name:?}"
+        )));
+    };
+    let path = state.runner.artifacts_dir(&id).join(name);
+    let file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|_| ApiError::NotFound(format!("artifact {name:?} is no longer stored")))?;
+    let length = file.metadata().await.map(|m| m.len()).ok();
+    let mime = mime_guess::from_path(name).first_or_octet_stream();
+    let mut response = (
+        [
+            (header::CONTENT_TYPE, mime.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{}\"", name.replace('"', "")),
+            ),
+        ],
+        Body::from_stream(ReaderStream::new(file)),
+    )
+        .into_response();
+    if let Some(length) = length {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, length.into());
+    }
+    Ok(response)
+}

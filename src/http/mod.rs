@@ -1,0 +1,41 @@
+//! The REST API and the health probe: one module per resource, each exposing
+//! `router()`, merged here in [`router`].
+//!
+//! - [`health`]: `GET /health`, for probes; no token, no job data.
+//! - [`jobs`]: start, list, inspect and cancel jobs; download artifacts.
+//! - [`history`]: a job's recorded events and its raw log.
+//! - [`pipelines`]: the pipelines this server can run.
+
+pub mod health;
+pub mod history;
+pub mod jobs;
+pub mod pipelines;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+
+use crate::error::ApiError;
+use crate::job::JobId;
+use crate::state::AppState;
+
+/// Every HTTP route except the Socket.IO endpoint.
+pub fn router(state: &AppState) -> Router<AppState> {
+    let api = Router::new()
+        .merge(jobs::router())
+        .merge(history::router())
+        .merge(pipelines::router())
+        .layer(DefaultBodyLimit::max(state.config.rest_body_limit));
+    Router::new()
+        .merge(health::router())
+        .nest("/api", api)
+        .fallback(not_found)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}
+
+/// Reads a job id from a path segment.
+pub fn job_id(raw: &str) -> Result<JobId, ApiError> {
+    JobId::parse(raw).map_err(|e| ApiError::BadRequest(format!("invalid job id: {e}")))
+}

@@ -1,0 +1,573 @@
+//! The journal: the one place where a job's events are numbered, recorded and
+//! handed on.
+//!
+//! Producers (the runner, external workers) call [`Journal::record`]. Under the
+//! job's lock the journal gives the event the job's next `seq`, folds it into the
+//! job's state, keeps it in a bounded in-memory window, queues it for the store,
+//! and passes it to the [`EventSink`] (the Socket.IO fan-out). Because numbering
+//! and delivery happen under the same lock, a subscriber that attaches under that
+//! lock ([`Journal::with_live`]) sees every event exactly once: those before from
+//! history, those after live.
+//!
+//! Memory stays bounded: the window keeps the newest `HISTORY_WINDOW` events (and
+//! any not yet committed), older ones are read back from the store. Finished jobs
+//! leave memory a little after they end.
+//!
+//! The journal knows nothing of HTTP or Socket.IO.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use crate::job::{JobEvent, JobId, JobRecord, Outcome, ProjectId, Stream};
+use crate::store::writer::BatchWriter;
+use crate::store::{JobFilter, Store, StoreError, StoredEvent, WriteOp};
+use crate::wire::{
+    CompletedPayload, ErrorPayload, EventKind, EventPayload, LogPayload, ProgressPayload, Timestamp,
+};
+
+/// How long a finished job stays in memory (for cheap replays) before only the
+/// store holds it.
+const FINISHED_LINGER: Duration = Duration::from_secs(30);
+
+/// One recorded event, as numbered and delivered.
+#[derive(Debug)]
+pub struct Recorded {
+    pub kind: EventKind,
+    pub payload: EventPayload,
+}
+
+impl Recorded {
+    pub fn seq(&self) -> u64 {
+        self.payload.seq()
+    }
+}
+
+/// Receives every recorded event, in order, with the job's lock held: it must not
+/// block.
+pub trait EventSink: Send + Sync + 'static {
+    fn deliver(&self, job: &JobRecord, event: &Arc<Recorded>);
+}
+
+/// Why an event could not be recorded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RecordError {
+    #[error("job {0} does not exist")]
+    UnknownJob(JobId),
+    #[error("job {0} has already finished")]
+    Finished(JobId),
+    #[error("job {0} already exists")]
+    Exists(JobId),
+}
+
+/// Records, numbers and hands on job events; see the module docs.
+pub struct Journal {
+    /// Jobs held in memory: every queued or running job, and recently finished ones.
+    live: RwLock<HashMap<JobId, Arc<LiveJob>>>,
+    store: Arc<dyn Store>,
+    writer: BatchWriter,
+    /// The fan-out; set once the Socket.IO layer exists (absent when it is disabled).
+    sink: OnceLock<Arc<dyn EventSink>>,
+    /// Events kept in memory per job.
+    window: usize,
+    /// `MAX_LOG_BYTES_PER_JOB`.
+    log_cap: u64,
+}
+
+/// A job held in memory.
+struct LiveJob {
+    /// Highest seq committed to the store; raised by the writer thread.
+    persisted: Arc<AtomicU64>,
+    state: Mutex<LiveState>,
+}
+
+struct LiveState {
+    record: JobRecord,
+    /// The newest events, oldest first.
+    window: VecDeque<Arc<Recorded>>,
+    log: LogBudget,
+}
+
+/// What the history keeps of a long log: a head, a rolling tail, and a note of the
+/// middle it dropped.
+#[derive(Debug, Default)]
+struct LogBudget {
+    /// Bytes the head may still take.
+    head_left: u64,
+    /// Log events in the tail, oldest first: (seq, bytes).
+    tail: VecDeque<(u64, u64)>,
+    tail_bytes: u64,
+    tail_cap: u64,
+    dropped: Option<Dropped>,
+}
+
+/// The middle of a log that was dropped from history.
+#[derive(Debug, Clone, Copy)]
+pub struct Dropped {
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub lines: u64,
+    pub bytes: u64,
+    at: OffsetDateTime,
+}
+
+impl LogBudget {
+    fn new(cap: u64) -> Self {
+        Self {
+            head_left: cap / 2,
+            tail_cap: cap - cap / 2,
+            ..Self::default()
+        }
+    }
+
+    /// Accounts for a new log line; returns the seqs that fall out of history.
+    fn admit(&mut self, seq: u64, bytes: u64, at: OffsetDateTime) -> Option<(u64, u64)> {
+        if self.tail.is_empty() && bytes <= self.head_left {
+            self.head_left -= bytes;
+            return None;
+        }
+        self.head_left = 0;
+        self.tail.push_back((seq, bytes));
+        self.tail_bytes += bytes;
+        let mut range: Option<(u64, u64)> = None;
+        while self.tail_bytes > self.tail_cap {
+            let Some((old, b)) = self.tail.pop_front() else {
+                break;
+            };
+            self.tail_bytes -= b;
+            let d = self.dropped.get_or_insert(Dropped {
+                first_seq: old,
+                last_seq: old,
+                lines: 0,
+                bytes: 0,
+                at,
+            });
+            d.last_seq = old;
+            d.lines += 1;
+            d.bytes += b;
+            range = Some((range.map_or(old, |r| r.0), old));
+        }
+        range
+    }
+
+    fn is_dropped(&self, seq: u64, kind: EventKind) -> bool {
+        kind == EventKind::Log
+            && self
+                .dropped
+                .is_some_and(|d| d.first_seq <= seq && seq <= d.last_seq)
+    }
+}
+
+/// What a subscriber sees of a live job while holding its lock.
+pub struct LiveView<'a> {
+    pub record: &'a JobRecord,
+    state: &'a LiveState,
+}
+
+impl LiveView<'_> {
+    /// The events with `seq > since` if memory still holds all of them, else the
+    /// lowest seq memory holds (the rest must come from the store first).
+    pub fn events_after(&self, since: u64) -> Result<Vec<Arc<Recorded>>, u64> {
+        let first = self
+            .state
+            .window
+            .front()
+            .map_or(self.record.last_seq + 1, |e| e.seq());
+        if since + 1 < first {
+            return Err(first);
+        }
+        let skip = usize::try_from(since + 1 - first).unwrap_or(usize::MAX);
+        Ok(self
+            .state
+            .window
+            .iter()
+            .skip(skip)
+            .filter(|e| !self.state.log.is_dropped(e.seq(), e.kind))
+            .cloned()
+            .collect())
+    }
+
+    /// The part of the log dropped from history, if any.
+    pub fn dropped(&self) -> Option<Dropped> {
+        self.state.log.dropped
+    }
+}
+
+impl Journal {
+    pub fn new(
+        store: Arc<dyn Store>,
+        writer: BatchWriter,
+        window: usize,
+        log_cap: u64,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            live: RwLock::new(HashMap::new()),
+            store,
+            writer,
+            sink: OnceLock::new(),
+            window,
+            log_cap,
+        })
+    }
+
+    /// Connects the fan-out. Events recorded before this are only stored.
+    pub fn set_sink(&self, sink: Arc<dyn EventSink>) {
+        let _ = self.sink.set(sink);
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn writer(&self) -> &BatchWriter {
+        &self.writer
+    }
+
+    /// Adds a new job and records its first event (`queued`, 0 %).
+    pub fn create(self: &Arc<Self>, record: JobRecord) -> Result<(), RecordError> {
+        let id = record.id.clone();
+        {
+            let mut live = self.live.write().expect("journal map");
+            if live.contains_key(&id) {
+                return Err(RecordError::Exists(id));
+            }
+            self.writer.send(WriteOp::UpsertJob(record.clone()));
+            live.insert(id.clone(), Arc::new(self.live_job(record, 0)));
+        }
+        self.record(
+            &id,
+            JobEvent::Progress {
+                phase: crate::job::Phase::Queued,
+                progress: 0,
+                message: "Waiting in queue".into(),
+            },
+        )
+        .map(|_| ())
+    }
+
+    fn live_job(&self, record: JobRecord, persisted: u64) -> LiveJob {
+        LiveJob {
+            persisted: Arc::new(AtomicU64::new(persisted)),
+            state: Mutex::new(LiveState {
+                record,
+                window: VecDeque::new(),
+                log: LogBudget::new(self.log_cap),
+            }),
+        }
+    }
+
+    fn get_live(&self, id: &JobId) -> Option<Arc<LiveJob>> {
+        self.live.read().expect("journal map").get(id).cloned()
+    }
+
+    /// Numbers, records and delivers an event of a job; returns its seq.
+    pub fn record(self: &Arc<Self>, id: &JobId, event: JobEvent) -> Result<u64, RecordError> {
+        let job = self
+            .get_live(id)
+            .ok_or_else(|| RecordError::UnknownJob(id.clone()))?;
+        let mut state = job.state.lock().expect("job state");
+        if state.record.finished_at.is_some() {
+            return Err(RecordError::Finished(id.clone()));
+        }
+        let now = OffsetDateTime::now_utc();
+        let seq = state.record.last_seq + 1;
+        state.record.last_seq = seq;
+        state.record.apply(&event, now);
+        let payload = payload(&state.record, &event, seq, now);
+        let kind = payload.kind();
+        let json = serde_json::to_string(&payload).expect("event payloads serialize");
+        let bytes = json.len() as u64;
+        let recorded = Arc::new(Recorded { kind, payload });
+
+        self.writer.send(WriteOp::PutEvent {
+            job_id: id.clone(),
+            event: StoredEvent {
+                seq,
+                kind,
+                payload: json,
+            },
+            persisted: job.persisted.clone(),
+        });
+        if kind == EventKind::Log
+            && let Some((from, to)) = state.log.admit(seq, bytes, now)
+        {
+            self.writer.send(WriteOp::DeleteLogRange {
+                job_id: id.clone(),
+                from,
+                to,
+            });
+            let marker = truncation_marker(&state.record, state.log.dropped.expect("just set"));
+            self.writer.send(WriteOp::PutEvent {
+                job_id: id.clone(),
+                event: marker,
+                persisted: job.persisted.clone(),
+            });
+        }
+        if kind != EventKind::Log {
+            self.writer.send(WriteOp::UpsertJob(state.record.clone()));
+        }
+
+        state.window.push_back(recorded.clone());
+        let persisted = job.persisted.load(Ordering::Acquire);
+        while state.window.len() > self.window
+            && state.window.front().is_some_and(|e| e.seq() <= persisted)
+        {
+            state.window.pop_front();
+        }
+        if let Some(sink) = self.sink.get() {
+            sink.deliver(&state.record, &recorded);
+        }
+        if kind == EventKind::Completed {
+            self.evict_later(id.clone());
+        }
+        Ok(seq)
+    }
+
+    fn evict_later(self: &Arc<Self>, id: JobId) {
+        let journal = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(FINISHED_LINGER).await;
+            if let Some(journal) = journal.upgrade() {
+                journal.writer.flush().await;
+                journal.live.write().expect("journal map").remove(&id);
+            }
+        });
+    }
+
+    /// Runs `f` on a job held in memory with its lock held, so that no event of it
+    /// can be recorded meanwhile. `None` if the job is not in memory.
+    pub fn with_live<R>(&self, id: &JobId, f: impl FnOnce(LiveView<'_>) -> R) -> Option<R> {
+        let job = self.get_live(id)?;
+        let state = job.state.lock().expect("job state");
+        Some(f(LiveView {
+            record: &state.record,
+            state: &state,
+        }))
+    }
+
+    /// Runs `f` while no job can be created, if `id` is not in memory: a subscriber
+    /// to a job that does not exist yet attaches in `f` and cannot miss its first event.
+    pub fn if_not_live<R>(&self, id: &JobId, f: impl FnOnce() -> R) -> Option<R> {
+        let live = self.live.read().expect("journal map");
+        (!live.contains_key(id)).then(f)
+    }
+
+    /// A job's current state, from memory or the store.
+    pub async fn job(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError> {
+        if let Some(job) = self.get_live(id) {
+            return Ok(Some(job.state.lock().expect("job state").record.clone()));
+        }
+        let store = self.store.clone();
+        let id = id.clone();
+        blocking(move || store.job(&id)).await
+    }
+
+    /// Jobs matching `filter`, newest first, live state taking precedence.
+    pub async fn jobs(&self, filter: JobFilter) -> Result<Vec<JobRecord>, StoreError> {
+        let mut live: Vec<JobRecord> = {
+            let map = self.live.read().expect("journal map");
+            map.values()
+                .map(|j| j.state.lock().expect("job state").record.clone())
+                .filter(|r| {
+                    filter
+                        .project_id
+                        .as_ref()
+                        .is_none_or(|p| *p == r.project_id)
+                        && filter.active.is_none_or(|a| a != r.is_finished())
+                })
+                .collect()
+        };
+        let store = self.store.clone();
+        let stored = blocking(move || store.jobs(&filter).map(|jobs| (jobs, filter.limit))).await?;
+        let (stored, limit) = stored;
+        let known: std::collections::HashSet<JobId> = live.iter().map(|r| r.id.clone()).collect();
+        live.extend(stored.into_iter().filter(|r| !known.contains(&r.id)));
+        live.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        live.truncate(limit);
+        Ok(live)
+    }
+
+    /// Up to `limit` events of a job after `since`, from the store (after a flush, so
+    /// everything recorded before the call is there).
+    pub async fn events(
+        &self,
+        id: &JobId,
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.writer.flush().await;
+        let store = self.store.clone();
+        let id = id.clone();
+        blocking(move || store.events(&id, since, limit)).await
+    }
+
+    /// Marks the jobs the store holds as unfinished (the server stopped while they
+    /// ran) as failed, with a system line saying so. Runs once at start-up.
+    pub async fn recover_interrupted(self: &Arc<Self>) -> Result<usize, StoreError> {
+        let store = self.store.clone();
+        let jobs = blocking(move || {
+            let jobs = store.unfinished_jobs()?;
+            jobs.into_iter()
+                .map(|mut job| {
+                    job.last_seq = store.max_seq(&job.id)?;
+                    Ok(job)
+                })
+                .collect::<Result<Vec<_>, StoreError>>()
+        })
+        .await?;
+        let count = jobs.len();
+        for job in jobs {
+            let id = job.id.clone();
+            let persisted = job.last_seq;
+            self.live
+                .write()
+                .expect("journal map")
+                .insert(id.clone(), Arc::new(self.live_job(job, persisted)));
+            let events = [
+                JobEvent::Log {
+                    stream: Stream::System,
+                    message: "The server stopped during the build; the job was interrupted.".into(),
+                },
+                JobEvent::Completed {
+                    outcome: Outcome::Failed,
+                    artifacts: Vec::new(),
+                },
+            ];
+            for event in events {
+                let _ = self.record(&id, event);
+            }
+            tracing::warn!(job_id = %id, "job was interrupted by a server stop; marked failed");
+        }
+        self.writer.flush().await;
+        Ok(count)
+    }
+
+    /// Ids of jobs in memory that have not finished.
+    pub fn unfinished(&self) -> Vec<JobId> {
+        self.live
+            .read()
+            .expect("journal map")
+            .iter()
+            .filter(|(_, j)| {
+                j.state
+                    .lock()
+                    .expect("job state")
+                    .record
+                    .finished_at
+                    .is_none()
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+}
+
+/// Runs a blocking store call off the async threads.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Corrupt(format!("store task failed: {e}"))))
+}
+
+fn ids(job: &JobRecord) -> (JobId, ProjectId) {
+    (job.id.clone(), job.project_id.clone())
+}
+
+/// The wire payload of `event`, numbered `seq`, for a job whose state already
+/// includes it.
+fn payload(job: &JobRecord, event: &JobEvent, seq: u64, at: OffsetDateTime) -> EventPayload {
+    let (job_id, project_id) = ids(job);
+    let timestamp = Timestamp(at);
+    match event {
+        JobEvent::Progress {
+            phase,
+            progress,
+            message,
+        } => EventPayload::Progress(ProgressPayload {
+            job_id,
+            project_id,
+            status: job.status,
+            phase: *phase,
+            progress: *progress,
+            message: message.clone(),
+            timestamp,
+            seq,
+        }),
+        JobEvent::Log { stream, message } => EventPayload::Log(LogPayload {
+            job_id,
+            project_id,
+            stream: *stream,
+            message: message.clone(),
+            timestamp,
+            seq,
+        }),
+        JobEvent::Error { phase, message } => EventPayload::Error(ErrorPayload {
+            job_id,
+            project_id,
+            phase: *phase,
+            message: message.clone(),
+            timestamp,
+            seq,
+        }),
+        JobEvent::Completed { outcome, artifacts } => EventPayload::Completed(CompletedPayload {
+            job_id,
+            project_id,
+            status: job.status,
+            success: *outcome == Outcome::Succeeded,
+            progress: job.progress,
+            duration_ms: job.duration_ms(at),
+            artifacts: artifacts.clone(),
+            timestamp,
+            seq,
+        }),
+    }
+}
+
+/// The system line stored in place of a dropped middle of a log.
+fn truncation_marker(job: &JobRecord, d: Dropped) -> StoredEvent {
+    let (job_id, project_id) = ids(job);
+    let payload = EventPayload::Log(LogPayload {
+        job_id,
+        project_id,
+        stream: Stream::System,
+        message: format!(
+            "[buildcast] log truncated here: {} lines ({} bytes) dropped to stay within MAX_LOG_BYTES_PER_JOB; the head and the tail are kept",
+            d.lines, d.bytes
+        ),
+        timestamp: Timestamp(d.at),
+        seq: d.first_seq,
+    });
+    StoredEvent {
+        seq: d.first_seq,
+        kind: EventKind::Log,
+        payload: serde_json::to_string(&payload).expect("event payloads serialize"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_budget_keeps_head_and_rolling_tail() {
+        let now = OffsetDateTime::now_utc();
+        let mut b = LogBudget::new(100);
+        // Head: 50 bytes.
+        assert_eq!(b.admit(1, 25, now), None);
+        assert_eq!(b.admit(2, 25, now), None);
+        // Tail: 50 bytes.
+        assert_eq!(b.admit(3, 25, now), None);
+        assert_eq!(b.admit(4, 25, now), None);
+        assert_eq!(b.admit(5, 25, now), Some((3, 3)));
+        assert_eq!(b.admit(6, 25, now), Some((4, 4)));
+        let d = b.dropped.unwrap();
+        assert_eq!((d.first_seq, d.last_seq, d.lines, d.bytes), (3, 4, 2, 50));
+        assert!(b.is_dropped(4, EventKind::Log));
+        assert!(!b.is_dropped(4, EventKind::Progress));
+        assert!(!b.is_dropped(5, EventKind::Log));
+    }
+}

@@ -1,0 +1,332 @@
+//! The build runner: queues jobs, runs at most `MAX_CONCURRENT_JOBS` at once, walks
+//! each through its pipeline's phases, and reports everything as [`JobEvent`]s to
+//! the [`Journal`].
+//!
+//! The runner knows nothing of HTTP or Socket.IO: it only produces events.
+//! Each job gets `DATA_DIR/jobs/<id>/`: a `workspace/` the steps run in (removed when
+//! the job ends) and an `artifacts/` folder that keeps the collected files.
+
+pub mod artifacts;
+pub mod pipeline;
+pub mod process;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::job::{JobEvent, JobId, JobRecord, Outcome, Phase, ProjectId, Stream};
+use crate::journal::{Journal, RecordError};
+use pipeline::{Pipeline, Pipelines};
+use process::StepEnd;
+
+/// Why a job could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("unknown pipeline {0:?}")]
+    UnknownPipeline(String),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Record(#[from] RecordError),
+}
+
+/// Why a job could not be cancelled.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CancelError {
+    #[error("job not found")]
+    NotFound,
+    #[error("job has already finished")]
+    Finished,
+}
+
+/// Queues and runs builds. Cheap to share behind an `Arc`.
+pub struct Runner {
+    journal: Arc<Journal>,
+    pipelines: Arc<Pipelines>,
+    /// One permit per job allowed to run; tokio's semaphore is fair, so jobs start
+    /// in the order they were queued.
+    slots: Arc<Semaphore>,
+    /// Root of the per-job folders.
+    jobs_dir: PathBuf,
+    /// Cancel handles of queued and running jobs.
+    active: Mutex<HashMap<JobId, CancellationToken>>,
+    /// Parent of every job's cancel handle: cancelled when the server stops.
+    stopping: CancellationToken,
+    /// Every job task, so shutdown can wait for them.
+    tasks: TaskTracker,
+}
+
+impl Runner {
+    pub fn new(
+        journal: Arc<Journal>,
+        pipelines: Arc<Pipelines>,
+        max_concurrent: usize,
+        data_dir: &Path,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            journal,
+            pipelines,
+            slots: Arc::new(Semaphore::new(max_concurrent)),
+            jobs_dir: data_dir.join("jobs"),
+            active: Mutex::new(HashMap::new()),
+            stopping: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        })
+    }
+
+    pub fn pipelines(&self) -> &Pipelines {
+        &self.pipelines
+    }
+
+    /// Where a job's collected artifacts are kept.
+    pub fn artifacts_dir(&self, id: &JobId) -> PathBuf {
+        self.jobs_dir.join(id.as_str()).join("artifacts")
+    }
+
+    /// The folder holding everything a job left on disk.
+    pub fn job_dir(&self, id: &JobId) -> PathBuf {
+        self.jobs_dir.join(id.as_str())
+    }
+
+    /// Queues a new job of `pipeline` for `project_id`.
+    pub fn submit(
+        self: &Arc<Self>,
+        project_id: ProjectId,
+        pipeline: &str,
+    ) -> Result<JobRecord, SubmitError> {
+        if self.stopping.is_cancelled() {
+            return Err(SubmitError::ShuttingDown);
+        }
+        let pipeline = self
+            .pipelines
+            .get(pipeline)
+            .ok_or_else(|| SubmitError::UnknownPipeline(pipeline.to_owned()))?
+            .clone();
+        let record = JobRecord::queued(JobId::generate(), project_id, pipeline.name.clone());
+        let cancel = self.stopping.child_token();
+        self.active
+            .lock()
+            .expect("active jobs")
+            .insert(record.id.clone(), cancel.clone());
+        if let Err(e) = self.journal.create(record.clone()) {
+            self.active.lock().expect("active jobs").remove(&record.id);
+            return Err(e.into());
+        }
+        tracing::info!(job_id = %record.id, project_id = %record.project_id, pipeline = %pipeline.name, "job queued");
+        let runner = self.clone();
+        let id = record.id.clone();
+        self.tasks.spawn(async move {
+            runner.run_job(&id, &pipeline, &cancel).await;
+            runner.active.lock().expect("active jobs").remove(&id);
+        });
+        Ok(record)
+    }
+
+    /// Cancels a queued or running job.
+    pub async fn cancel(&self, id: &JobId) -> Result<(), CancelError> {
+        if let Some(token) = self.active.lock().expect("active jobs").get(id) {
+            token.cancel();
+            tracing::info!(job_id = %id, "job cancel requested");
+            return Ok(());
+        }
+        match self.journal.job(id).await {
+            Ok(Some(_)) => Err(CancelError::Finished),
+            _ => Err(CancelError::NotFound),
+        }
+    }
+
+    /// Stops every job (they end `failed`, saying the server stopped) and waits for
+    /// their processes to be gone.
+    pub async fn shutdown(&self) {
+        self.stopping.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    fn emit(&self, id: &JobId, event: JobEvent) {
+        if let Err(e) = self.journal.record(id, event) {
+            tracing::error!(job_id = %id, error = %e, "could not record a job event");
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(job_id = %id, pipeline = %pipeline.name))]
+    async fn run_job(&self, id: &JobId, pipeline: &Pipeline, cancel: &CancellationToken) {
+        let permit = tokio::select! {
+            permit = self.slots.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+            () = cancel.cancelled() => {
+                self.finish_interrupted(id, "before it started");
+                return;
+            }
+        };
+        let outcome = self.run_steps(id, pipeline, cancel).await;
+        drop(permit);
+        tracing::info!(outcome = ?outcome, "job finished");
+    }
+
+    async fn run_steps(
+        &self,
+        id: &JobId,
+        pipeline: &Pipeline,
+        cancel: &CancellationToken,
+    ) -> Outcome {
+        let Some(project_id) = self
+            .journal
+            .job(id)
+            .await
+            .ok()
+            .flatten()
+            .map(|j| j.project_id)
+        else {
+            return Outcome::Failed;
+        };
+        let own_workspace = pipeline.workdir.is_none();
+        let workdir = pipeline
+            .workdir
+            .clone()
+            .unwrap_or_else(|| self.job_dir(id).join("workspace"));
+        if let Err(e) = tokio::fs::create_dir_all(&workdir).await {
+            return self.fail(
+                id,
+                Phase::Preparing,
+                format!("cannot create the workspace: {e}"),
+            );
+        }
+        let workspace = workdir.display().to_string();
+        let env = [
+            ("BUILDCAST_JOB_ID", id.as_str()),
+            ("BUILDCAST_PROJECT_ID", project_id.as_str()),
+            ("BUILDCAST_WORKSPACE", workspace.as_str()),
+        ];
+        let deadline = Instant::now() + pipeline.timeout;
+        let outcome = 'steps: {
+            for step in &pipeline.steps {
+                self.emit(
+                    id,
+                    JobEvent::Progress {
+                        phase: step.phase,
+                        progress: step.progress,
+                        message: step.message.into(),
+                    },
+                );
+                let Some(script) = &step.script else { continue };
+                tracing::info!(step = step.name, "step started");
+                self.emit(id, system(format!("Running the {} step", step.name)));
+                let end =
+                    process::run_step(script, &workdir, &env, deadline, cancel, |stream, line| {
+                        self.emit(
+                            id,
+                            JobEvent::Log {
+                                stream,
+                                message: line,
+                            },
+                        );
+                    })
+                    .await;
+                match end {
+                    StepEnd::Succeeded => {}
+                    StepEnd::Failed(why) => {
+                        break 'steps self.fail(
+                            id,
+                            step.phase,
+                            format!("The {} step {why}", step.name),
+                        );
+                    }
+                    StepEnd::TimedOut => {
+                        let limit = humantime::format_duration(pipeline.timeout);
+                        break 'steps self.fail(
+                            id,
+                            step.phase,
+                            format!(
+                                "The {} step timed out: the job exceeded its {limit} limit",
+                                step.name
+                            ),
+                        );
+                    }
+                    StepEnd::Cancelled => {
+                        self.finish_interrupted(id, &format!("during the {} step", step.name));
+                        break 'steps Outcome::Cancelled;
+                    }
+                }
+            }
+            self.emit(
+                id,
+                JobEvent::Progress {
+                    phase: Phase::Completed,
+                    progress: 90,
+                    message: "Collecting artifacts".into(),
+                },
+            );
+            let collected =
+                artifacts::collect(&workdir, &pipeline.artifacts, &self.artifacts_dir(id)).await;
+            for note in &collected.notes {
+                self.emit(id, system(note.clone()));
+            }
+            self.emit(
+                id,
+                JobEvent::Progress {
+                    phase: Phase::Completed,
+                    progress: 100,
+                    message: "Build finished".into(),
+                },
+            );
+            self.emit(
+                id,
+                JobEvent::Completed {
+                    outcome: Outcome::Succeeded,
+                    artifacts: collected.names,
+                },
+            );
+            Outcome::Succeeded
+        };
+        if own_workspace && let Err(e) = tokio::fs::remove_dir_all(&workdir).await {
+            tracing::warn!(error = %e, "could not remove the workspace");
+        }
+        outcome
+    }
+
+    fn fail(&self, id: &JobId, phase: Phase, message: String) -> Outcome {
+        tracing::warn!(job_id = %id, %message, "job failed");
+        self.emit(id, system(message.clone()));
+        self.emit(id, JobEvent::Error { phase, message });
+        self.emit(
+            id,
+            JobEvent::Completed {
+                outcome: Outcome::Failed,
+                artifacts: Vec::new(),
+            },
+        );
+        Outcome::Failed
+    }
+
+    /// Ends a job that was cancelled, by a user or by the server stopping.
+    fn finish_interrupted(&self, id: &JobId, when: &str) {
+        let (outcome, message) = if self.stopping.is_cancelled() {
+            (
+                Outcome::Failed,
+                format!("The server stopped during the build ({when}); the job was interrupted."),
+            )
+        } else {
+            (Outcome::Cancelled, format!("Cancelled {when}."))
+        };
+        self.emit(id, system(message));
+        self.emit(
+            id,
+            JobEvent::Completed {
+                outcome,
+                artifacts: Vec::new(),
+            },
+        );
+    }
+}
+
+fn system(message: String) -> JobEvent {
+    JobEvent::Log {
+        stream: Stream::System,
+        message,
+    }
+}

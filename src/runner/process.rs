@@ -1,0 +1,245 @@
+//! One step as a child process: `sh -c <script>` in its own process group, with
+//! stdout and stderr read line by line as they arrive.
+//!
+//! The step ends when the shell exits, its deadline passes or it is cancelled. In
+//! every case the whole process group is killed afterwards, so background
+//! processes a script started do not outlive it.
+
+use std::io;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::job::Stream;
+
+/// Longest line passed on; a longer one is split.
+const MAX_LINE: usize = 16 * 1024;
+/// How long a signalled process group gets to exit before it is killed.
+const TERM_GRACE: Duration = Duration::from_secs(2);
+
+/// Environment variables never passed to a build: they hold the server's secrets.
+const SECRET_VARS: [&str; 5] = [
+    "JWT_SECRET",
+    "WORKER_TOKEN",
+    "REDIS_URL",
+    "DATABASE_URL",
+    "JWT_PUBLIC_KEY_FILE",
+];
+
+/// How a step ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StepEnd {
+    Succeeded,
+    /// It exited non-zero or could not start; the text says which.
+    Failed(String),
+    TimedOut,
+    Cancelled,
+}
+
+/// Runs `script` in `dir`, calling `on_line` for each line of output.
+pub async fn run_step(
+    script: &str,
+    dir: &Path,
+    env: &[(&str, &str)],
+    deadline: Instant,
+    cancel: &CancellationToken,
+    mut on_line: impl FnMut(Stream, String),
+) -> StepEnd {
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    for var in SECRET_VARS {
+        command.env_remove(var);
+    }
+    command.envs(env.iter().copied());
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => return StepEnd::Failed(format!("could not start the step: {e}")),
+    };
+    let pgid = child.id().and_then(|id| i32::try_from(id).ok());
+    let mut out = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let mut err = BufReader::new(child.stderr.take().expect("piped stderr"));
+    let (mut out_buf, mut err_buf) = (Vec::new(), Vec::new());
+    let (mut out_open, mut err_open) = (true, true);
+    let mut exit = None;
+
+    let end = loop {
+        if exit.is_some() && !out_open && !err_open {
+            break None;
+        }
+        tokio::select! {
+            line = next_line(&mut out, &mut out_buf), if out_open => match line {
+                Some(line) => on_line(Stream::Stdout, line),
+                None => out_open = false,
+            },
+            line = next_line(&mut err, &mut err_buf), if err_open => match line {
+                Some(line) => on_line(Stream::Stderr, line),
+                None => err_open = false,
+            },
+            status = child.wait(), if exit.is_none() => {
+                exit = Some(status);
+                // The shell is gone: end what it left behind so the pipes close.
+                kill_group(pgid, libc::SIGKILL);
+            }
+            () = cancel.cancelled() => break Some(StepEnd::Cancelled),
+            () = tokio::time::sleep_until(deadline) => break Some(StepEnd::TimedOut),
+        }
+    };
+    if let Some(end) = end {
+        stop_group(pgid, &mut child).await;
+        return end;
+    }
+    kill_group(pgid, libc::SIGKILL);
+    match exit.expect("loop ends after exit") {
+        Ok(status) if status.success() => StepEnd::Succeeded,
+        Ok(status) => StepEnd::Failed(match status.code() {
+            Some(code) => format!("exited with code {code}"),
+            None => "was killed by a signal".into(),
+        }),
+        Err(e) => StepEnd::Failed(format!("could not be waited for: {e}")),
+    }
+}
+
+/// Reads the next line (without its line ending), or `None` at end of stream.
+/// Cancel-safe: a partly read line stays in `buf` for the next call.
+async fn next_line<R: AsyncBufRead + Unpin>(reader: &mut R, buf: &mut Vec<u8>) -> Option<String> {
+    loop {
+        let available = match reader.fill_buf().await {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => &[],
+        };
+        if available.is_empty() {
+            if buf.is_empty() {
+                return None;
+            }
+            return Some(take_line(buf));
+        }
+        let room = MAX_LINE - buf.len();
+        match available.iter().take(room).position(|&b| b == b'\n') {
+            Some(i) => {
+                buf.extend_from_slice(&available[..i]);
+                reader.consume(i + 1);
+                return Some(take_line(buf));
+            }
+            None => {
+                let n = available.len().min(room);
+                buf.extend_from_slice(&available[..n]);
+                reader.consume(n);
+                if buf.len() >= MAX_LINE {
+                    return Some(take_line(buf));
+                }
+            }
+        }
+    }
+}
+
+fn take_line(buf: &mut Vec<u8>) -> String {
+    if buf.last() == Some(&b'\r') {
+        buf.pop();
+    }
+    let line = String::from_utf8_lossy(buf).into_owned();
+    buf.clear();
+    line
+}
+
+fn kill_group(pgid: Option<i32>, signal: i32) {
+    if let Some(pgid) = pgid {
+        // SAFETY: killpg only sends a signal; a group that is already gone gives ESRCH.
+        unsafe {
+            libc::killpg(pgid, signal);
+        }
+    }
+}
+
+/// Asks the group to stop, then kills it if it has not within the grace period.
+async fn stop_group(pgid: Option<i32>, child: &mut tokio::process::Child) {
+    kill_group(pgid, libc::SIGTERM);
+    if tokio::time::timeout(TERM_GRACE, child.wait())
+        .await
+        .is_err()
+    {
+        tracing::debug!(?pgid, "step ignored SIGTERM; killing it");
+    }
+    kill_group(pgid, libc::SIGKILL);
+    let _ = child.wait().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn run(script: &str, timeout: Duration) -> (StepEnd, Vec<(Stream, String)>) {
+        let mut lines = Vec::new();
+        let dir = std::env::temp_dir();
+        let end = run_step(
+            script,
+            &dir,
+            &[("BUILDCAST_JOB_ID", "j1")],
+            Instant::now() + timeout,
+            &CancellationToken::new(),
+            |s, l| lines.push((s, l)),
+        )
+        .await;
+        (end, lines)
+    }
+
+    #[tokio::test]
+    async fn lines_keep_their_stream_and_order() {
+        let (end, lines) = run(
+            "echo one; echo two >&2; printf 'three\\r\\nno newline'; echo $BUILDCAST_JOB_ID",
+            Duration::from_secs(10),
+        )
+        .await;
+        assert_eq!(end, StepEnd::Succeeded);
+        let stdout: Vec<_> = lines
+            .iter()
+            .filter(|(s, _)| *s == Stream::Stdout)
+            .map(|(_, l)| l.as_str())
+            .collect();
+        assert_eq!(stdout, ["one", "three", "no newlinej1"]);
+        assert!(lines.contains(&(Stream::Stderr, "two".into())));
+    }
+
+    #[tokio::test]
+    async fn exit_codes_and_timeouts_end_the_step() {
+        let (end, _) = run("exit 3", Duration::from_secs(10)).await;
+        assert_eq!(end, StepEnd::Failed("exited with code 3".into()));
+        let started = std::time::Instant::now();
+        let (end, _) = run("sleep 30", Duration::from_millis(200)).await;
+        assert_eq!(end, StepEnd::TimedOut);
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn background_children_do_not_hold_the_step_open() {
+        let started = std::time::Instant::now();
+        let (end, lines) = run("sleep 30 & echo done", Duration::from_secs(20)).await;
+        assert_eq!(end, StepEnd::Succeeded);
+        assert_eq!(lines, [(Stream::Stdout, "done".to_string())]);
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn long_lines_are_split() {
+        let (_, lines) = run(
+            "head -c 40000 /dev/zero | tr '\\0' x; echo",
+            Duration::from_secs(10),
+        )
+        .await;
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0].1.len(), MAX_LINE);
+    }
+}

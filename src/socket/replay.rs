@@ -1,0 +1,285 @@
+//! Attaching a socket to a job: replay of the events it missed, then live delivery,
+//! with no gap and no duplicate.
+//!
+//! The socket first leaves the job's room, so that live events stop reaching it
+//! directly. Old events are then sent from the store, paced by the socket's buffer,
+//! without holding the job's lock. Once the events still missing are all in the
+//! journal's in-memory window, the socket gets them and joins the room *under the
+//! job's lock*: no event can be recorded in between, so the next one it receives
+//! live is exactly the one after the last replayed.
+//!
+//! The same path catches up a socket whose buffer overflowed during live delivery
+//! ([`super::fanout`]): it is taken out of the room and replayed from the event it
+//! missed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use socketioxide::extract::SocketRef;
+use socketioxide::{SendError, SocketError};
+
+use super::{job_room, session};
+use crate::job::{JobId, JobRecord};
+use crate::journal::{Journal, Recorded, blocking};
+use crate::store::StoreError;
+use crate::wire::EventPayload;
+
+/// Events read from the store per round trip.
+const PAGE: usize = 1000;
+/// Pause while a socket's buffer is full.
+const BACKOFF: Duration = Duration::from_millis(5);
+/// A socket whose buffer stays full this long is disconnected (it can resume with `since`).
+const STALL_LIMIT: Duration = Duration::from_secs(30);
+
+/// Where the replay of a job starts.
+#[derive(Debug, Clone, Copy)]
+pub enum Start {
+    /// Live events only, from now.
+    Now,
+    /// Every event with `seq > since`.
+    After(u64),
+}
+
+/// What attaching found.
+#[derive(Debug)]
+pub struct Attached {
+    /// The job's state when the socket joined its live events (`None`: no such job yet).
+    pub job: Option<JobRecord>,
+    /// Whether some events after the requested position no longer exist (the dropped
+    /// middle of a long log), so the replay skipped over them.
+    pub gap: bool,
+}
+
+/// Why attaching stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error("the connection closed")]
+    Closed,
+    #[error("a newer subscription replaced this one")]
+    Superseded,
+    #[error("the client did not read its events for {STALL_LIMIT:?}")]
+    Stalled,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+enum Step {
+    Done(Attached),
+    /// Replay from the store up to (not including) this seq, then try again.
+    FromStore {
+        until: u64,
+    },
+    /// The buffer filled at this position; wait and try again from it.
+    Full {
+        cursor: u64,
+    },
+    /// The job is not in memory; look in the store.
+    NotLive,
+}
+
+/// Attaches `socket` to job `id` from `start`, as subscription `generation`.
+pub async fn attach(
+    journal: &Arc<Journal>,
+    socket: &SocketRef,
+    id: &JobId,
+    start: Start,
+    generation: u64,
+) -> Result<Attached, AttachError> {
+    let room = job_room(id);
+    let session = session(socket);
+    socket.leave(room.clone());
+    let mut stalled = None;
+    let mut gap = false;
+    let mut cursor = match start {
+        Start::Now => None,
+        Start::After(since) => Some(since),
+    };
+    loop {
+        if !session.is_current(id, generation) {
+            return Err(AttachError::Superseded);
+        }
+        if !socket.connected() {
+            return Err(AttachError::Closed);
+        }
+        let step = journal
+            .with_live(id, |view| {
+                let events = match cursor {
+                    None => Vec::new(),
+                    Some(since) => match view.events_after(since) {
+                        Ok(events) => events,
+                        Err(first) => return Step::FromStore { until: first },
+                    },
+                };
+                let mut expected = cursor.map_or(0, |c| c + 1);
+                for event in &events {
+                    if event.seq() != expected {
+                        gap = true;
+                    }
+                    expected = event.seq() + 1;
+                    match emit(socket, event) {
+                        Ok(()) => {}
+                        Err(Emit::Full) => {
+                            return Step::Full {
+                                cursor: event.seq() - 1,
+                            };
+                        }
+                        Err(Emit::Closed) => return Step::Done(detached()),
+                    }
+                }
+                socket.join(room.clone());
+                if cursor
+                    .is_some_and(|c| expected <= view.record.last_seq && c < view.record.last_seq)
+                {
+                    gap = true;
+                }
+                Step::Done(Attached {
+                    job: Some(view.record.clone()),
+                    gap,
+                })
+            })
+            .unwrap_or(Step::NotLive);
+        match step {
+            Step::Done(mut attached) => {
+                attached.gap |= gap;
+                return Ok(attached);
+            }
+            Step::Full { cursor: at } => {
+                if cursor != Some(at) {
+                    stalled = None;
+                }
+                cursor = Some(at);
+                wait_for_room(socket, &mut stalled).await?;
+            }
+            Step::FromStore { until } => {
+                let since = cursor.expect("store replay needs a position");
+                let (last, skipped) =
+                    replay_stored(journal, socket, id, since, Some(until)).await?;
+                gap |= skipped;
+                cursor = Some(last);
+            }
+            Step::NotLive => {
+                let store = journal.store().clone();
+                let key = id.clone();
+                let stored = blocking(move || store.job(&key)).await?;
+                if let Some(job) = stored {
+                    // Finished and out of memory: all of it is in the store.
+                    if let Some(since) = cursor {
+                        let (_, skipped) = replay_stored(journal, socket, id, since, None).await?;
+                        gap |= skipped;
+                    }
+                    socket.join(room.clone());
+                    return Ok(Attached {
+                        job: Some(job),
+                        gap,
+                    });
+                }
+                // Not created yet: join now, while no job can be created, so that
+                // its first event is not missed.
+                let joined = journal.if_not_live(id, || socket.join(room.clone()));
+                if joined.is_some() {
+                    return Ok(Attached {
+                        job: None,
+                        gap: false,
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn detached() -> Attached {
+    Attached {
+        job: None,
+        gap: false,
+    }
+}
+
+/// Sends stored events with `since < seq < until` (or all after `since`); returns
+/// the last seq sent (or `since` if none) and whether seqs were missing on the way.
+async fn replay_stored(
+    journal: &Arc<Journal>,
+    socket: &SocketRef,
+    id: &JobId,
+    mut since: u64,
+    until: Option<u64>,
+) -> Result<(u64, bool), AttachError> {
+    let mut gap = false;
+    loop {
+        let limit = until.map_or(PAGE, |u| {
+            usize::try_from(u.saturating_sub(since + 1)).map_or(PAGE, |n| n.min(PAGE))
+        });
+        if limit == 0 {
+            return Ok((since, gap));
+        }
+        let store = journal.store().clone();
+        let key = id.clone();
+        let page = blocking(move || store.events(&key, since, limit)).await?;
+        if page.is_empty() {
+            return Ok((since, gap));
+        }
+        for stored in page {
+            if until.is_some_and(|u| stored.seq >= u) {
+                return Ok((since, gap));
+            }
+            gap |= stored.seq != since + 1;
+            let payload = EventPayload::from_json(stored.kind, &stored.payload)
+                .map_err(|e| StoreError::Corrupt(format!("event {}: {e}", stored.seq)))?;
+            let event = Recorded {
+                kind: stored.kind,
+                payload,
+            };
+            emit_paced(socket, &event).await?;
+            since = stored.seq;
+        }
+    }
+}
+
+/// How an emit to one socket can fail.
+pub(super) enum Emit {
+    /// Its buffer is full: the client reads slower than events come.
+    Full,
+    /// It is gone.
+    Closed,
+}
+
+/// Emits a job event to one socket.
+pub(super) fn emit(socket: &SocketRef, event: &Recorded) -> Result<(), Emit> {
+    match socket.emit(event.kind.job_event(), &event.payload) {
+        Ok(()) => Ok(()),
+        Err(SendError::Socket(SocketError::InternalChannelFull)) => Err(Emit::Full),
+        Err(SendError::Socket(SocketError::Closed)) => Err(Emit::Closed),
+        Err(e) => {
+            tracing::error!(error = %e, "could not encode an event");
+            Ok(())
+        }
+    }
+}
+
+async fn emit_paced(socket: &SocketRef, event: &Recorded) -> Result<(), AttachError> {
+    let mut stalled = None;
+    loop {
+        match emit(socket, event) {
+            Ok(()) => return Ok(()),
+            Err(Emit::Closed) => return Err(AttachError::Closed),
+            Err(Emit::Full) => wait_for_room(socket, &mut stalled).await?,
+        }
+    }
+}
+
+/// Waits for a full socket buffer to drain a little. `stalled` is when the wait
+/// began; a client that reads nothing for [`STALL_LIMIT`] is disconnected.
+async fn wait_for_room(
+    socket: &SocketRef,
+    stalled: &mut Option<tokio::time::Instant>,
+) -> Result<(), AttachError> {
+    let since = *stalled.get_or_insert_with(tokio::time::Instant::now);
+    tokio::time::sleep(BACKOFF).await;
+    if !socket.connected() {
+        return Err(AttachError::Closed);
+    }
+    if since.elapsed() > STALL_LIMIT {
+        let _ = socket.clone().disconnect();
+        return Err(AttachError::Stalled);
+    }
+    Ok(())
+}

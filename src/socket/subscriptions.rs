@@ -1,0 +1,298 @@
+//! `subscribe:job`, `unsubscribe:job`, `subscribe:project`, `unsubscribe:project`:
+//! validating what the client sent, joining or leaving rooms, and the
+//! acknowledgement.
+//!
+//! Every payload is checked by the pure functions [`parse_job_request`] and
+//! [`parse_id`]; anything else than what they accept is answered
+//! `{ ok: false, error }` and joins nothing.
+
+use serde_json::Value;
+use socketioxide::extract::{AckSender, Event, SocketRef, State, TryData};
+
+use super::replay::{self, AttachError, Start};
+use super::{project_room, session};
+use crate::job::{JobId, ProjectId};
+use crate::state::AppState;
+use crate::store::JobFilter;
+use crate::wire::{Ack, Empty, JobSubscribed, JobView, ProjectSubscribed};
+
+/// Jobs listed in a `subscribe:project` acknowledgement.
+const PROJECT_SNAPSHOT_JOBS: usize = 50;
+/// Longest epoch string accepted.
+const MAX_EPOCH: usize = 128;
+
+/// What `subscribe:job` asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRequest {
+    pub job_id: JobId,
+    /// Replay every event after this seq first.
+    pub since: Option<u64>,
+    /// The history the client's `since` refers to.
+    pub epoch: Option<String>,
+}
+
+/// Reads `subscribe:job`'s payload: a job id, or `{ jobId, since?, epoch? }`.
+pub fn parse_job_request(payload: &Value) -> Result<JobRequest, String> {
+    match payload {
+        Value::String(_) => Ok(JobRequest {
+            job_id: parse_id(payload, "job id", JobId::parse)?,
+            since: None,
+            epoch: None,
+        }),
+        Value::Object(fields) => {
+            if let Some(unknown) = fields
+                .keys()
+                .find(|k| !["jobId", "since", "epoch"].contains(&k.as_str()))
+            {
+                return Err(format!(
+                    "unknown field {:?}; expected jobId, since and epoch",
+                    truncate(unknown)
+                ));
+            }
+            let job_id = match fields.get("jobId") {
+                Some(id) => parse_id(id, "jobId", JobId::parse)?,
+                None => return Err("missing jobId".into()),
+            };
+            let since = match fields.get("since") {
+                None | Some(Value::Null) => None,
+                Some(Value::Number(n)) => Some(
+                    n.as_u64()
+                        .ok_or("since must be a whole number of 0 or more")?,
+                ),
+                Some(_) => return Err("since must be a whole number of 0 or more".into()),
+            };
+            let epoch = match fields.get("epoch") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(e)) if !e.is_empty() && e.len() <= MAX_EPOCH => Some(e.clone()),
+                Some(_) => {
+                    return Err(format!(
+                        "epoch must be a string of 1 to {MAX_EPOCH} characters"
+                    ));
+                }
+            };
+            Ok(JobRequest {
+                job_id,
+                since,
+                epoch,
+            })
+        }
+        _ => Err(format!(
+            "expected a job id string or {{ jobId, since, epoch }}, got {}",
+            kind(payload)
+        )),
+    }
+}
+
+/// Reads an id given as a JSON string.
+pub fn parse_id<T>(
+    payload: &Value,
+    what: &str,
+    parse: impl Fn(&str) -> Result<T, crate::job::IdError>,
+) -> Result<T, String> {
+    match payload {
+        Value::String(s) => parse(s).map_err(|e| format!("invalid {what}: {e}")),
+        other => Err(format!("expected {what} as a string, got {}", kind(other))),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array (send one value)",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn truncate(s: &str) -> &str {
+    let mut end = s.len().min(64);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The payload, or a message saying it is missing.
+fn payload(data: Result<Value, socketioxide::ParserError>) -> Result<Value, String> {
+    data.map_err(|_| "missing or unreadable payload".to_string())
+}
+
+fn answer<T: serde::Serialize>(ack: AckSender, reply: Ack<T>) {
+    if let Err(e) = ack.send(&reply) {
+        tracing::debug!(error = %e, "could not send an acknowledgement");
+    }
+}
+
+pub async fn subscribe_job(
+    socket: SocketRef,
+    TryData(data): TryData<Value>,
+    ack: AckSender,
+    State(state): State<AppState>,
+) {
+    let request = match payload(data).and_then(|v| parse_job_request(&v)) {
+        Ok(request) => request,
+        Err(error) => return answer(ack, Ack::<Empty>::err(error)),
+    };
+    let id = &request.job_id;
+    let journal = &state.journal;
+    let generation = session(&socket).follow(id);
+
+    let mut reason = None;
+    let start = match request.since {
+        None => Start::Now,
+        Some(since) => match journal.job(id).await {
+            Ok(Some(job)) if request.epoch.as_ref().is_some_and(|e| *e != job.epoch) => {
+                reason = Some(
+                    "epoch mismatch: this job's history was recreated; the whole history follows"
+                        .to_string(),
+                );
+                Start::After(0)
+            }
+            Ok(Some(job)) if since > job.last_seq => {
+                reason = Some(format!(
+                    "since {since} is beyond the job's last event {}; the whole history follows",
+                    job.last_seq
+                ));
+                Start::After(0)
+            }
+            Ok(None) if since > 0 => {
+                reason = Some("this job has no history; its events follow from the first".into());
+                Start::After(0)
+            }
+            _ => Start::After(since),
+        },
+    };
+    match replay::attach(journal, &socket, id, start, generation).await {
+        Ok(attached) => {
+            if attached.gap && reason.is_none() {
+                reason = Some(
+                    "part of the history after since was dropped (the log exceeded MAX_LOG_BYTES_PER_JOB)"
+                        .into(),
+                );
+            }
+            tracing::info!(sid = %socket.id, job_id = %id, since = ?request.since, "subscribed to job");
+            let last_seq = attached.job.as_ref().map_or(0, |j| j.last_seq);
+            let epoch = attached.job.as_ref().map(|j| j.epoch.clone());
+            answer(
+                ack,
+                Ack::ok(JobSubscribed {
+                    job: attached.job.as_ref().map(JobView::from),
+                    last_seq,
+                    epoch,
+                    recovered: request.since.is_none() || reason.is_none(),
+                    reason,
+                }),
+            );
+        }
+        Err(AttachError::Store(e)) => {
+            tracing::error!(job_id = %id, error = %e, "replay failed");
+            answer(ack, Ack::<Empty>::err("history is unavailable right now"));
+        }
+        Err(e) => answer(ack, Ack::<Empty>::err(e.to_string())),
+    }
+}
+
+pub async fn unsubscribe_job(socket: SocketRef, TryData(data): TryData<Value>, ack: AckSender) {
+    match payload(data).and_then(|v| parse_id(&v, "job id", JobId::parse)) {
+        Ok(id) => {
+            session(&socket).unfollow(&id);
+            socket.leave(super::job_room(&id));
+            tracing::info!(sid = %socket.id, job_id = %id, "unsubscribed from job");
+            answer(ack, Ack::ok(Empty {}));
+        }
+        Err(error) => answer(ack, Ack::<Empty>::err(error)),
+    }
+}
+
+pub async fn subscribe_project(
+    socket: SocketRef,
+    TryData(data): TryData<Value>,
+    ack: AckSender,
+    State(state): State<AppState>,
+) {
+    let id = match payload(data).and_then(|v| parse_id(&v, "project id", ProjectId::parse)) {
+        Ok(id) => id,
+        Err(error) => return answer(ack, Ack::<Empty>::err(error)),
+    };
+    socket.join(project_room(&id));
+    tracing::info!(sid = %socket.id, project_id = %id, "subscribed to project");
+    let filter = JobFilter {
+        active: None,
+        project_id: Some(id),
+        limit: PROJECT_SNAPSHOT_JOBS,
+    };
+    match state.journal.jobs(filter).await {
+        Ok(jobs) => answer(
+            ack,
+            Ack::ok(ProjectSubscribed {
+                jobs: jobs.iter().map(JobView::from).collect(),
+            }),
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "listing a project's jobs failed");
+            answer(ack, Ack::<Empty>::err("job list is unavailable right now"));
+        }
+    }
+}
+
+pub async fn unsubscribe_project(socket: SocketRef, TryData(data): TryData<Value>, ack: AckSender) {
+    match payload(data).and_then(|v| parse_id(&v, "project id", ProjectId::parse)) {
+        Ok(id) => {
+            socket.leave(project_room(&id));
+            tracing::info!(sid = %socket.id, project_id = %id, "unsubscribed from project");
+            answer(ack, Ack::ok(Empty {}));
+        }
+        Err(error) => answer(ack, Ack::<Empty>::err(error)),
+    }
+}
+
+/// Any event the server does not know.
+pub async fn unknown_event(Event(name): Event, ack: AckSender) {
+    answer(
+        ack,
+        Ack::<Empty>::err(format!("unknown event {:?}", truncate(&name))),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn accepts_an_id_or_a_resume_request() {
+        let r = parse_job_request(&json!("job-1")).unwrap();
+        assert_eq!((r.job_id.as_str(), r.since), ("job-1", None));
+        let r = parse_job_request(&json!({"jobId": "job-1", "since": 42, "epoch": "e1"})).unwrap();
+        assert_eq!(r.since, Some(42));
+        assert_eq!(r.epoch.as_deref(), Some("e1"));
+    }
+
+    #[test]
+    fn refuses_everything_else_with_a_reason() {
+        let long = "x".repeat(10_000);
+        for bad in [
+            json!(42),
+            json!(null),
+            json!(true),
+            json!([]),
+            json!(["job-1"]),
+            json!({}),
+            json!(""),
+            json!(long),
+            json!("a/b"),
+            json!("a b"),
+            json!({"jobId": 5}),
+            json!({"jobId": "j", "since": -1}),
+            json!({"jobId": "j", "since": "3"}),
+            json!({"jobId": "j", "since": 1.5}),
+            json!({"jobId": "j", "epoch": 7}),
+            json!({"jobId": "j", "extra": 1}),
+        ] {
+            let e = parse_job_request(&bad).unwrap_err();
+            assert!(!e.is_empty(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! Building and running the server: [`Application::build`] wires every part
+//! together and binds the listener; [`Application::run_until_stopped`] serves until
+//! the shutdown future completes, then stops in order. Tests use the same `build`
+//! with `PORT=0`.
+//!
+//! Shutdown order: stop the builds (they end `failed`, and subscribers are told),
+//! close the Socket.IO connections, finish the HTTP server, flush history, stop the
+//! writer thread.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::http::{HeaderName, Method, header};
+use socketioxide::SocketIo;
+use socketioxide::layer::SocketIoLayer;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::config::{Config, CorsOrigins};
+use crate::journal::Journal;
+use crate::runner::Runner;
+use crate::runner::pipeline::Pipelines;
+use crate::socket::fanout::{Fanout, SocketStats};
+use crate::state::AppState;
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
+use crate::store::writer::{BatchWriter, WriterThread};
+
+/// A built server, bound and ready to run.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+    io: Option<SocketIo>,
+    writer_thread: WriterThread,
+}
+
+impl Application {
+    /// Builds every part from `config` and binds the listener.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let pipelines = Pipelines::load(&config.pipelines)?;
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&config.data_dir).with_context(|| {
+                format!(
+                    "cannot open the database in DATA_DIR={}",
+                    config.data_dir.display()
+                )
+            })?);
+        let (writer, writer_thread) = BatchWriter::start(store.clone());
+        let journal = Journal::new(
+            store,
+            writer,
+            config.history_window,
+            config.max_log_bytes_per_job,
+        );
+        let interrupted = journal
+            .recover_interrupted()
+            .await
+            .context("cannot recover interrupted jobs")?;
+        if interrupted > 0 {
+            tracing::warn!(
+                jobs = interrupted,
+                "marked jobs interrupted by the last stop as failed"
+            );
+        }
+        let runner = Runner::new(
+            journal.clone(),
+            Arc::new(pipelines),
+            config.max_concurrent_jobs,
+            &config.data_dir,
+        );
+        let state = AppState {
+            config: Arc::new(config),
+            journal: journal.clone(),
+            runner,
+            sockets: Arc::new(SocketStats::default()),
+        };
+        let config = &state.config;
+
+        let mut router = crate::http::router(&state).with_state(state.clone());
+        let io = if config.websocket.enabled {
+            let (layer, io) = socket_io(&state);
+            crate::socket::register(&io);
+            journal.set_sink(Arc::new(Fanout::new(
+                io.clone(),
+                &journal,
+                state.sockets.clone(),
+            )));
+            router = router.layer(layer);
+            Some(io)
+        } else {
+            None
+        };
+        let router = router
+            .layer(cors(&config.cors))
+            .layer(TraceLayer::new_for_http());
+
+        let addr = SocketAddr::new(config.host, config.port);
+        let listener = bind(addr, config.listen_backlog).with_context(|| {
+            format!("cannot listen on HOST={} PORT={}", config.host, config.port)
+        })?;
+        Ok(Self {
+            listener,
+            router,
+            state,
+            io,
+            writer_thread,
+        })
+    }
+
+    /// The port the server listens on (the chosen one when `PORT=0`).
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map_or(0, |a| a.port())
+    }
+
+    /// Serves until `shutdown` completes, then stops everything in order.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            router,
+            state,
+            io,
+            writer_thread,
+        } = self;
+        let addr = listener.local_addr()?;
+        tracing::info!("buildcast listening on http://{addr}");
+        let background = CancellationToken::new();
+        if let Some(keep) = state.config.retention {
+            tokio::spawn(crate::retention::run(
+                state.journal.clone(),
+                state.runner.clone(),
+                keep,
+                state.config.retention_interval,
+                background.clone(),
+            ));
+        }
+
+        let stop_http = CancellationToken::new();
+        let server = axum::serve(listener, router)
+            .with_graceful_shutdown(stop_http.clone().cancelled_owned());
+        let mut server = tokio::spawn(server.into_future());
+        tokio::select! {
+            () = shutdown => {}
+            result = &mut server => {
+                background.cancel();
+                return result.context("server task failed")?.context("server failed");
+            }
+        }
+        tracing::info!("shutting down");
+        background.cancel();
+        state.runner.shutdown().await;
+        if let Some(io) = io {
+            io.close().await;
+        }
+        stop_http.cancel();
+        if tokio::time::timeout(state.config.shutdown_grace, &mut server)
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still open after the grace period; closing them");
+            server.abort();
+        }
+        state.journal.writer().flush().await;
+        drop(state);
+        // The writer thread ends once the last journal handle is gone; everything
+        // recorded is already flushed, so a straggling handle only delays the exit.
+        let joined = tokio::task::spawn_blocking(move || writer_thread.join());
+        if tokio::time::timeout(std::time::Duration::from_secs(5), joined)
+            .await
+            .is_err()
+        {
+            tracing::warn!("history writer still referenced at exit; its queue was flushed");
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+fn socket_io(state: &AppState) -> (SocketIoLayer, SocketIo) {
+    let ws = &state.config.websocket;
+    SocketIo::builder()
+        .req_path(ws.path.clone())
+        .ping_interval(ws.ping_interval)
+        .ping_timeout(ws.ping_timeout)
+        .max_payload(ws.max_payload)
+        .max_buffer_size(ws.max_buffer_size)
+        .with_state(state.clone())
+        .build_layer()
+}
+
+fn cors(origins: &CorsOrigins) -> CorsLayer {
+    let layer = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            HeaderName::from_static("x-requested-with"),
+        ]);
+    match origins {
+        CorsOrigins::Any => layer.allow_origin(AllowOrigin::any()),
+        CorsOrigins::List(list) => layer
+            .allow_origin(AllowOrigin::list(list.iter().cloned()))
+            .allow_credentials(true),
+    }
+}
+
+/// Binds with a listen backlog large enough for connection bursts.
+fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

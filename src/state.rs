@@ -1,0 +1,23 @@
+//! The application state shared by HTTP handlers and Socket.IO handlers.
+//!
+//! Built once in [`crate::startup`] and handed to axum with `.with_state` and to
+//! socketioxide with `with_state`; every field is cheap to clone.
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::journal::Journal;
+use crate::runner::Runner;
+use crate::socket::fanout::SocketStats;
+
+#[derive(Clone)]
+pub struct AppState {
+    /// The configuration the server started with.
+    pub config: Arc<Config>,
+    /// Job state and history: where every event is recorded and read back.
+    pub journal: Arc<Journal>,
+    /// Starts and cancels builds.
+    pub runner: Arc<Runner>,
+    /// Socket.IO counters (connected clients, lagging sockets), reported by `/health`.
+    pub sockets: Arc<SocketStats>,
+}
