@@ -168,17 +168,10 @@ impl Application {
             tracing::warn!("connections still open after the grace period; closing them");
             server.abort();
         }
-        state.journal.writer().flush().await;
-        drop(state);
-        // The writer thread ends once the last journal handle is gone; everything
-        // recorded is already flushed, so a straggling handle only delays the exit.
-        let joined = tokio::task::spawn_blocking(move || writer_thread.join());
-        if tokio::time::timeout(std::time::Duration::from_secs(5), joined)
+        state.journal.writer().stop();
+        tokio::task::spawn_blocking(move || writer_thread.join())
             .await
-            .is_err()
-        {
-            tracing::warn!("history writer still referenced at exit; its queue was flushed");
-        }
+            .context("history writer did not stop")?;
         tracing::info!("stopped");
         Ok(())
     }

@@ -68,6 +68,8 @@ pub enum WriteOp {
     DeleteJob(JobId),
     /// Answered once everything queued before it is committed.
     Flush(tokio::sync::oneshot::Sender<()>),
+    /// Ends the writer thread after everything queued before it is committed.
+    Stop,
 }
 
 /// A database that can hold buildcast's jobs and history.

@@ -229,7 +229,7 @@ impl Store for SqliteStore {
                         delete_events.execute(params![job_id.as_str()])?;
                         delete_job.execute(params![job_id.as_str()])?;
                     }
-                    WriteOp::Flush(_) => {}
+                    WriteOp::Flush(_) | WriteOp::Stop => {}
                 }
             }
         }

@@ -25,7 +25,7 @@ pub struct BatchWriter {
     tx: mpsc::Sender<WriteOp>,
 }
 
-/// Handle to join the writer thread once every [`BatchWriter`] is dropped.
+/// Handle to join the writer thread after [`BatchWriter::stop`].
 pub struct WriterThread(thread::JoinHandle<()>);
 
 impl WriterThread {
@@ -55,6 +55,11 @@ impl BatchWriter {
         }
     }
 
+    /// Asks the thread to end once everything queued so far is committed.
+    pub fn stop(&self) {
+        self.send(WriteOp::Stop);
+    }
+
     /// Waits until everything queued so far is committed.
     pub async fn flush(&self) {
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -65,7 +70,8 @@ impl BatchWriter {
 
 fn run(store: &dyn Store, rx: &mpsc::Receiver<WriteOp>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Ok(first) = rx.recv() {
+    let mut stopping = false;
+    while !stopping && let Ok(first) = rx.recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -84,6 +90,7 @@ fn run(store: &dyn Store, rx: &mpsc::Receiver<WriteOp>) {
                 WriteOp::Flush(done) => {
                     let _ = done.send(());
                 }
+                WriteOp::Stop => stopping = true,
                 _ => {}
             }
         }

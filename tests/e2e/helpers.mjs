@@ -154,7 +154,8 @@ export function startServer({ env = {}, pipelines = null, dataDir = null, timeou
     throw new Error(`buildcast binary not found at ${BIN}; run cargo build or set BUILDCAST_BIN`);
   }
   const fullEnv = serverEnv({ env, pipelines, dataDir });
-  const proc = spawn(BIN, [], { env: fullEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  // Run from an empty directory so no stray .env file is picked up.
+  const proc = spawn(BIN, [], { env: fullEnv, cwd: makeTempDir('buildcast-cwd-'), stdio: ['ignore', 'pipe', 'pipe'] });
   let buf = '';
   const append = (prefix, chunk) => {
     const text = chunk.toString();
@@ -254,7 +255,7 @@ export function runToExit(envOverrides, { timeoutMs = 15_000 } = {}) {
   const env = serverEnv({ env: envOverrides });
   for (const [k, v] of Object.entries(envOverrides)) if (v === undefined) delete env[k];
   return new Promise((resolve, reject) => {
-    const proc = spawn(BIN, [], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = spawn(BIN, [], { env, cwd: makeTempDir('buildcast-cwd-'), stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     proc.stdout.on('data', (c) => (stdout += c));

@@ -1,0 +1,31 @@
+//! Runs the Node end-to-end suites in `tests/e2e/` (the real npm `socket.io-client`
+//! 4.x and 2.x against this build's binary) as part of `cargo test`.
+//!
+//! Installs the suites' npm dependencies from their lock file first if they are
+//! missing, so `cargo test` alone runs every test on a fresh clone with Node.js.
+
+use std::path::Path;
+use std::process::Command;
+
+fn npm(dir: &Path, args: &[&str]) -> std::process::ExitStatus {
+    Command::new("npm")
+        .args(args)
+        .current_dir(dir)
+        .env("BUILDCAST_BIN", env!("CARGO_BIN_EXE_buildcast"))
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run npm (install Node.js 20+ and npm): {e}"))
+}
+
+#[test]
+fn socket_io_client_suites() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e");
+    if !dir.join("node_modules").is_dir() {
+        let installed = npm(&dir, &["ci", "--no-audit", "--no-fund"]);
+        assert!(installed.success(), "npm ci failed in tests/e2e");
+    }
+    let status = npm(&dir, &["test"]);
+    assert!(
+        status.success(),
+        "the socket.io-client suites failed (see their output above)"
+    );
+}
