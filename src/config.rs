@@ -47,6 +47,70 @@ pub struct Config {
     /// How long a stopping server waits for running steps to end after signalling them
     /// (`SHUTDOWN_GRACE_SECS`).
     pub shutdown_grace: Duration,
+    /// Authentication and per-client limits.
+    pub auth: AuthConfig,
+}
+
+/// Who may connect, and how much each client may do.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// `AUTH_MODE`: `none` (only allowed on loopback unless `AUTH_ALLOW_ANONYMOUS=true`)
+    /// or `jwt`.
+    pub mode: AuthMode,
+    /// `MAX_CONNECTIONS_PER_USER`: concurrent Socket.IO connections of one token `sub`.
+    pub max_connections_per_user: usize,
+    /// `IDLE_TIMEOUT_SECS`: a socket with no subscription and no client event for
+    /// this long is disconnected.
+    pub idle_timeout: Duration,
+    /// `MAX_SUBSCRIPTIONS_PER_SOCKET`: jobs and projects one socket may follow.
+    pub max_subscriptions_per_socket: usize,
+    /// `MAX_EVENTS_PER_SECOND`: client events one socket may send per second.
+    pub max_events_per_second: u32,
+}
+
+/// How callers are authenticated.
+#[derive(Debug, Clone)]
+pub enum AuthMode {
+    /// Everyone is the anonymous admin.
+    None,
+    /// A JWT is required.
+    Jwt(JwtConfig),
+}
+
+/// How JWTs are verified.
+#[derive(Clone)]
+pub struct JwtConfig {
+    pub key: JwtKey,
+    /// `JWT_ISSUER`: required `iss`, when set.
+    pub issuer: Option<String>,
+    /// `JWT_AUDIENCE`: required `aud`, when set.
+    pub audience: Option<String>,
+    /// `JWT_LEEWAY_SECS`: clock skew allowed on `exp`.
+    pub leeway_secs: u64,
+}
+
+/// The key tokens are checked with.
+#[derive(Clone)]
+pub enum JwtKey {
+    /// `JWT_SECRET`, for HS256.
+    Secret(String),
+    /// `JWT_PUBLIC_KEY_FILE`: an RSA (RS256) or P-256 (ES256) public key in PEM.
+    PublicKey { path: PathBuf, pem: Vec<u8> },
+}
+
+impl std::fmt::Debug for JwtConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let key = match &self.key {
+            JwtKey::Secret(_) => "HS256 secret (hidden)".to_string(),
+            JwtKey::PublicKey { path, .. } => format!("public key {}", path.display()),
+        };
+        f.debug_struct("JwtConfig")
+            .field("key", &key)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("leeway_secs", &self.leeway_secs)
+            .finish()
+    }
 }
 
 /// Settings of the Socket.IO endpoint.
@@ -121,8 +185,10 @@ impl Config {
             }
             None => PipelinesSource::Default(PathBuf::from("pipelines.toml")),
         };
+        let host = env.parse_with("HOST", "127.0.0.1", parse_host)?;
         Ok(Self {
-            host: env.parse_with("HOST", "127.0.0.1", parse_host)?,
+            auth: auth_config(&env, host)?,
+            host,
             port: env.parse("PORT", "3001", "a port number from 0 to 65535")?,
             listen_backlog: env.parse("LISTEN_BACKLOG", "1024", "a whole number")?,
             websocket: WebsocketConfig {
@@ -151,6 +217,89 @@ impl Config {
             )?),
         })
     }
+}
+
+fn auth_config(env: &Env<'_>, host: IpAddr) -> Result<AuthConfig, ConfigError> {
+    let default_mode = if host.is_loopback() { "none" } else { "jwt" };
+    let mode_name = env.get("AUTH_MODE").unwrap_or_else(|| default_mode.into());
+    let mode = match mode_name.to_ascii_lowercase().as_str() {
+        "none" => {
+            let anonymous_ok = env.parse_with("AUTH_ALLOW_ANONYMOUS", "false", parse_bool)?;
+            if !host.is_loopback() && !anonymous_ok {
+                return Err(ConfigError {
+                    variable: "AUTH_MODE",
+                    value: mode_name,
+                    reason: format!(
+                        "refusing to run without authentication on HOST={host}, which is reachable from other machines; \
+                         set AUTH_MODE=jwt with JWT_SECRET, or AUTH_ALLOW_ANONYMOUS=true to accept that risk"
+                    ),
+                });
+            }
+            AuthMode::None
+        }
+        "jwt" => AuthMode::Jwt(jwt_config(env)?),
+        _ => {
+            return Err(ConfigError {
+                variable: "AUTH_MODE",
+                value: mode_name,
+                reason: "expected none or jwt".into(),
+            });
+        }
+    };
+    Ok(AuthConfig {
+        mode,
+        max_connections_per_user: env.positive("MAX_CONNECTIONS_PER_USER", "10")?,
+        idle_timeout: Duration::from_secs(env.positive("IDLE_TIMEOUT_SECS", "300")?),
+        max_subscriptions_per_socket: env.positive("MAX_SUBSCRIPTIONS_PER_SOCKET", "200")?,
+        max_events_per_second: env.positive("MAX_EVENTS_PER_SECOND", "50")?,
+    })
+}
+
+/// Shortest HS256 secret accepted: shorter ones can be brute-forced.
+const MIN_SECRET: usize = 32;
+
+fn jwt_config(env: &Env<'_>) -> Result<JwtConfig, ConfigError> {
+    let key = match (env.get("JWT_SECRET"), env.get("JWT_PUBLIC_KEY_FILE")) {
+        (Some(_), Some(path)) => {
+            return Err(ConfigError {
+                variable: "JWT_PUBLIC_KEY_FILE",
+                value: path,
+                reason: "set either JWT_SECRET or JWT_PUBLIC_KEY_FILE, not both".into(),
+            });
+        }
+        (Some(secret), None) if secret.len() < MIN_SECRET => {
+            return Err(ConfigError {
+                variable: "JWT_SECRET",
+                value: "(hidden)".into(),
+                reason: format!("must be at least {MIN_SECRET} bytes"),
+            });
+        }
+        (Some(secret), None) => JwtKey::Secret(secret),
+        (None, Some(path)) => {
+            let pem = std::fs::read(&path).map_err(|e| ConfigError {
+                variable: "JWT_PUBLIC_KEY_FILE",
+                value: path.clone(),
+                reason: format!("cannot read it: {e}"),
+            })?;
+            JwtKey::PublicKey {
+                path: PathBuf::from(path),
+                pem,
+            }
+        }
+        (None, None) => {
+            return Err(ConfigError {
+                variable: "AUTH_MODE",
+                value: "jwt".into(),
+                reason: "needs JWT_SECRET (HS256) or JWT_PUBLIC_KEY_FILE (RS256/ES256)".into(),
+            });
+        }
+    };
+    Ok(JwtConfig {
+        key,
+        issuer: env.get("JWT_ISSUER"),
+        audience: env.get("JWT_AUDIENCE"),
+        leeway_secs: env.parse("JWT_LEEWAY_SECS", "30", "a whole number of seconds")?,
+    })
 }
 
 /// Looks variables up and turns their values into typed settings.
@@ -305,6 +454,25 @@ mod tests {
         assert_eq!(e.variable, "MAX_CONCURRENT_JOBS");
         let e = config(&[("PIPELINES_FILE", "/definitely/not/here.toml")]).unwrap_err();
         assert_eq!(e.variable, "PIPELINES_FILE");
+    }
+
+    #[test]
+    fn anonymous_access_is_refused_off_loopback() {
+        let e = config(&[("HOST", "0.0.0.0"), ("AUTH_MODE", "none")]).unwrap_err();
+        assert_eq!(e.variable, "AUTH_MODE");
+        assert!(e.reason.contains("AUTH_ALLOW_ANONYMOUS"), "{e}");
+        let e = config(&[("HOST", "0.0.0.0")]).unwrap_err();
+        assert!(e.reason.contains("JWT_SECRET"), "{e}");
+        let c = config(&[
+            ("HOST", "0.0.0.0"),
+            ("AUTH_MODE", "none"),
+            ("AUTH_ALLOW_ANONYMOUS", "true"),
+        ])
+        .unwrap();
+        assert!(matches!(c.auth.mode, AuthMode::None));
+        let e = config(&[("AUTH_MODE", "jwt"), ("JWT_SECRET", "short")]).unwrap_err();
+        assert_eq!(e.variable, "JWT_SECRET");
+        assert!(!e.to_string().contains("short"), "secret leaked: {e}");
     }
 
     #[test]

@@ -26,6 +26,12 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// No token, or one that does not verify.
+    #[error("authentication required: a valid token is needed")]
+    Unauthorized,
+    /// A valid token that does not allow this.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     /// The request conflicts with the resource's state (e.g. cancelling a finished job).
@@ -46,6 +52,8 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -109,10 +117,30 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
-/// `axum::Json`, rejecting bad input with an [`ApiError`].
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// A JSON object body, rejecting bad input with an [`ApiError`]. Unlike
+/// `axum::Json` alone it refuses a body that is not an object (serde would accept
+/// an array for a struct).
 pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let axum::Json(value) = axum::Json::<serde_json::Value>::from_request(req, state).await?;
+        if !value.is_object() {
+            return Err(ApiError::Unprocessable(
+                "invalid request body: expected a JSON object".into(),
+            ));
+        }
+        serde_json::from_value(value)
+            .map(ApiJson)
+            .map_err(|e| ApiError::Unprocessable(format!("invalid request body: {e}")))
+    }
+}
 
 /// `axum::extract::Query`, rejecting bad input with an [`ApiError`].
 #[derive(FromRequestParts)]

@@ -337,6 +337,17 @@ impl Journal {
         });
     }
 
+    /// Drops a finished job from memory (retention deleted it from the store).
+    pub fn forget(&self, id: &JobId) {
+        let mut live = self.live.write().expect("journal map");
+        let finished = live
+            .get(id)
+            .is_some_and(|j| j.state.lock().expect("job state").record.is_finished());
+        if finished {
+            live.remove(id);
+        }
+    }
+
     /// Runs `f` on a job held in memory with its lock held, so that no event of it
     /// can be recorded meanwhile. `None` if the job is not in memory.
     pub fn with_live<R>(&self, id: &JobId, f: impl FnOnce(LiveView<'_>) -> R) -> Option<R> {

@@ -9,6 +9,7 @@
 //! - [`telemetry`]: the tracing subscriber.
 //! - [`startup`]: [`startup::Application`] builds the server, binds it, runs it until stopped.
 //! - [`state`]: [`state::AppState`], what handlers share.
+//! - [`auth`]: token verification, principals, per-user connection limits.
 //! - [`job`]: the build domain: ids, phases, statuses, [`job::JobEvent`], [`job::JobRecord`].
 //! - [`wire`]: the exact JSON clients see.
 //! - [`runner`]: pipelines, the queue, child processes, artifacts. Produces `JobEvent`s.
@@ -22,6 +23,7 @@
 //! An event flows: runner → [`journal::Journal::record`] → store writer and
 //! [`socket::fanout::Fanout`] → sockets in the job's and project's rooms.
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod http;

@@ -1,14 +1,93 @@
 //! The `buildcast` binary: load `.env`, set up logging, read the configuration,
-//! then build and run the server until Ctrl-C or SIGTERM.
+//! then build and run the server until Ctrl-C or SIGTERM. `buildcast token` prints
+//! a signed test token instead.
 
 use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use buildcast::auth::{NewToken, mint};
 use buildcast::config::Config;
 use buildcast::startup::{Application, shutdown_signal};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "buildcast",
+    version,
+    about = "Runs builds and streams their progress and logs over Socket.IO"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Print an HS256 token signed with JWT_SECRET, to try AUTH_MODE=jwt out.
+    Token {
+        /// The user id (`sub`).
+        #[arg(long)]
+        sub: String,
+        /// viewer, builder or admin.
+        #[arg(long, default_value = "viewer", value_parser = ["viewer", "builder", "admin"])]
+        role: String,
+        /// Projects the user may see, comma-separated; all when left out.
+        #[arg(long, value_delimiter = ',')]
+        projects: Option<Vec<String>>,
+        /// How long the token is valid (e.g. 30m, 12h).
+        #[arg(long, default_value = "1h")]
+        ttl: humantime::Duration,
+        /// `iss` claim (set it when JWT_ISSUER is set).
+        #[arg(long, env = "JWT_ISSUER")]
+        issuer: Option<String>,
+        /// `aud` claim (set it when JWT_AUDIENCE is set).
+        #[arg(long, env = "JWT_AUDIENCE")]
+        audience: Option<String>,
+        /// The HS256 secret.
+        #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+        secret: String,
+    },
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let dotenv = dotenvy::dotenv();
+    let cli = Cli::parse();
+    if let Some(Command::Token {
+        sub,
+        role,
+        projects,
+        ttl,
+        issuer,
+        audience,
+        secret,
+    }) = cli.command
+    {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let claims = NewToken {
+            sub,
+            role,
+            projects,
+            exp: now + ttl.as_secs(),
+            iss: issuer,
+            aud: audience,
+        };
+        return match mint(&claims, &secret) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("buildcast: cannot sign the token: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+
     buildcast::telemetry::init();
     if let Err(e) = &dotenv
         && !e.not_found()

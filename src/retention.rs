@@ -43,6 +43,7 @@ pub async fn sweep(
     let expired = blocking(move || store.finished_before(before)).await?;
     for id in &expired {
         journal.writer().send(WriteOp::DeleteJob(id.clone()));
+        journal.forget(id);
         let dir = runner.job_dir(id);
         if let Err(e) = tokio::fs::remove_dir_all(&dir).await
             && e.kind() != std::io::ErrorKind::NotFound

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::auth::{Authenticator, ConnectionLimiter};
 use crate::config::{Config, CorsOrigins};
 use crate::journal::Journal;
 use crate::runner::Runner;
@@ -44,6 +45,8 @@ impl Application {
     /// Builds every part from `config` and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pipelines = Pipelines::load(&config.pipelines)?;
+        let auth = Arc::new(Authenticator::new(&config.auth.mode)?);
+        let connections = ConnectionLimiter::new(config.auth.max_connections_per_user);
         let store: Arc<dyn Store> =
             Arc::new(SqliteStore::open(&config.data_dir).with_context(|| {
                 format!(
@@ -78,6 +81,8 @@ impl Application {
             config: Arc::new(config),
             journal: journal.clone(),
             runner,
+            auth,
+            connections,
             sockets: Arc::new(SocketStats::default()),
         };
         let config = &state.config;
@@ -143,6 +148,13 @@ impl Application {
             ));
         }
 
+        if let Some(io) = &io {
+            tokio::spawn(crate::socket::sweep_idle(
+                io.clone(),
+                state.config.auth.idle_timeout,
+                background.clone(),
+            ));
+        }
         let stop_http = CancellationToken::new();
         let server = axum::serve(listener, router)
             .with_graceful_shutdown(stop_http.clone().cancelled_owned());

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use crate::auth::{Authenticator, ConnectionLimiter};
 use crate::config::Config;
 use crate::journal::Journal;
 use crate::runner::Runner;
@@ -18,6 +19,10 @@ pub struct AppState {
     pub journal: Arc<Journal>,
     /// Starts and cancels builds.
     pub runner: Arc<Runner>,
+    /// Verifies tokens (or lets everyone in when `AUTH_MODE=none`).
+    pub auth: Arc<Authenticator>,
+    /// Open Socket.IO connections per user, for `MAX_CONNECTIONS_PER_USER`.
+    pub connections: Arc<ConnectionLimiter>,
     /// Socket.IO counters (connected clients, lagging sockets), reported by `/health`.
     pub sockets: Arc<SocketStats>,
 }

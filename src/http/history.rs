@@ -14,7 +14,8 @@ use futures_util::stream;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::job_id;
+use super::visible_job;
+use crate::auth::{Caller, Role};
 use crate::error::{ApiError, ApiQuery};
 use crate::journal::blocking;
 use crate::state::AppState;
@@ -36,6 +37,9 @@ pub fn router() -> Router<AppState> {
 struct EventsQuery {
     since: Option<u64>,
     limit: Option<usize>,
+    /// Read by [`Caller`]; accepted here so it is not an unknown field.
+    #[serde(rename = "token")]
+    _token: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(serde::Serialize)]
@@ -57,15 +61,12 @@ struct EventView {
 
 async fn events(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> Result<Json<EventsPage>, ApiError> {
-    let id = job_id(&id)?;
-    let job = state
-        .journal
-        .job(&id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))?;
+    let job = visible_job(&state, &caller, Role::Viewer, &id).await?;
+    let id = job.id.clone();
     let since = query.since.unwrap_or(0);
     let limit = query.limit.unwrap_or(1000).clamp(1, MAX_PAGE);
     let stored = state.journal.events(&id, since, limit).await?;
@@ -93,11 +94,12 @@ struct LogLine {
     message: String,
 }
 
-async fn log(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let id = job_id(&id)?;
-    if state.journal.job(&id).await?.is_none() {
-        return Err(ApiError::NotFound(format!("job {id} not found")));
-    }
+async fn log(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = visible_job(&state, &caller, Role::Viewer, &id).await?.id;
     state.journal.writer().flush().await;
     let store: Arc<dyn Store> = state.journal.store().clone();
     let filename = format!("attachment; filename=\"{id}.log\"");

@@ -10,7 +10,8 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio_util::io::ReaderStream;
 
-use super::job_id;
+use super::{job_id, visible_job};
+use crate::auth::{Caller, Role};
 use crate::error::{ApiError, ApiJson, ApiQuery};
 use crate::job::{JobId, ProjectId, Status};
 use crate::runner::{CancelError, SubmitError};
@@ -48,10 +49,12 @@ struct Created {
 
 async fn create(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     ApiJson(body): ApiJson<CreateJob>,
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
     let project_id = ProjectId::parse(&body.project_id)
         .map_err(|e| ApiError::BadRequest(format!("invalid projectId: {e}")))?;
+    caller.require(Role::Builder, &project_id)?;
     let job = state
         .runner
         .submit(project_id, &body.pipeline)
@@ -78,6 +81,9 @@ struct ListQuery {
     status: Option<ListStatus>,
     project_id: Option<String>,
     limit: Option<usize>,
+    /// Read by [`Caller`]; accepted here so it is not an unknown field.
+    #[serde(rename = "token")]
+    _token: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -89,6 +95,7 @@ enum ListStatus {
 
 async fn list(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let project_id = query
@@ -96,34 +103,41 @@ async fn list(
         .map(|p| ProjectId::parse(&p))
         .transpose()
         .map_err(|e| ApiError::BadRequest(format!("invalid projectId: {e}")))?;
+    if let Some(project) = &project_id {
+        caller.require(Role::Viewer, project)?;
+    }
     let filter = JobFilter {
         active: query.status.map(|s| matches!(s, ListStatus::Active)),
         project_id,
         limit: query.limit.unwrap_or(100).clamp(1, MAX_LIST),
     };
     let jobs = state.journal.jobs(filter).await?;
-    let jobs: Vec<JobView> = jobs.iter().map(JobView::from).collect();
+    let jobs: Vec<JobView> = jobs
+        .iter()
+        .filter(|job| caller.can_see(&job.project_id))
+        .map(JobView::from)
+        .collect();
     Ok(Json(serde_json::json!({ "jobs": jobs })))
 }
 
 async fn show(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
-    let id = job_id(&id)?;
-    let job = state
-        .journal
-        .job(&id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))?;
+    let job = visible_job(&state, &caller, Role::Viewer, &id).await?;
     Ok(Json(JobView::from(&job)))
 }
 
 async fn cancel(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let id = job_id(&id)?;
+    if let Some(job) = state.journal.job(&id).await? {
+        caller.require(Role::Builder, &job.project_id)?;
+    }
     match state.runner.cancel(&id).await {
         Ok(()) => Ok((
             StatusCode::ACCEPTED,
@@ -138,14 +152,11 @@ async fn cancel(
 
 async fn artifact(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     Path((id, name)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let id = job_id(&id)?;
-    let job = state
-        .journal
-        .job(&id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))?;
+    let job = visible_job(&state, &caller, Role::Viewer, &id).await?;
+    let id = job.id.clone();
     // Only names the job recorded are served: no path from the URL reaches the disk.
     let Some(name) = job.artifacts.iter().find(|a| **a == name) else {
         return Err(ApiError::NotFound(format!(

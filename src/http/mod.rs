@@ -1,11 +1,13 @@
 //! The REST API and the health probe: one module per resource, each exposing
 //! `router()`, merged here in [`router`].
 //!
+//! - [`dashboard`]: the live build dashboard at `/`.
 //! - [`health`]: `GET /health`, for probes; no token, no job data.
 //! - [`jobs`]: start, list, inspect and cancel jobs; download artifacts.
 //! - [`history`]: a job's recorded events and its raw log.
 //! - [`pipelines`]: the pipelines this server can run.
 
+pub mod dashboard;
 pub mod health;
 pub mod history;
 pub mod jobs;
@@ -14,8 +16,9 @@ pub mod pipelines;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 
+use crate::auth::{Principal, Role};
 use crate::error::ApiError;
-use crate::job::JobId;
+use crate::job::{JobId, JobRecord};
 use crate::state::AppState;
 
 /// Every HTTP route except the Socket.IO endpoint.
@@ -27,12 +30,30 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .layer(DefaultBodyLimit::max(state.config.rest_body_limit));
     Router::new()
         .merge(health::router())
+        .merge(dashboard::router())
         .nest("/api", api)
         .fallback(not_found)
 }
 
 async fn not_found() -> ApiError {
     ApiError::NotFound("no such route".into())
+}
+
+/// The job named by a path segment, if it exists and `caller` may act on it with `role`.
+pub async fn visible_job(
+    state: &AppState,
+    caller: &Principal,
+    role: Role,
+    raw_id: &str,
+) -> Result<JobRecord, ApiError> {
+    let id = job_id(raw_id)?;
+    let job = state
+        .journal
+        .job(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))?;
+    caller.require(role, &job.project_id)?;
+    Ok(job)
 }
 
 /// Reads a job id from a path segment.

@@ -5,6 +5,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 
+use crate::auth::Caller;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -19,7 +20,7 @@ struct PipelineView {
     artifacts: Vec<String>,
 }
 
-async fn list(State(state): State<AppState>) -> Json<serde_json::Value> {
+async fn list(State(state): State<AppState>, Caller(_): Caller) -> Json<serde_json::Value> {
     let pipelines: Vec<_> = state
         .runner
         .pipelines()

@@ -129,6 +129,13 @@ impl Runner {
 
     /// Cancels a queued or running job.
     pub async fn cancel(&self, id: &JobId) -> Result<(), CancelError> {
+        // A job that has recorded its completion is finished, even if its task is
+        // still cleaning up.
+        if let Ok(Some(job)) = self.journal.job(id).await
+            && job.is_finished()
+        {
+            return Err(CancelError::Finished);
+        }
         if let Some(token) = self.active.lock().expect("active jobs").get(id) {
             token.cancel();
             tracing::info!(job_id = %id, "job cancel requested");

@@ -14,13 +14,18 @@ pub mod fanout;
 pub mod replay;
 pub mod subscriptions;
 
-use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use socketioxide::extract::{SocketRef, State};
+use serde_json::Value;
+use socketioxide::SocketIo;
+use socketioxide::extract::{SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler;
 
+use crate::auth::{ConnectionSlot, Principal};
+use crate::config::AuthConfig;
 use crate::job::{JobId, ProjectId};
 use crate::state::AppState;
 
@@ -43,25 +48,114 @@ pub fn project_room(id: &ProjectId) -> String {
 }
 
 /// Per-socket state, kept in the socket's extensions.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Session {
+    /// Who the socket authenticated as.
+    pub principal: Principal,
+    /// The socket's place in its user's connection count; released on disconnect.
+    slot: Mutex<Option<ConnectionSlot>>,
     /// For each job this socket follows, the generation of its latest
     /// subscription: a replay that is no longer the latest stops.
     following: Mutex<HashMap<JobId, u64>>,
+    /// Projects this socket follows.
+    projects: Mutex<HashSet<ProjectId>>,
     /// Source of generations.
-    next_generation: Mutex<u64>,
+    next_generation: AtomicU64,
+    /// When the client last sent an event (or connected).
+    last_event: Mutex<Instant>,
+    /// Start of the current one-second rate window, and events counted in it.
+    rate: Mutex<(Instant, u32)>,
+    /// `MAX_SUBSCRIPTIONS_PER_SOCKET`.
+    max_subscriptions: usize,
+    /// `MAX_EVENTS_PER_SECOND`.
+    max_events_per_second: u32,
+}
+
+impl std::fmt::Debug for ConnectionSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnectionSlot")
+    }
+}
+
+/// Why a client event was refused before its handler ran.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Refusal {
+    #[error("rate limited")]
+    RateLimited,
+    #[error("too many subscriptions (at most {0} per connection)")]
+    TooManySubscriptions(usize),
 }
 
 impl Session {
+    fn new(principal: Principal, slot: Option<ConnectionSlot>, limits: &AuthConfig) -> Self {
+        let now = Instant::now();
+        Self {
+            principal,
+            slot: Mutex::new(slot),
+            following: Mutex::default(),
+            projects: Mutex::default(),
+            next_generation: AtomicU64::new(0),
+            last_event: Mutex::new(now),
+            rate: Mutex::new((now, 0)),
+            max_subscriptions: limits.max_subscriptions_per_socket,
+            max_events_per_second: limits.max_events_per_second,
+        }
+    }
+
+    /// Counts a client event against the rate limit and marks the socket active.
+    pub fn admit_event(&self) -> Result<(), Refusal> {
+        let now = Instant::now();
+        *self.last_event.lock().expect("session") = now;
+        let mut rate = self.rate.lock().expect("session");
+        if now.duration_since(rate.0) >= Duration::from_secs(1) {
+            *rate = (now, 0);
+        }
+        rate.1 += 1;
+        if rate.1 > self.max_events_per_second {
+            return Err(Refusal::RateLimited);
+        }
+        Ok(())
+    }
+
+    fn subscriptions(&self) -> usize {
+        self.following.lock().expect("session").len() + self.projects.lock().expect("session").len()
+    }
+
+    /// How long the socket has had no subscription and sent nothing, if it has none.
+    pub fn idle_for(&self) -> Option<Duration> {
+        (self.subscriptions() == 0).then(|| self.last_event.lock().expect("session").elapsed())
+    }
+
     /// Starts a new subscription of `job`, superseding any earlier one.
-    pub fn follow(&self, job: &JobId) -> u64 {
-        let mut next = self.next_generation.lock().expect("session");
-        *next += 1;
-        self.following
-            .lock()
-            .expect("session")
-            .insert(job.clone(), *next);
-        *next
+    pub fn follow(&self, job: &JobId) -> Result<u64, Refusal> {
+        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut following = self.following.lock().expect("session");
+        if !following.contains_key(job)
+            && self.subscriptions_with(&following) >= self.max_subscriptions
+        {
+            return Err(Refusal::TooManySubscriptions(self.max_subscriptions));
+        }
+        following.insert(job.clone(), generation);
+        Ok(generation)
+    }
+
+    fn subscriptions_with(&self, following: &HashMap<JobId, u64>) -> usize {
+        following.len() + self.projects.lock().expect("session").len()
+    }
+
+    /// Starts following `project`.
+    pub fn follow_project(&self, project: &ProjectId) -> Result<(), Refusal> {
+        let following = self.following.lock().expect("session").len();
+        let mut projects = self.projects.lock().expect("session");
+        if !projects.contains(project) && following + projects.len() >= self.max_subscriptions {
+            return Err(Refusal::TooManySubscriptions(self.max_subscriptions));
+        }
+        projects.insert(project.clone());
+        Ok(())
+    }
+
+    pub fn unfollow_project(&self, project: &ProjectId) {
+        self.projects.lock().expect("session").remove(project);
     }
 
     /// Whether `generation` is still the current subscription of `job`.
@@ -78,15 +172,32 @@ impl Session {
     pub fn generation(&self, job: &JobId) -> Option<u64> {
         self.following.lock().expect("session").get(job).copied()
     }
+
+    /// Gives the socket's connection slot back.
+    fn release(&self) {
+        if let Some(slot) = self.slot.lock().expect("session").take() {
+            slot.release();
+        }
+    }
 }
 
-/// The session of a socket (created on connect).
+/// The session of a socket (set up by the connect middleware).
 pub fn session(socket: &SocketRef) -> Arc<Session> {
-    socket.extensions.get::<Arc<Session>>().unwrap_or_else(|| {
-        let session = Arc::new(Session::default());
-        socket.extensions.insert(session.clone());
-        session
-    })
+    socket
+        .extensions
+        .get::<Arc<Session>>()
+        .expect("every connected socket has a session")
+}
+
+/// Why a connection was refused; the text is what the client's `connect_error` says.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectRefusal {
+    /// Missing, malformed, expired or badly signed token. Existing frontends match
+    /// this exact text.
+    #[error("Authentication error")]
+    Authentication,
+    #[error("Too many connections")]
+    TooManyConnections,
 }
 
 /// Registers the default namespace.
@@ -94,10 +205,38 @@ pub fn register(io: &socketioxide::SocketIo) {
     io.ns("/", on_connect.with(prepare_socket));
 }
 
-/// Connect middleware: sets the socket up before the client is told it is connected.
-async fn prepare_socket(socket: SocketRef) -> Result<(), std::convert::Infallible> {
+/// Connect middleware: authenticates the client and sets the socket up before the
+/// client is told it is connected.
+async fn prepare_socket(
+    socket: SocketRef,
+    TryData(auth): TryData<Value>,
+    State(state): State<AppState>,
+) -> Result<(), ConnectRefusal> {
     use client_events::*;
-    socket.extensions.insert(Arc::new(Session::default()));
+    let parts = socket.req_parts();
+    let token = auth
+        .ok()
+        .as_ref()
+        .and_then(|a| a.get("token"))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .or_else(|| crate::auth::token_from_request(parts.uri.query(), &parts.headers));
+    let principal = state.auth.verify(token.as_deref()).map_err(|reason| {
+        tracing::info!(sid = %socket.id, %reason, "connection refused: authentication");
+        ConnectRefusal::Authentication
+    })?;
+    let slot = if state.auth.enabled() {
+        let slot = state.connections.acquire(&principal.user).ok_or_else(|| {
+            tracing::info!(sid = %socket.id, user = %principal.user, "connection refused: too many connections");
+            ConnectRefusal::TooManyConnections
+        })?;
+        Some(slot)
+    } else {
+        None
+    };
+    socket
+        .extensions
+        .insert(Arc::new(Session::new(principal, slot, &state.config.auth)));
     socket.on(SUBSCRIBE_JOB, subscriptions::subscribe_job);
     socket.on(UNSUBSCRIBE_JOB, subscriptions::unsubscribe_job);
     socket.on(SUBSCRIBE_PROJECT, subscriptions::subscribe_project);
@@ -111,7 +250,8 @@ async fn prepare_socket(socket: SocketRef) -> Result<(), std::convert::Infallibl
 async fn on_connect(socket: SocketRef, State(state): State<AppState>) {
     state.sockets.connected.fetch_add(1, Ordering::Relaxed);
     socket.on_disconnect(on_disconnect);
-    tracing::info!(sid = %socket.id, transport = ?socket.transport_type(), protocol = ?socket.protocol(), "client connected");
+    let user = session(&socket).principal.user.clone();
+    tracing::info!(sid = %socket.id, %user, transport = ?socket.transport_type(), protocol = ?socket.protocol(), "client connected");
 }
 
 async fn on_disconnect(
@@ -120,5 +260,32 @@ async fn on_disconnect(
     State(state): State<AppState>,
 ) {
     state.sockets.connected.fetch_sub(1, Ordering::Relaxed);
+    session(&socket).release();
     tracing::info!(sid = %socket.id, %reason, "client disconnected");
+}
+
+/// Disconnects sockets that have had no subscription and sent no event for
+/// `timeout`, checking a few times per timeout, until `stop` is cancelled.
+pub async fn sweep_idle(
+    io: SocketIo,
+    timeout: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let every = (timeout / 4).clamp(Duration::from_millis(250), Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        for socket in io.sockets() {
+            let idle = socket
+                .extensions
+                .get::<Arc<Session>>()
+                .and_then(|s| s.idle_for());
+            if idle.is_some_and(|idle| idle >= timeout) {
+                tracing::info!(sid = %socket.id, "disconnecting idle client");
+                let _ = socket.disconnect();
+            }
+        }
+    }
 }

@@ -9,8 +9,10 @@
 use serde_json::Value;
 use socketioxide::extract::{AckSender, Event, SocketRef, State, TryData};
 
+use std::sync::Arc;
+
 use super::replay::{self, AttachError, Start};
-use super::{project_room, session};
+use super::{Session, project_room, session};
 use crate::job::{JobId, ProjectId};
 use crate::state::AppState;
 use crate::store::JobFilter;
@@ -119,6 +121,16 @@ fn payload(data: Result<Value, socketioxide::ParserError>) -> Result<Value, Stri
     data.map_err(|_| "missing or unreadable payload".to_string())
 }
 
+/// Counts a client event against the socket's rate limit.
+fn admit(socket: &SocketRef) -> Result<Arc<Session>, String> {
+    let session = session(socket);
+    session.admit_event().map_err(|e| e.to_string())?;
+    Ok(session)
+}
+
+/// The answer to a subscription outside the caller's projects.
+const FORBIDDEN: &str = "forbidden";
+
 fn answer<T: serde::Serialize>(ack: AckSender, reply: Ack<T>) {
     if let Err(e) = ack.send(&reply) {
         tracing::debug!(error = %e, "could not send an acknowledgement");
@@ -131,33 +143,57 @@ pub async fn subscribe_job(
     ack: AckSender,
     State(state): State<AppState>,
 ) {
-    let request = match payload(data).and_then(|v| parse_job_request(&v)) {
-        Ok(request) => request,
+    let checked = admit(&socket).and_then(|session| {
+        let request = payload(data).and_then(|v| parse_job_request(&v))?;
+        Ok((session, request))
+    });
+    let (session, request) = match checked {
+        Ok(checked) => checked,
         Err(error) => return answer(ack, Ack::<Empty>::err(error)),
     };
     let id = &request.job_id;
     let journal = &state.journal;
-    let generation = session(&socket).follow(id);
+    let current = match journal.job(id).await {
+        Ok(job) => job,
+        Err(e) => {
+            tracing::error!(job_id = %id, error = %e, "reading a job failed");
+            return answer(ack, Ack::<Empty>::err("history is unavailable right now"));
+        }
+    };
+    // A restricted caller may only follow jobs it can see; a job that does not
+    // exist yet could turn out to be in any project.
+    let visible = match &current {
+        Some(job) => session.principal.can_see(&job.project_id),
+        None => !session.principal.is_restricted(),
+    };
+    if !visible {
+        tracing::info!(sid = %socket.id, job_id = %id, user = %session.principal.user, "subscription refused: forbidden");
+        return answer(ack, Ack::<Empty>::err(FORBIDDEN));
+    }
+    let generation = match session.follow(id) {
+        Ok(generation) => generation,
+        Err(refusal) => return answer(ack, Ack::<Empty>::err(refusal.to_string())),
+    };
 
     let mut reason = None;
     let start = match request.since {
         None => Start::Now,
-        Some(since) => match journal.job(id).await {
-            Ok(Some(job)) if request.epoch.as_ref().is_some_and(|e| *e != job.epoch) => {
+        Some(since) => match current {
+            Some(job) if request.epoch.as_ref().is_some_and(|e| *e != job.epoch) => {
                 reason = Some(
                     "epoch mismatch: this job's history was recreated; the whole history follows"
                         .to_string(),
                 );
                 Start::After(0)
             }
-            Ok(Some(job)) if since > job.last_seq => {
+            Some(job) if since > job.last_seq => {
                 reason = Some(format!(
                     "since {since} is beyond the job's last event {}; the whole history follows",
                     job.last_seq
                 ));
                 Start::After(0)
             }
-            Ok(None) if since > 0 => {
+            None if since > 0 => {
                 reason = Some("this job has no history; its events follow from the first".into());
                 Start::After(0)
             }
@@ -195,9 +231,15 @@ pub async fn subscribe_job(
 }
 
 pub async fn unsubscribe_job(socket: SocketRef, TryData(data): TryData<Value>, ack: AckSender) {
-    match payload(data).and_then(|v| parse_id(&v, "job id", JobId::parse)) {
-        Ok(id) => {
-            session(&socket).unfollow(&id);
+    let checked = admit(&socket).and_then(|session| {
+        Ok((
+            session,
+            payload(data).and_then(|v| parse_id(&v, "job id", JobId::parse))?,
+        ))
+    });
+    match checked {
+        Ok((session, id)) => {
+            session.unfollow(&id);
             socket.leave(super::job_room(&id));
             tracing::info!(sid = %socket.id, job_id = %id, "unsubscribed from job");
             answer(ack, Ack::ok(Empty {}));
@@ -212,7 +254,15 @@ pub async fn subscribe_project(
     ack: AckSender,
     State(state): State<AppState>,
 ) {
-    let id = match payload(data).and_then(|v| parse_id(&v, "project id", ProjectId::parse)) {
+    let checked = admit(&socket).and_then(|session| {
+        let id = payload(data).and_then(|v| parse_id(&v, "project id", ProjectId::parse))?;
+        if !session.principal.can_see(&id) {
+            return Err(FORBIDDEN.to_string());
+        }
+        session.follow_project(&id).map_err(|e| e.to_string())?;
+        Ok(id)
+    });
+    let id = match checked {
         Ok(id) => id,
         Err(error) => return answer(ack, Ack::<Empty>::err(error)),
     };
@@ -238,8 +288,15 @@ pub async fn subscribe_project(
 }
 
 pub async fn unsubscribe_project(socket: SocketRef, TryData(data): TryData<Value>, ack: AckSender) {
-    match payload(data).and_then(|v| parse_id(&v, "project id", ProjectId::parse)) {
-        Ok(id) => {
+    let checked = admit(&socket).and_then(|session| {
+        Ok((
+            session,
+            payload(data).and_then(|v| parse_id(&v, "project id", ProjectId::parse))?,
+        ))
+    });
+    match checked {
+        Ok((session, id)) => {
+            session.unfollow_project(&id);
             socket.leave(project_room(&id));
             tracing::info!(sid = %socket.id, project_id = %id, "unsubscribed from project");
             answer(ack, Ack::ok(Empty {}));
@@ -249,7 +306,10 @@ pub async fn unsubscribe_project(socket: SocketRef, TryData(data): TryData<Value
 }
 
 /// Any event the server does not know.
-pub async fn unknown_event(Event(name): Event, ack: AckSender) {
+pub async fn unknown_event(socket: SocketRef, Event(name): Event, ack: AckSender) {
+    if let Err(error) = admit(&socket) {
+        return answer(ack, Ack::<Empty>::err(error));
+    }
     answer(
         ack,
         Ack::<Empty>::err(format!("unknown event {:?}", truncate(&name))),

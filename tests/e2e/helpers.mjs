@@ -8,7 +8,7 @@ import { mkdtempSync, writeFileSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterEach } from 'node:test';
+import { after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { io } from 'socket.io-client';
 
@@ -89,6 +89,19 @@ function dumpServerLog(server, why) {
       `${tail}\n----- end of buildcast output -----\n`,
   );
 }
+
+// Safety net for files that forget to clean up: once all tests of a file have
+// run, close every socket and stop every server so the runner can exit.
+after(async () => {
+  closeAllSockets();
+  await Promise.all(
+    [...liveServers].map((s) =>
+      s.stop('SIGTERM', 5_000).catch(() => {
+        s.kill();
+      }),
+    ),
+  );
+});
 
 afterEach((t) => {
   if (t.passed === false) {
@@ -441,7 +454,9 @@ export async function waitForJobFinished(url, jobId, timeoutMs = 60_000) {
   return waitFor(
     async () => {
       const job = await getJob(url, jobId);
-      return FINISHED.has(job.status) ? job : null;
+      // Status reads "completed" from progress 90 on (collecting artifacts), so
+      // a job is finished only once finishedAt is set too.
+      return FINISHED.has(job.status) && job.finishedAt ? job : null;
     },
     timeoutMs,
     { interval: 100, what: `job ${jobId} to finish` },

@@ -1,0 +1,755 @@
+//! Runs a scenario against a server: starts the server with a fresh configuration,
+//! creates the jobs, connects the clients in batches, lets the line source go, waits
+//! until every client has every line (or delivery stalls), and measures.
+//!
+//! Server CPU comes from `/proc/<pid>/stat` (utime + stime, the server process only:
+//! the line source and its shell are children and are not counted, for any server),
+//! memory from `/proc/<pid>/status` (`VmRSS`, `VmHWM`), the load generator's own CPU
+//! from getrusage.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::load::{self, Shared, Transport};
+use crate::scan;
+use crate::sys::{self, now_ns};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Server {
+    Buildcast,
+    Node,
+    Raw,
+}
+
+impl Server {
+    pub const ALL: [Server; 3] = [Server::Buildcast, Server::Node, Server::Raw];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Server::Buildcast => "buildcast",
+            Server::Node => "node",
+            Server::Raw => "raw",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        Server::ALL
+            .into_iter()
+            .find(|v| v.name() == s)
+            .ok_or_else(|| format!("unknown server {s:?} (buildcast, node, raw)"))
+    }
+}
+
+/// Which transports the clients use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mix {
+    WebSocket,
+    Polling,
+    /// Every fifth client polls, the others use a WebSocket.
+    Mixed,
+}
+
+impl Mix {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "ws" | "websocket" => Ok(Mix::WebSocket),
+            "polling" => Ok(Mix::Polling),
+            "mixed" => Ok(Mix::Mixed),
+            _ => Err(format!("unknown transport {s:?} (ws, polling, mixed)")),
+        }
+    }
+
+    fn of(self, client: usize) -> Transport {
+        match self {
+            Mix::WebSocket => Transport::WebSocket,
+            Mix::Polling => Transport::Polling,
+            Mix::Mixed if client % 5 == 4 => Transport::Polling,
+            Mix::Mixed => Transport::WebSocket,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Mix::WebSocket => "ws",
+            Mix::Polling => "polling",
+            Mix::Mixed => "ws+polling",
+        }
+    }
+}
+
+/// What runs: clients spread over jobs, each job printing `lines` lines.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: String,
+    pub clients: usize,
+    pub jobs: usize,
+    pub lines: u64,
+    /// Lines per second per job; 0: as fast as possible.
+    pub rate: u64,
+    pub mix: Mix,
+    /// Idle scenario: no lines, hold the subscribed clients this long and measure.
+    pub idle_hold: Option<Duration>,
+    /// Runs per server; the table shows medians.
+    pub repeat: usize,
+}
+
+impl Scenario {
+    pub fn describe(&self) -> String {
+        if self.idle_hold.is_some() {
+            return format!("{} idle subscribed clients ({})", self.clients, self.mix.label());
+        }
+        let rate = if self.rate == 0 {
+            "as fast as possible".to_string()
+        } else {
+            format!("{} lines/s", self.rate)
+        };
+        let jobs = if self.jobs > 1 {
+            format!("{} jobs × {} clients", self.jobs, self.clients / self.jobs)
+        } else {
+            format!("{} clients", self.clients)
+        };
+        format!("{jobs} ({}), {} lines per job, {rate}", self.mix.label(), self.lines)
+    }
+}
+
+/// The scenarios of a full run. `scale` multiplies line counts (not clients).
+pub fn suite(scale: f64, repeat: usize) -> Vec<Scenario> {
+    let lines = |n: u64| ((n as f64 * scale).round() as u64).max(1);
+    let s = |name: &str, clients, jobs, n, rate, mix| Scenario {
+        name: name.into(),
+        clients,
+        jobs,
+        lines: lines(n),
+        rate,
+        mix,
+        idle_hold: None,
+        repeat: 1,
+    };
+    vec![
+        s("1k-100lps", 1000, 1, 1000, 100, Mix::WebSocket),
+        s("5k-100lps", 5000, 1, 1000, 100, Mix::WebSocket),
+        Scenario {
+            repeat,
+            ..s("saturation", 1000, 1, 10_000, 0, Mix::WebSocket)
+        },
+        Scenario {
+            idle_hold: Some(Duration::from_secs(5)),
+            lines: 0,
+            ..s("idle-10k", 10_000, 1, 0, 0, Mix::WebSocket)
+        },
+        s("200jobs", 1000, 200, 500, 50, Mix::WebSocket),
+        s("polling-500", 500, 1, 500, 50, Mix::Polling),
+    ]
+}
+
+/// Where the servers and the line source are.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub buildcast: PathBuf,
+    pub node_dir: PathBuf,
+    pub raw: PathBuf,
+    pub linegen: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Clients connecting at once.
+    pub batch: usize,
+    /// Give up when no line arrived for this long after the source should be done.
+    pub stall: Duration,
+    /// Give up this long after the source should be done, whatever happens.
+    pub max_wait: Duration,
+    /// `RUST_LOG` for buildcast; its default when unset.
+    pub rust_log: Option<String>,
+    pub verbose: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            batch: 200,
+            stall: Duration::from_secs(15),
+            max_wait: Duration::from_secs(180),
+            rust_log: None,
+            verbose: false,
+        }
+    }
+}
+
+/// The figures of one run (or the medians of several).
+#[derive(Debug, Clone, Default)]
+pub struct RunResult {
+    pub scenario: String,
+    pub server: String,
+    pub runs: usize,
+    pub clients: usize,
+    /// Clients that never subscribed, or ended with an error.
+    pub failed_clients: usize,
+    pub first_error: Option<String>,
+    pub expected: u64,
+    /// Distinct lines delivered, over all clients.
+    pub delivered: u64,
+    pub lost: u64,
+    pub dup: u64,
+    pub out_of_order: u64,
+    /// Seconds from "go" to the last line received.
+    pub window_s: f64,
+    pub msgs_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// Seconds to connect and subscribe every client.
+    pub connect_s: f64,
+    /// Server CPU while the clients connected.
+    pub server_cpu_connect_s: f64,
+    /// Server CPU from "go" until the last client had every line (idle: over the hold).
+    pub server_cpu_s: f64,
+    pub cpu_us_per_msg: f64,
+    pub rss_start_kib: u64,
+    pub rss_subscribed_kib: u64,
+    pub peak_rss_kib: u64,
+    pub rss_per_conn_kib: f64,
+    /// The load generator's CPU over the same period as `server_cpu_s`.
+    pub loadgen_cpu_s: f64,
+    /// buildcast only: sockets switched to catch-up from history (`/health`).
+    pub lagged: Option<u64>,
+    /// Why the run ended before every line arrived, if it did.
+    pub ended: Option<String>,
+    pub idle: bool,
+}
+
+impl RunResult {
+    /// Every client subscribed and received every line exactly once, in order.
+    pub fn is_clean(&self) -> bool {
+        self.failed_clients == 0
+            && self.lost == 0
+            && self.dup == 0
+            && self.out_of_order == 0
+            && self.delivered == self.expected
+    }
+
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "{} {}: clients={} failed={} delivered={}/{} lost={} dup={} ooo={} window={:.2}s msgs/s={:.0} p50={:.2}ms p99={:.2}ms max={:.2}ms connect={:.2}s server_cpu={:.2}s cpu_us/msg={:.2} rss_start={}KiB rss_subscribed={}KiB peak_rss={}KiB rss/conn={:.1}KiB loadgen_cpu={:.2}s",
+            self.scenario,
+            self.server,
+            self.clients,
+            self.failed_clients,
+            self.delivered,
+            self.expected,
+            self.lost,
+            self.dup,
+            self.out_of_order,
+            self.window_s,
+            self.msgs_per_s,
+            self.p50_ms,
+            self.p99_ms,
+            self.max_ms,
+            self.connect_s,
+            self.server_cpu_s,
+            self.cpu_us_per_msg,
+            self.rss_start_kib,
+            self.rss_subscribed_kib,
+            self.peak_rss_kib,
+            self.rss_per_conn_kib,
+            self.loadgen_cpu_s,
+        );
+        if let Some(l) = self.lagged {
+            let _ = write!(s, " lagged_catch_ups={l}");
+        }
+        if let Some(e) = &self.ended {
+            let _ = write!(s, " ended={e:?}");
+        }
+        if let Some(e) = &self.first_error {
+            let _ = write!(s, " first_error={e:?}");
+        }
+        s
+    }
+}
+
+static RUN_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn shell_quote(p: &Path) -> String {
+    format!("'{}'", p.display().to_string().replace('\'', r"'\''"))
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+struct Running {
+    child: Child,
+    pid: u32,
+    log: PathBuf,
+}
+
+impl Running {
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    async fn stop(mut self) {
+        // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
+        unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
+        for _ in 0..100 {
+            if self.exited().is_some() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(
+    server: Server,
+    paths: &Paths,
+    opts: &Options,
+    dir: &Path,
+    port: u16,
+    jobs: usize,
+    line_command: &str,
+) -> Result<Running, String> {
+    let log = dir.join("server.log");
+    let out = std::fs::File::create(&log).map_err(|e| format!("server log: {e}"))?;
+    let err = out.try_clone().map_err(|e| format!("server log: {e}"))?;
+    let mut cmd = match server {
+        Server::Buildcast => Command::new(&paths.buildcast),
+        Server::Node => {
+            let mut c = Command::new("node");
+            c.arg(paths.node_dir.join("server.mjs"));
+            c
+        }
+        Server::Raw => Command::new(&paths.raw),
+    };
+    // A clean environment (no developer .env or settings leak in), the same
+    // Socket.IO path and heartbeat on every server, loopback only.
+    cmd.env_clear()
+        .envs(std::env::vars().filter(|(k, _)| k == "PATH" || k == "HOME" || k == "LANG"))
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("WEBSOCKET_PATH", "/ws")
+        .env("WEBSOCKET_PING_INTERVAL_MS", "25000")
+        .env("WEBSOCKET_PING_TIMEOUT_MS", "20000")
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    match server {
+        Server::Buildcast => {
+            // The line source as the pipeline's one step; history and persistence
+            // as by default, in a fresh DATA_DIR.
+            let pipelines = dir.join("pipelines.toml");
+            let toml = format!(
+                "[pipelines.bench]\ndescription = \"benchmark line source\"\ntimeout = \"1h\"\n\n\
+                 [pipelines.bench.steps]\nbuild = '''{line_command}'''\n"
+            );
+            std::fs::write(&pipelines, toml).map_err(|e| format!("pipelines file: {e}"))?;
+            cmd.env("DATA_DIR", dir.join("data"))
+                .env("PIPELINES_FILE", &pipelines)
+                .env("MAX_CONCURRENT_JOBS", jobs.max(2).to_string());
+            if let Some(l) = &opts.rust_log {
+                cmd.env("RUST_LOG", l);
+            }
+        }
+        Server::Node | Server::Raw => {
+            cmd.env("LINE_COMMAND", line_command);
+        }
+    }
+    let child = cmd.spawn().map_err(|e| {
+        format!(
+            "cannot start {} ({}): {e}",
+            server.name(),
+            match server {
+                Server::Buildcast => paths.buildcast.display().to_string(),
+                Server::Node => "node".into(),
+                Server::Raw => paths.raw.display().to_string(),
+            }
+        )
+    })?;
+    let pid = child.id();
+    Ok(Running { child, pid, log })
+}
+
+async fn wait_ready(srv: &mut Running, addr: SocketAddr) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = srv.exited() {
+            return Err(format!("server exited ({status}) before it was ready:\n{}", srv.log_tail()));
+        }
+        if let Ok((200, _)) = load::http_once(addr, "GET", "/health", None).await {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("server not ready after 60 s:\n{}", srv.log_tail()));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+/// Runs `scenario` once against `server`.
+pub async fn run_once(server: Server, scenario: &Scenario, paths: &Paths, opts: &Options) -> RunResult {
+    let dir = std::env::temp_dir().join(format!(
+        "buildcast-bench-{}-{}",
+        std::process::id(),
+        RUN_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let mut r = RunResult {
+        scenario: scenario.name.clone(),
+        server: server.name().into(),
+        runs: 1,
+        clients: scenario.clients,
+        idle: scenario.idle_hold.is_some(),
+        ..RunResult::default()
+    };
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        r.ended = Some(format!("temp dir: {e}"));
+        return r;
+    }
+    let outcome = measure(server, scenario, paths, opts, &dir, &mut r).await;
+    if let Err(e) = outcome {
+        r.ended = Some(e);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    r
+}
+
+async fn measure(
+    server: Server,
+    sc: &Scenario,
+    paths: &Paths,
+    opts: &Options,
+    dir: &Path,
+    r: &mut RunResult,
+) -> Result<(), String> {
+    let go = dir.join("go");
+    let line_command = format!(
+        "exec {} --count {} --rate {} --go {}",
+        shell_quote(&paths.linegen),
+        sc.lines,
+        sc.rate,
+        shell_quote(&go)
+    );
+    let port = free_port().map_err(|e| format!("free port: {e}"))?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut srv = start_server(server, paths, opts, dir, port, sc.jobs, &line_command)?;
+    let pid = srv.pid;
+    let result = drive(server, sc, opts, &go, addr, &mut srv, r).await;
+    // Let any line source still waiting go, then stop the server.
+    let _ = std::fs::write(&go, b"");
+    if result.is_err() && opts.verbose {
+        eprintln!("--- server log ---\n{}", srv.log_tail());
+    }
+    srv.stop().await;
+    let _ = pid;
+    result
+}
+
+async fn drive(
+    server: Server,
+    sc: &Scenario,
+    opts: &Options,
+    go: &Path,
+    addr: SocketAddr,
+    srv: &mut Running,
+    r: &mut RunResult,
+) -> Result<(), String> {
+    let pid = srv.pid;
+    wait_ready(srv, addr).await?;
+    r.rss_start_kib = sys::proc_status_kib(pid, "VmRSS").unwrap_or(0);
+
+    // Jobs: the same REST call on every server.
+    let mut jobs = Vec::with_capacity(sc.jobs);
+    for _ in 0..sc.jobs {
+        let (status, body) = load::http_once(
+            addr,
+            "POST",
+            "/api/jobs",
+            Some(r#"{"projectId":"bench","pipeline":"bench"}"#),
+        )
+        .await?;
+        let id = scan::str_after(&body, b"\"jobId\":\"")
+            .filter(|_| status == 201)
+            .ok_or_else(|| format!("POST /api/jobs: {status} {}", String::from_utf8_lossy(&body)))?;
+        jobs.push(String::from_utf8_lossy(id).into_owned());
+    }
+
+    // Clients, in batches; each batch is subscribed before the next connects.
+    let shared = Shared::new(addr, "/ws/", sc.lines);
+    let cpu_before_connect = sys::proc_cpu_secs(pid).unwrap_or(0.0);
+    let t_connect = Instant::now();
+    let mut handles = Vec::with_capacity(sc.clients);
+    let mut failed = 0usize;
+    for start in (0..sc.clients).step_by(opts.batch.max(1)) {
+        let mut waits = Vec::new();
+        for id in start..(start + opts.batch.max(1)).min(sc.clients) {
+            let job = jobs[id % jobs.len()].clone();
+            let (h, rx) = load::spawn(shared.clone(), id, job, sc.mix.of(id));
+            handles.push(h);
+            waits.push(rx);
+        }
+        for rx in waits {
+            match tokio::time::timeout(Duration::from_secs(60), rx).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => {
+                    failed += 1;
+                    r.first_error.get_or_insert(e);
+                }
+                Ok(Err(_)) | Err(_) => {
+                    failed += 1;
+                    r.first_error.get_or_insert("not subscribed within 60 s".into());
+                }
+            }
+        }
+        if let Some(status) = srv.exited() {
+            return Err(format!("server exited ({status}) while clients connected:\n{}", srv.log_tail()));
+        }
+    }
+    r.connect_s = t_connect.elapsed().as_secs_f64();
+    let cpu_subscribed = sys::proc_cpu_secs(pid).unwrap_or(0.0);
+    r.server_cpu_connect_s = cpu_subscribed - cpu_before_connect;
+    let subscribed = sc.clients - failed;
+    if opts.verbose {
+        eprintln!(
+            "  {} {}: {subscribed}/{} clients subscribed in {:.1} s",
+            sc.name, server.name(), sc.clients, r.connect_s
+        );
+    }
+
+    if let Some(hold) = sc.idle_hold {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        r.rss_subscribed_kib = sys::proc_status_kib(pid, "VmRSS").unwrap_or(0);
+        let cpu0 = sys::proc_cpu_secs(pid).unwrap_or(0.0);
+        let lg0 = sys::self_cpu_secs();
+        tokio::time::sleep(hold).await;
+        r.server_cpu_s = sys::proc_cpu_secs(pid).unwrap_or(0.0) - cpu0;
+        r.loadgen_cpu_s = sys::self_cpu_secs() - lg0;
+        r.window_s = hold.as_secs_f64();
+    } else {
+        r.rss_subscribed_kib = sys::proc_status_kib(pid, "VmRSS").unwrap_or(0);
+        let cpu0 = sys::proc_cpu_secs(pid).unwrap_or(0.0);
+        let lg0 = sys::self_cpu_secs();
+        let t_go = now_ns();
+        std::fs::write(go, b"").map_err(|e| format!("go file: {e}"))?;
+        let started = Instant::now();
+        let emit = if sc.rate > 0 {
+            Duration::from_secs_f64(sc.lines as f64 / sc.rate as f64)
+        } else {
+            Duration::ZERO
+        };
+        let mut last = 0;
+        let mut last_change = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if shared.complete_clients.load(Ordering::Relaxed) >= subscribed {
+                break;
+            }
+            let d = shared.delivered.load(Ordering::Relaxed);
+            if d != last {
+                last = d;
+                last_change = Instant::now();
+            }
+            let past_emit = started.elapsed().saturating_sub(emit);
+            if past_emit > Duration::from_secs(2) && last_change.elapsed() > opts.stall {
+                r.ended = Some(format!(
+                    "stalled: no line for {} s",
+                    opts.stall.as_secs()
+                ));
+                break;
+            }
+            if past_emit > opts.max_wait {
+                r.ended = Some(format!("gave up {} s after the source finished", opts.max_wait.as_secs()));
+                break;
+            }
+            if let Some(status) = srv.exited() {
+                r.ended = Some(format!("server exited ({status}):\n{}", srv.log_tail()));
+                break;
+            }
+        }
+        r.server_cpu_s = sys::proc_cpu_secs(pid).unwrap_or(0.0) - cpu0;
+        r.loadgen_cpu_s = sys::self_cpu_secs() - lg0;
+        let last_rx = shared.last_rx_ns.load(Ordering::Relaxed);
+        r.window_s = last_rx.saturating_sub(t_go) as f64 / 1e9;
+    }
+    r.peak_rss_kib = sys::proc_status_kib(pid, "VmHWM").unwrap_or(0);
+    if server == Server::Buildcast
+        && let Ok((200, body)) = load::http_once(addr, "GET", "/health", None).await
+    {
+        r.lagged = scan::u64_after_last(&body, b"\"lagged_catch_ups\":");
+    }
+
+    shared.stop();
+    let mut results = Vec::with_capacity(handles.len());
+    for h in handles {
+        if let Ok(Ok(res)) = tokio::time::timeout(Duration::from_secs(30), h).await {
+            results.push(res);
+        }
+    }
+    r.failed_clients = sc.clients - results.len() + results.iter().filter(|c| c.error.is_some()).count();
+    if r.first_error.is_none() {
+        r.first_error = results.iter().find_map(|c| c.error.clone());
+    }
+    r.failed_clients = r.failed_clients.max(failed);
+    r.expected = sc.lines * sc.clients as u64;
+    r.delivered = results.iter().map(|c| c.lines).sum();
+    // Clients that never reported lose everything they should have had.
+    let missing_clients = (sc.clients - results.len()) as u64;
+    r.lost = results.iter().map(|c| c.anomalies.lost).sum::<u64>() + missing_clients * sc.lines;
+    r.dup = results.iter().map(|c| c.anomalies.dup).sum();
+    r.out_of_order = results.iter().map(|c| c.anomalies.out_of_order).sum();
+    let lat = shared.latencies();
+    r.p50_ms = ms(lat.quantile(0.50));
+    r.p99_ms = ms(lat.quantile(0.99));
+    r.max_ms = ms(lat.max());
+    if !r.idle && r.window_s > 0.0 {
+        r.msgs_per_s = r.delivered as f64 / r.window_s;
+    }
+    if r.delivered > 0 {
+        r.cpu_us_per_msg = r.server_cpu_s * 1e6 / r.delivered as f64;
+    }
+    if sc.clients > 0 {
+        r.rss_per_conn_kib =
+            (r.rss_subscribed_kib as f64 - r.rss_start_kib as f64) / sc.clients as f64;
+    }
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// One row for several runs: the median of each figure; anomalies and failures summed.
+pub fn combine(runs: &[RunResult]) -> RunResult {
+    if runs.len() == 1 {
+        return runs[0].clone();
+    }
+    let m = |f: fn(&RunResult) -> f64| median(runs.iter().map(f).collect());
+    let first = &runs[0];
+    RunResult {
+        scenario: first.scenario.clone(),
+        server: first.server.clone(),
+        runs: runs.len(),
+        clients: first.clients,
+        failed_clients: runs.iter().map(|r| r.failed_clients).sum(),
+        first_error: runs.iter().find_map(|r| r.first_error.clone()),
+        expected: m(|r| r.expected as f64) as u64,
+        delivered: m(|r| r.delivered as f64) as u64,
+        lost: runs.iter().map(|r| r.lost).sum(),
+        dup: runs.iter().map(|r| r.dup).sum(),
+        out_of_order: runs.iter().map(|r| r.out_of_order).sum(),
+        window_s: m(|r| r.window_s),
+        msgs_per_s: m(|r| r.msgs_per_s),
+        p50_ms: m(|r| r.p50_ms),
+        p99_ms: m(|r| r.p99_ms),
+        max_ms: m(|r| r.max_ms),
+        connect_s: m(|r| r.connect_s),
+        server_cpu_connect_s: m(|r| r.server_cpu_connect_s),
+        server_cpu_s: m(|r| r.server_cpu_s),
+        cpu_us_per_msg: m(|r| r.cpu_us_per_msg),
+        rss_start_kib: m(|r| r.rss_start_kib as f64) as u64,
+        rss_subscribed_kib: m(|r| r.rss_subscribed_kib as f64) as u64,
+        peak_rss_kib: m(|r| r.peak_rss_kib as f64) as u64,
+        rss_per_conn_kib: m(|r| r.rss_per_conn_kib),
+        loadgen_cpu_s: m(|r| r.loadgen_cpu_s),
+        lagged: first.lagged.map(|_| runs.iter().filter_map(|r| r.lagged).sum()),
+        ended: runs.iter().find_map(|r| r.ended.clone()),
+        idle: first.idle,
+    }
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if a > 0.0 && b > 0.0 {
+        format!("{:.2}×", a / b)
+    } else {
+        "—".into()
+    }
+}
+
+fn num(v: f64, decimals: usize) -> String {
+    format!("{v:.decimals$}")
+}
+
+/// The Markdown table: one row per scenario and server, then the ratio rows
+/// buildcast/node and buildcast/raw under each scenario.
+pub fn table(scenarios: &[Scenario], rows: &[RunResult]) -> String {
+    let mut t = String::new();
+    t.push_str("| scenario | server | clients | delivered | msgs/s | p50 ms | p99 ms | max ms | lost/dup/ooo | server CPU s | CPU µs/msg | peak RSS MiB | RSS/conn KiB | loadgen CPU s |\n");
+    t.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    for sc in scenarios {
+        let of = |server: &str| rows.iter().find(|r| r.scenario == sc.name && r.server == server);
+        let label = if sc.repeat > 1 {
+            format!("{} (median of {})", sc.name, sc.repeat)
+        } else {
+            sc.name.clone()
+        };
+        for r in rows.iter().filter(|r| r.scenario == sc.name) {
+            let mut anomalies = format!("{}/{}/{}", r.lost, r.dup, r.out_of_order);
+            if r.failed_clients > 0 {
+                let _ = write!(anomalies, " ({} clients failed)", r.failed_clients);
+            }
+            if r.ended.is_some() {
+                anomalies.push_str(" ⚠");
+            }
+            let (rate, p50, p99, max, per_msg, delivered) = if r.idle {
+                let d = "—".to_string();
+                (d.clone(), d.clone(), d.clone(), d.clone(), d.clone(), d)
+            } else {
+                (
+                    num(r.msgs_per_s, 0),
+                    num(r.p50_ms, 1),
+                    num(r.p99_ms, 1),
+                    num(r.max_ms, 1),
+                    num(r.cpu_us_per_msg, 2),
+                    format!("{}/{}", r.delivered, r.expected),
+                )
+            };
+            let _ = writeln!(
+                t,
+                "| {label} | {} | {} | {delivered} | {rate} | {p50} | {p99} | {max} | {anomalies} | {} | {per_msg} | {} | {} | {} |",
+                r.server,
+                r.clients,
+                num(r.server_cpu_s, 2),
+                num(r.peak_rss_kib as f64 / 1024.0, 0),
+                num(r.rss_per_conn_kib, 1),
+                num(r.loadgen_cpu_s, 2),
+            );
+        }
+        let Some(b) = of("buildcast") else { continue };
+        for other in ["node", "raw"] {
+            let Some(o) = of(other) else { continue };
+            let latency = |a: f64, b: f64| if sc.idle_hold.is_some() { "—".into() } else { ratio(a, b) };
+            let _ = writeln!(
+                t,
+                "| {label} | *buildcast/{other}* | | | {} | {} | {} | {} | | {} | {} | {} | {} | |",
+                latency(b.msgs_per_s, o.msgs_per_s),
+                latency(b.p50_ms, o.p50_ms),
+                latency(b.p99_ms, o.p99_ms),
+                latency(b.max_ms, o.max_ms),
+                ratio(b.server_cpu_s, o.server_cpu_s),
+                latency(b.cpu_us_per_msg, o.cpu_us_per_msg),
+                ratio(b.peak_rss_kib as f64, o.peak_rss_kib as f64),
+                ratio(b.rss_per_conn_kib, o.rss_per_conn_kib),
+            );
+        }
+    }
+    t
+}

@@ -1,0 +1,6 @@
+mod config;
+mod health;
+mod helpers;
+mod history;
+mod jobs;
+mod restart;

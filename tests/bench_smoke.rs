@@ -1,0 +1,116 @@
+//! Keeps the benchmark harness in `bench/` from rotting: builds it (debug, in its
+//! own `bench/target`), installs the Node reference server's npm dependencies if
+//! they are missing, and runs a small scenario against buildcast (this build's
+//! binary), the Node.js socket.io reference and the raw floor: 50 clients on two
+//! jobs, every fifth over HTTP long-polling, 100 lines per job at 20 lines/s
+//! (5 seconds). Each must deliver every line to every client exactly once, in order.
+//!
+//! The full benchmark is `bench/run.sh` (see bench/README.md).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Builds the bench binaries and the reference server's dependencies, once.
+fn harness() -> &'static Result<PathBuf, String> {
+    static HARNESS: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    HARNESS.get_or_init(|| {
+        let bench = root().join("bench");
+        let target = bench.join("target");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--bins", "--manifest-path"])
+            .arg(bench.join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target)
+            .status()
+            .map_err(|e| format!("cannot run cargo: {e}"))?;
+        if !status.success() {
+            return Err("building bench/ failed (see the output above)".into());
+        }
+        let node = bench.join("reference-node");
+        if !node.join("node_modules/socket.io").is_dir() {
+            let status = Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(&node)
+                .status()
+                .map_err(|e| format!("cannot run npm (install Node.js 20+ and npm): {e}"))?;
+            if !status.success() {
+                return Err("npm ci failed in bench/reference-node".into());
+            }
+        }
+        Ok(target.join("debug"))
+    })
+}
+
+fn smoke(server: &str) {
+    let bin = match harness() {
+        Ok(dir) => dir.clone(),
+        Err(e) => panic!("{e}"),
+    };
+    let mut child = Command::new(bin.join("bench"))
+        .args(["run", "--server", server, "--name", "smoke"])
+        .args([
+            "--clients",
+            "50",
+            "--jobs",
+            "2",
+            "--lines",
+            "100",
+            "--rate",
+            "20",
+        ])
+        .args(["--transport", "mixed", "--stall", "10", "--max-wait", "30"])
+        .args(["--check", "--quiet"])
+        .arg("--buildcast")
+        .arg(env!("CARGO_BIN_EXE_buildcast"))
+        .arg("--node-dir")
+        .arg(root().join("bench/reference-node"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the bench binary");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for bench") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the {server} smoke run did not finish within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("piped"), &mut out)
+        .expect("read bench output");
+    println!("{out}");
+    let result = out.lines().find(|l| l.starts_with("RESULT ")).unwrap_or("");
+    assert!(
+        status.success(),
+        "{server}: not every client got every line exactly once, in order:\n{result}"
+    );
+    assert!(
+        result.contains("delivered=10000/10000 lost=0 dup=0 ooo=0"),
+        "{result}"
+    );
+}
+
+#[test]
+fn smoke_buildcast() {
+    smoke("buildcast");
+}
+
+#[test]
+fn smoke_node_reference() {
+    smoke("node");
+}
+
+#[test]
+fn smoke_raw_floor() {
+    smoke("raw");
+}

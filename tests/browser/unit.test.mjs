@@ -1,0 +1,138 @@
+// Unit tests of the dashboard's pure modules (no browser): the ANSI converter, the
+// log model and the resubscription bookkeeping.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { ansiToHtml, parseAnsi, plainText, escapeHtml, color256 } from '../../web/src/ansi.js';
+import { JobFeed, JobLog } from '../../web/src/logmodel.js';
+
+test('ansi: plain text is escaped and unchanged', () => {
+  assert.equal(ansiToHtml('a < b && c > d'), 'a &lt; b &amp;&amp; c &gt; d');
+  assert.equal(plainText('hello world'), 'hello world');
+  assert.equal(escapeHtml('"quoted"'), '"quoted"');
+});
+
+test('ansi: standard, bright, 256 and truecolor colours and attributes', () => {
+  assert.equal(ansiToHtml('\x1b[31mred\x1b[0m plain'), '<span class="a-fg1">red</span> plain');
+  assert.equal(ansiToHtml('\x1b[1;32mok\x1b[0m'), '<span class="a-fg2 a-b">ok</span>');
+  assert.equal(ansiToHtml('\x1b[94mbright\x1b[39m'), '<span class="a-fg12">bright</span>');
+  assert.equal(ansiToHtml('\x1b[41;97mbg\x1b[49m'), '<span class="a-fg15 a-bg1">bg</span>');
+  assert.equal(ansiToHtml('\x1b[38;5;196mx'), '<span style="color:rgb(255,0,0)">x</span>');
+  assert.equal(ansiToHtml('\x1b[38;5;3mx'), '<span class="a-fg3">x</span>');
+  assert.equal(ansiToHtml('\x1b[48;2;1;2;3mx'), '<span style="background-color:rgb(1,2,3)">x</span>');
+  assert.equal(ansiToHtml('\x1b[3;4;9mx\x1b[23;24;29my'), '<span class="a-i a-u a-s">x</span>y');
+  assert.equal(ansiToHtml('\x1b[1mb\x1b[22mn'), '<span class="a-b">b</span>n');
+  assert.equal(ansiToHtml('\x1b[mreset'), 'reset');
+  assert.equal(color256(232), 'rgb(8,8,8)');
+  assert.equal(color256(21), 'rgb(0,0,255)');
+});
+
+test('ansi: inverse swaps foreground and background', () => {
+  assert.equal(ansiToHtml('\x1b[7mx'), '<span style="color:var(--log-bg);background-color:var(--log-fg)">x</span>');
+  assert.equal(ansiToHtml('\x1b[31;7mx'), '<span class="a-bg1" style="color:var(--log-bg)">x</span>');
+});
+
+test('ansi: other escapes and control characters are removed', () => {
+  assert.equal(plainText('\x1b[2K\x1b[1Gdone'), 'done');
+  assert.equal(plainText('\x1b]0;title\x07text'), 'text');
+  assert.equal(plainText('\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\'), 'link');
+  assert.equal(plainText('bell\x07 back\x08'), 'bell back');
+  assert.equal(plainText('tab\there'), 'tab\there');
+  assert.equal(plainText('trailing escape \x1b'), 'trailing escape ');
+  assert.equal(plainText('\x1b[31'), '');
+});
+
+test('ansi: a carriage return keeps what was drawn last', () => {
+  assert.equal(plainText('10%\r50%\r100%'), '100%');
+  assert.equal(plainText('crlf line\r'), 'crlf line');
+});
+
+test('ansi: search ranges are marked across colour changes', () => {
+  const html = ansiToHtml('ab\x1b[31mcd\x1b[0mef', [[1, 5]]);
+  assert.equal(html, 'a<mark>b</mark><span class="a-fg1"><mark>cd</mark></span><mark>e</mark>f');
+  assert.equal(ansiToHtml('x<y', [[1, 2]]), 'x<mark>&lt;</mark>y');
+  const segs = parseAnsi('\x1b[32mgreen\x1b[0m');
+  assert.deepEqual(segs, [{ text: 'green', cls: 'a-fg2', css: '' }]);
+});
+
+const at = (s) => new Date(Date.UTC(2026, 0, 1, 0, 0, s)).toISOString();
+const progress = (seq, phase, progress, s = seq) => ['job:progress', { jobId: 'j', projectId: 'p', status: phase, phase, progress, message: `${phase} ${progress}`, timestamp: at(s), seq }];
+const log = (seq, message, stream = 'stdout') => ['job:log', { jobId: 'j', projectId: 'p', stream, message, timestamp: at(seq), seq }];
+
+test('model: sections follow progress steps, with durations', () => {
+  const m = new JobLog('j');
+  for (const [n, d] of [
+    progress(1, 'queued', 0),
+    progress(2, 'preparing', 10),
+    log(3, 'Running the prepare step', 'system'),
+    log(4, 'hello'),
+    progress(5, 'building', 50),
+    log(6, 'compiling'),
+    log(7, 'warning', 'stderr'),
+    progress(9, 'building', 70),
+    log(10, 'tests'),
+  ]) m.apply(n, d);
+  assert.deepEqual(
+    m.sections.map((s) => [s.phase, s.progress, s.first, s.count]),
+    [['queued', 0, 0, 0], ['preparing', 10, 0, 2], ['building', 50, 2, 2], ['building', 70, 4, 1]],
+  );
+  assert.equal(m.sectionDuration(1), 3000);
+  assert.equal(m.sectionDuration(2), 4000);
+  assert.deepEqual(m.lines(3, 4), [{ seq: 7, stream: 'stderr', text: 'warning' }]);
+  assert.deepEqual(m.search('in'), [0, 2, 3]);
+  assert.deepEqual(m.search('t'), [0, 4]);
+  m.apply('job:completed', { status: 'completed', progress: 100, durationMs: 9000, artifacts: [], timestamp: at(12), seq: 11 });
+  assert.equal(m.finished, true);
+  assert.equal(m.sectionDuration(3), 3000);
+  assert.equal(m.phaseDurations().building, 7000);
+});
+
+test('feed: duplicates are dropped and resubscription resumes after the last seq', () => {
+  const f = new JobFeed('j');
+  assert.deepEqual(f.subscribeRequest(), { jobId: 'j', since: 0 });
+  for (const e of [progress(1, 'queued', 0), log(2, 'a'), log(3, 'b')]) assert.equal(f.receive(...e), true);
+  assert.deepEqual(f.acknowledge({ ok: true, epoch: 'E1', recovered: true, lastSeq: 3, job: null }), {});
+  assert.equal(f.receive(...log(3, 'b')), false, 'seq 3 again is a duplicate');
+  f.drain();
+  assert.deepEqual(f.subscribeRequest(), { jobId: 'j', since: 3, epoch: 'E1' });
+  f.receive(...log(4, 'c'));
+  f.acknowledge({ ok: true, epoch: 'E1', recovered: true, lastSeq: 4 });
+  f.drain();
+  assert.deepEqual(f.log.lines().map((l) => l.text), ['a', 'b', 'c']);
+  assert.equal(f.stats.duplicates, 1);
+});
+
+test('feed: a replay that restarts from seq 1 (recovered: false) rebuilds the log', () => {
+  const f = new JobFeed('j');
+  f.subscribeRequest();
+  for (const e of [progress(1, 'queued', 0), log(2, 'old a'), log(3, 'old b'), log(4, 'old c')]) f.receive(...e);
+  f.acknowledge({ ok: true, epoch: 'E1', recovered: true });
+  f.drain();
+  // reconnect: the server's history was recreated, it replays from seq 1
+  assert.deepEqual(f.subscribeRequest(), { jobId: 'j', since: 4, epoch: 'E1' });
+  for (const e of [progress(1, 'queued', 0), log(2, 'new a')]) f.receive(...e);
+  const r = f.acknowledge({ ok: true, epoch: 'E2', recovered: false, reason: 'epoch mismatch' });
+  assert.equal(r.rebuilt, true);
+  f.receive(...log(3, 'new b'));
+  const { reset } = f.drain();
+  assert.equal(reset, true);
+  assert.deepEqual(f.log.lines().map((l) => l.text), ['new a', 'new b']);
+  assert.equal(f.epoch, 'E2');
+});
+
+test('feed: recovered: false without a restart keeps the log and says so', () => {
+  const f = new JobFeed('j');
+  f.subscribeRequest();
+  f.receive(...log(1, 'a'));
+  f.acknowledge({ ok: true, epoch: 'E1', recovered: true });
+  f.subscribeRequest();
+  f.receive(...log(7, 'after the dropped middle'));
+  const r = f.acknowledge({ ok: true, epoch: 'E1', recovered: false, reason: 'dropped' });
+  assert.equal(r.gap, 'dropped');
+  f.drain();
+  assert.deepEqual(
+    f.log.lines().map((l) => [l.seq, l.stream]),
+    [[1, 'stdout'], [7, 'stdout'], [0, 'system']],
+  );
+});

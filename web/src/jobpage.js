@@ -1,0 +1,452 @@
+// The build page: status, progress, phase steps, and the live log.
+//
+// Events are received into the JobFeed as they arrive (duplicates dropped by seq)
+// and applied to the model and the view once per animation frame. On every
+// (re)connect the page subscribes again with `since` = the last seq it saw.
+
+import { api, download } from './api.js';
+import { h, badge, setBadge, progressBar, setProgress } from './dom.js';
+import { formatDuration, shortId } from './format.js';
+import { PHASES, FINISHED } from './logmodel.js';
+import { LogView } from './logview.js';
+
+const TIMES_KEY = 'buildcast.showTimes';
+/** Read the history through REST when at least this many events behind. */
+const CATCH_UP_MIN = 2000;
+const CATCH_UP_PAGE = 10000;
+/** Catch up through REST when live events arrive this much later than usual. */
+const LAG_LIMIT_MS = 3000;
+const RESYNC_COOLDOWN_MS = 5000;
+
+export class JobPage {
+  constructor(app, jobId) {
+    this.app = app;
+    this.conn = app.conn;
+    this.jobId = jobId;
+    this.feed = app.feedFor(jobId);
+    this.meta = this.feed.snapshot;
+    this.frame = 0;
+    this.timer = 0;
+    this.subscription = 0;
+    this.live = false;
+    this.minLag = Infinity;
+    this.lastResync = 0;
+    this.stats = { catchUps: 0, restEvents: 0, resyncs: 0 };
+    this.disposers = [];
+    this.view = new LogView(this.feed.log, { onChange: () => this.updateToolbar() });
+    this.el = this.build();
+    this.view.setShowTimes(localStorage.getItem(TIMES_KEY) === '1');
+    this.timesToggle.checked = this.view.showTimes;
+
+    this.disposers.push(
+      this.conn.routeJob(jobId, (name, d) => {
+        if (this.feed.receive(name, d)) {
+          this.schedule();
+          if (this.live) this.checkLag(d);
+        } else if (this.feed.resetQueued) {
+          this.schedule();
+        }
+      }),
+    );
+    this.disposers.push(this.conn.onConnect(() => this.subscribe()));
+    this.loadMeta();
+    this.ticker = setInterval(() => this.tick(), 1000);
+    this.onKey = (e) => {
+      if ((e.ctrlKey || e.metaKey) && e.key === 'f') {
+        e.preventDefault();
+        this.searchInput.focus();
+        this.searchInput.select();
+      }
+    };
+    document.addEventListener('keydown', this.onKey);
+    this.wantedLine = /^#L(\d+)$/.exec(location.hash)?.[1];
+    this.flush();
+  }
+
+  destroy() {
+    this.destroyed = true;
+    clearInterval(this.ticker);
+    cancelAnimationFrame(this.frame);
+    clearTimeout(this.timer);
+    document.removeEventListener('keydown', this.onKey);
+    for (const d of this.disposers) d();
+    this.conn.emit('unsubscribe:job', this.jobId);
+  }
+
+  // --- data -------------------------------------------------------------------
+
+  /**
+   * Follows the job from the last event seen: first through REST pages when far
+   * behind (a page of 10,000 events is one request, where the socket would send
+   * 10,000 messages), then `subscribe:job { since, epoch }`, which replays the
+   * rest and goes live. Called on every (re)connect.
+   */
+  async subscribe() {
+    const mine = ++this.subscription;
+    this.live = false;
+    this.feed.pending = null;
+    this.replaying = true;
+    this.updateHeader();
+    await this.catchUp(mine);
+    if (this.destroyed || mine !== this.subscription || !this.conn.socket.connected) return;
+    const req = this.feed.subscribeRequest();
+    const ack = await this.conn.request('subscribe:job', req);
+    if (this.destroyed || mine !== this.subscription) return;
+    this.replaying = false;
+    const result = this.feed.acknowledge(ack);
+    if (result.error) {
+      if (result.error !== 'not connected') this.showNotice(`Cannot follow this build: ${result.error}`, 'error');
+      return;
+    }
+    this.live = true;
+    if (ack.job) this.meta = ack.job;
+    else this.loadMeta();
+    if (result.rebuilt) this.showNotice(`The log was reloaded from the start: ${result.reason ?? 'history changed'}`, 'info');
+    this.schedule();
+  }
+
+  /** Reads the history through REST while more than CATCH_UP_MIN events behind. */
+  async catchUp(mine) {
+    const feed = this.feed;
+    const base = `/api/jobs/${encodeURIComponent(this.jobId)}`;
+    try {
+      const view = await api(base);
+      if (this.destroyed || mine !== this.subscription) return;
+      this.meta = view;
+      if (feed.epoch && view.epoch !== feed.epoch) return; // the socket's replay rebuilds
+      if (view.lastSeq - feed.lastSeq < CATCH_UP_MIN) return;
+      this.stats.catchUps += 1;
+      for (;;) {
+        const since = feed.lastSeq;
+        const page = await api(`${base}/events?since=${since}&limit=${CATCH_UP_PAGE}`);
+        if (this.destroyed || mine !== this.subscription) return;
+        if (feed.epoch && page.epoch !== feed.epoch) {
+          feed.restart();
+          feed.epoch = page.epoch;
+          continue;
+        }
+        feed.epoch = page.epoch;
+        for (const e of page.events) feed.receive(e.event, e.data);
+        this.stats.restEvents += page.events.length;
+        this.schedule();
+        if (!page.events.length || page.nextSince >= page.lastSeq || page.lastSeq - feed.lastSeq < CATCH_UP_MIN / 2) return;
+        await new Promise((r) => requestAnimationFrame(r));
+      }
+    } catch {
+      // the socket replays whatever REST could not give
+    }
+  }
+
+  /**
+   * A live event: when events arrive much later than they were recorded, the
+   * socket is behind (one message per line): stop it, catch up through REST, and
+   * subscribe again from there.
+   */
+  checkLag(d) {
+    const lag = Date.now() - Date.parse(d.timestamp);
+    if (!(lag >= this.minLag)) this.minLag = lag; // clock skew plus transit, at best
+    if (lag - this.minLag > LAG_LIMIT_MS && Date.now() - this.lastResync > RESYNC_COOLDOWN_MS && !this.feed.log.finished) {
+      this.lastResync = Date.now();
+      this.stats.resyncs += 1;
+      this.conn.emit('unsubscribe:job', this.jobId);
+      this.subscribe();
+    }
+  }
+
+  async loadMeta() {
+    try {
+      const view = await api(`/api/jobs/${encodeURIComponent(this.jobId)}`);
+      if (this.destroyed) return;
+      this.meta = view;
+      this.notFound = false;
+      this.updateHeader();
+    } catch (e) {
+      if (this.destroyed) return;
+      if (e.status === 404) {
+        this.notFound = true;
+        this.showNotice('No build with this id exists on this server.', 'error');
+      } else if (e.status !== 401) {
+        this.showNotice(`Cannot load this build: ${e.message}`, 'error');
+      }
+      this.updateHeader();
+    }
+  }
+
+  schedule() {
+    if (this.frame) return;
+    this.frame = requestAnimationFrame(() => this.flush());
+    // Hidden tabs get no animation frames: do not let the queue grow for ever.
+    this.timer = setTimeout(() => this.flush(), 500);
+  }
+
+  flush() {
+    cancelAnimationFrame(this.frame);
+    clearTimeout(this.timer);
+    this.frame = 0;
+    this.timer = 0;
+    if (this.destroyed) return;
+    this.feed.drain();
+    this.view.sync();
+    if (this.wantedLine && this.feed.log.length >= Number(this.wantedLine)) {
+      const i = Number(this.wantedLine) - 1;
+      this.wantedLine = null;
+      this.view.select(i);
+      this.view.reveal(i);
+    }
+    this.updateHeader();
+    this.updateToolbar();
+  }
+
+  tick() {
+    if (!this.feed.log.finished) {
+      this.view.dirty = true;
+      this.view.render();
+    }
+    this.updateHeader();
+  }
+
+  // --- DOM --------------------------------------------------------------------
+
+  build() {
+    const id = this.jobId;
+    const base = `/api/jobs/${encodeURIComponent(id)}`;
+    this.title = h('h1', {}, h('span', { class: 'pipeline-name' }, 'Build'), ' ', h('code', { class: 'job-id', title: id }, `#${shortId(id)}`));
+    this.badge = badge(null);
+    this.cancelButton = h('button', { class: 'btn danger', id: 'cancel-button', onclick: () => this.cancel() }, 'Cancel build');
+    this.rawLink = h(
+      'a',
+      {
+        class: 'btn',
+        id: 'raw-log',
+        href: `${base}/log`,
+        download: `${id}.log`,
+        onclick: (e) => {
+          e.preventDefault();
+          download(`${base}/log`, `${id}.log`).catch((err) => this.showNotice(`Download failed: ${err.message}`, 'error'));
+        },
+      },
+      'Download raw log',
+    );
+    this.metaLine = h('div', { class: 'meta-line' });
+    this.bar = progressBar();
+    this.bar.id = 'job-progress';
+    this.pct = h('span', { class: 'pct', id: 'job-progress-text' });
+    this.message = h('span', { class: 'progress-message' });
+    this.steps = new Map();
+    const stepList = h(
+      'ol',
+      { class: 'phases', id: 'phases' },
+      ...PHASES.map((p) => {
+        const dur = h('span', { class: 'phase-dur' });
+        const li = h('li', { class: 'phase pending', dataset: { phase: p } }, h('span', { class: 'phase-dot' }), h('span', { class: 'phase-name' }, p), dur);
+        this.steps.set(p, { li, dur });
+        return li;
+      }),
+    );
+    this.errorBanner = h('div', { class: 'banner error', id: 'job-error', role: 'alert', hidden: true });
+    this.notice = h('div', { class: 'banner', id: 'job-notice', hidden: true });
+    this.artifacts = h('div', { class: 'artifacts', id: 'artifacts', hidden: true });
+
+    // log toolbar
+    this.searchInput = h('input', { type: 'search', id: 'log-search', placeholder: 'Search log', autocomplete: 'off', spellcheck: 'false', 'aria-label': 'Search the log' });
+    let debounce = 0;
+    this.searchInput.addEventListener('input', () => {
+      clearTimeout(debounce);
+      debounce = setTimeout(() => this.view.setQuery(this.searchInput.value), 120);
+    });
+    this.searchInput.addEventListener('keydown', (e) => {
+      if (e.key === 'Enter') {
+        e.preventDefault();
+        clearTimeout(debounce);
+        if (this.view.query !== this.searchInput.value.toLowerCase()) this.view.setQuery(this.searchInput.value);
+        else this.view.step(e.shiftKey ? -1 : 1);
+      } else if (e.key === 'Escape') {
+        this.searchInput.value = '';
+        this.view.setQuery('');
+      }
+    });
+    this.matchCount = h('span', { class: 'match-count', id: 'match-count' });
+    this.prevButton = h('button', { class: 'icon-btn', id: 'search-prev', title: 'Previous match (Shift+Enter)', 'aria-label': 'Previous match', onclick: () => this.view.step(-1) }, '↑');
+    this.nextButton = h('button', { class: 'icon-btn', id: 'search-next', title: 'Next match (Enter)', 'aria-label': 'Next match', onclick: () => this.view.step(1) }, '↓');
+    this.timesToggle = h('input', { type: 'checkbox', id: 'toggle-times' });
+    this.timesToggle.addEventListener('change', () => {
+      this.view.setShowTimes(this.timesToggle.checked);
+      localStorage.setItem(TIMES_KEY, this.timesToggle.checked ? '1' : '0');
+    });
+    this.lineCount = h('span', { class: 'line-count', id: 'line-count' });
+    this.followButton = h('button', { class: 'btn small', id: 'follow-button', onclick: () => this.view.setFollow(!this.view.follow) });
+    this.jumpButton = h('button', { class: 'jump', id: 'jump-latest', hidden: true, onclick: () => this.view.setFollow(true) }, '↓ Follow log');
+    const toolbar = h(
+      'div',
+      { class: 'log-toolbar' },
+      h('div', { class: 'search' }, h('span', { class: 'search-icon', 'aria-hidden': 'true' }), this.searchInput, this.matchCount, this.prevButton, this.nextButton),
+      h('label', { class: 'toggle' }, this.timesToggle, ' Timestamps'),
+      h('button', { class: 'btn small', id: 'expand-all', onclick: () => this.view.setAllCollapsed(false) }, 'Expand all'),
+      h('button', { class: 'btn small', id: 'collapse-all', onclick: () => this.view.setAllCollapsed(true) }, 'Collapse all'),
+      h('span', { class: 'grow' }),
+      this.lineCount,
+      this.followButton,
+    );
+
+    return h(
+      'main',
+      { class: 'page job-page', dataset: { jobId: id } },
+      h('nav', { class: 'crumbs' }, h('a', { href: '/', 'data-nav': '' }, 'Builds'), h('span', { class: 'sep' }, '/'), (this.crumbProject = h('span', {}, '…')), h('span', { class: 'sep' }, '/'), h('code', {}, shortId(id))),
+      h(
+        'section',
+        { class: 'card job-head' },
+        h('div', { class: 'head-row' }, this.title, this.badge, h('span', { class: 'grow' }), this.rawLink, this.cancelButton),
+        this.metaLine,
+        h('div', { class: 'progress-row' }, this.bar, this.pct, this.message),
+        stepList,
+        this.errorBanner,
+        this.notice,
+        this.artifacts,
+      ),
+      h('section', { class: 'card log-card' }, toolbar, h('div', { class: 'log-wrap' }, this.view.viewport, this.jumpButton)),
+    );
+  }
+
+  showNotice(text, kind) {
+    this.notice.hidden = false;
+    this.notice.className = `banner ${kind}`;
+    this.notice.textContent = text;
+  }
+
+  status() {
+    const log = this.feed.log;
+    return log.status ?? this.meta?.status ?? null;
+  }
+
+  updateHeader() {
+    const log = this.feed.log;
+    const meta = this.meta;
+    const status = this.status();
+    const progress = log.status ? log.progress : (meta?.progress ?? 0);
+    const finished = FINISHED.has(status);
+    setBadge(this.badge, status ?? (this.notFound ? 'unknown' : 'queued'));
+    this.badge.id = 'job-status';
+    setProgress(this.bar, progress, status);
+    this.pct.textContent = `${progress}%`;
+    const message = log.status ? log.message : (meta?.message ?? '');
+    this.message.textContent = finished ? (status === 'completed' ? 'Build finished' : status === 'failed' ? 'Build failed' : 'Build cancelled') : message;
+    if (meta) {
+      this.title.firstChild.textContent = meta.pipeline;
+      this.crumbProject.textContent = meta.projectId;
+      document.title = `${status ?? ''} · ${meta.pipeline} #${shortId(this.jobId)} · buildcast`;
+    }
+    this.cancelButton.hidden = finished || this.notFound;
+    if (!this.cancelling) this.cancelButton.disabled = false;
+
+    // meta line
+    const parts = [];
+    if (meta) {
+      parts.push(['Project', meta.projectId], ['Pipeline', meta.pipeline]);
+      const created = Date.parse(meta.createdAt);
+      if (Number.isFinite(created)) parts.push(['Created', new Date(created).toLocaleString()]);
+    }
+    parts.push(['Duration', formatDuration(this.duration())]);
+    if (this.replaying && this.feed.stats.subscriptions > 0) parts.push(['Log', 'loading…']);
+    const key = JSON.stringify(parts);
+    if (key !== this.metaKey) {
+      this.metaKey = key;
+      this.metaLine.replaceChildren(...parts.map(([k, v]) => h('span', { class: 'meta-item' }, h('span', { class: 'meta-key' }, k), ' ', h('span', { class: 'meta-value', dataset: { key: k.toLowerCase() } }, v))));
+    }
+
+    // phase steps
+    const phase = log.phase ?? meta?.phase ?? 'queued';
+    const failedPhase = status === 'failed' || status === 'cancelled' ? (log.error?.phase ?? phase) : null;
+    const at = PHASES.indexOf(failedPhase ?? phase);
+    const durations = log.phaseDurations();
+    PHASES.forEach((p, idx) => {
+      const { li, dur } = this.steps.get(p);
+      let cls;
+      if (failedPhase) cls = idx < at ? 'done' : idx === at ? (status === 'failed' ? 'failed' : 'cancelled') : 'pending';
+      else if (status === 'completed') cls = idx === PHASES.length - 1 ? 'done current' : 'done';
+      else cls = idx < at ? 'done' : idx === at ? 'current' : 'pending';
+      const full = `phase ${cls}`;
+      if (li.className !== full) {
+        li.className = full;
+        if (cls.includes('current') || cls === 'failed') li.setAttribute('aria-current', 'step');
+        else li.removeAttribute('aria-current');
+      }
+      const d = durations[p];
+      dur.textContent = d === undefined || p === 'completed' ? '' : formatDuration(d);
+    });
+
+    // error and artifacts
+    if (log.error) {
+      this.errorBanner.hidden = false;
+      this.errorBanner.textContent = `Failed while ${log.error.phase}: ${log.error.message}`;
+    } else {
+      this.errorBanner.hidden = true;
+    }
+    const artifacts = log.completed?.artifacts ?? (finished ? meta?.artifacts : null) ?? [];
+    const akey = artifacts.join('\n');
+    if (akey !== this.artifactsKey) {
+      this.artifactsKey = akey;
+      this.artifacts.hidden = artifacts.length === 0;
+      const base = `/api/jobs/${encodeURIComponent(this.jobId)}/artifacts/`;
+      this.artifacts.replaceChildren(
+        h('span', { class: 'meta-key' }, 'Artifacts'),
+        ...artifacts.map((name) => {
+          const href = base + encodeURIComponent(name);
+          return h(
+            'a',
+            {
+              class: 'artifact',
+              href,
+              download: name,
+              onclick: (e) => {
+                e.preventDefault();
+                download(href, name).catch((err) => this.showNotice(`Download failed: ${err.message}`, 'error'));
+              },
+            },
+            name,
+          );
+        }),
+      );
+    }
+  }
+
+  duration() {
+    const log = this.feed.log;
+    const meta = this.meta;
+    if (log.completed) return log.completed.durationMs;
+    if (FINISHED.has(meta?.status)) return meta.durationMs;
+    const started = log.startedAt ?? (meta?.startedAt ? Date.parse(meta.startedAt) : null);
+    if (started === null) return null;
+    return Math.max(0, Date.now() - started);
+  }
+
+  updateToolbar() {
+    const v = this.view;
+    const n = this.feed.log.length;
+    this.lineCount.textContent = `${n.toLocaleString('en-US')} ${n === 1 ? 'line' : 'lines'}`;
+    if (v.query) {
+      this.matchCount.textContent = v.matches.length ? `${v.current >= 0 ? v.current + 1 : 0} / ${v.matches.length.toLocaleString('en-US')}` : 'No matches';
+    } else {
+      this.matchCount.textContent = '';
+    }
+    this.prevButton.disabled = this.nextButton.disabled = v.matches.length === 0;
+    this.followButton.textContent = v.follow ? 'Following' : 'Follow';
+    this.followButton.classList.toggle('active', v.follow);
+    this.followButton.title = v.follow ? 'The log scrolls to new lines; scroll up to pause' : 'Scroll to the end and follow new lines';
+    this.jumpButton.hidden = v.follow;
+  }
+
+  async cancel() {
+    this.cancelling = true;
+    this.cancelButton.disabled = true;
+    this.cancelButton.textContent = 'Cancelling…';
+    try {
+      await api(`/api/jobs/${encodeURIComponent(this.jobId)}/cancel`, { method: 'POST' });
+    } catch (e) {
+      this.showNotice(e.status === 409 ? 'This build has already finished.' : `Cannot cancel: ${e.message}`, 'error');
+      this.cancelButton.disabled = false;
+    } finally {
+      this.cancelling = false;
+      this.cancelButton.textContent = 'Cancel build';
+    }
+  }
+}

@@ -1,0 +1,339 @@
+// The builds list: a form to start a build, then active and recent jobs, kept up
+// to date by project events (subscribe:project for every project shown). The list
+// is loaded from GET /api/jobs when the page opens and again on every (re)connect;
+// nothing is polled.
+
+import { api } from './api.js';
+import { h, badge, setBadge, progressBar, setProgress } from './dom.js';
+import { formatAgo, formatDuration, shortId } from './format.js';
+import { FINISHED } from './logmodel.js';
+
+const LAST_PROJECT_KEY = 'buildcast.lastProject';
+const RECENT_SHOWN = 50;
+
+function ms(ts) {
+  if (!ts) return null;
+  const v = Date.parse(ts);
+  return Number.isFinite(v) ? v : null;
+}
+
+/** Higher means further along: a stale snapshot never moves a job back. */
+function rank(job) {
+  return FINISHED.has(job.status) ? 1000 : (job.progress ?? 0);
+}
+
+export class ListPage {
+  constructor(app) {
+    this.app = app;
+    this.conn = app.conn;
+    this.jobs = new Map();
+    this.rows = new Map();
+    this.subscribed = new Set();
+    this.pipelines = [];
+    this.frame = 0;
+    this.disposers = [];
+    this.el = this.build();
+    this.disposers.push(this.conn.onProject((name, d) => this.onProjectEvent(name, d)));
+    this.disposers.push(
+      this.conn.onConnect(() => {
+        this.subscribed.clear();
+        this.refresh();
+      }),
+    );
+    if (!this.conn.socket.connected) this.refresh();
+    this.loadPipelines();
+    this.ticker = setInterval(() => this.tick(), 1000);
+  }
+
+  destroy() {
+    clearInterval(this.ticker);
+    cancelAnimationFrame(this.frame);
+    for (const d of this.disposers) d();
+    for (const p of this.subscribed) this.conn.emit('unsubscribe:project', p);
+    this.destroyed = true;
+  }
+
+  build() {
+    const lastProject = localStorage.getItem(LAST_PROJECT_KEY) || 'demo-project';
+    this.projectInput = h('input', {
+      name: 'projectId',
+      id: 'start-project',
+      required: true,
+      value: lastProject,
+      pattern: '[A-Za-z0-9._:\\-]{1,128}',
+      title: 'Letters, digits, and . _ : - (at most 128)',
+      autocomplete: 'off',
+      spellcheck: 'false',
+    });
+    this.pipelineSelect = h('select', { name: 'pipeline', id: 'start-pipeline', required: true }, h('option', { value: '' }, 'Loading…'));
+    this.pipelineSelect.addEventListener('change', () => this.showDescription());
+    this.description = h('p', { class: 'hint' });
+    this.formError = h('p', { class: 'form-error', role: 'alert' });
+    this.startButton = h('button', { type: 'submit', class: 'btn primary', id: 'start-button' }, 'Start build');
+    const form = h(
+      'form',
+      { class: 'start-form', id: 'start-form', onsubmit: (e) => this.submit(e) },
+      h('label', { for: 'start-project' }, 'Project'),
+      this.projectInput,
+      h('label', { for: 'start-pipeline' }, 'Pipeline'),
+      this.pipelineSelect,
+      this.startButton,
+    );
+    this.activeBody = h('tbody');
+    this.recentBody = h('tbody');
+    this.activeCount = h('span', { class: 'count' }, '0');
+    this.recentCount = h('span', { class: 'count' }, '0');
+    this.loadError = h('p', { class: 'form-error', role: 'alert' });
+    const table = (body, emptyText, id) =>
+      h(
+        'table',
+        { class: 'jobs', id },
+        h(
+          'thead',
+          {},
+          h('tr', {}, ...['Status', 'Build', 'Project', 'Pipeline', 'Progress', 'Started', 'Duration'].map((t) => h('th', {}, t))),
+        ),
+        body,
+        h('tbody', { class: 'empty-body' }, h('tr', {}, h('td', { colspan: '7', class: 'empty' }, emptyText))),
+      );
+    this.activeTable = table(this.activeBody, 'No build is running.', 'active-jobs');
+    this.recentTable = table(this.recentBody, 'No finished builds yet.', 'recent-jobs');
+    return h(
+      'main',
+      { class: 'page list-page' },
+      h(
+        'section',
+        { class: 'card' },
+        h('div', { class: 'card-head' }, h('h2', {}, 'Start a build')),
+        h('div', { class: 'card-body' }, form, this.description, this.formError),
+      ),
+      h('section', { class: 'card' }, h('div', { class: 'card-head' }, h('h2', {}, 'Active builds ', this.activeCount)), this.activeTable),
+      h(
+        'section',
+        { class: 'card' },
+        h('div', { class: 'card-head' }, h('h2', {}, 'Recent builds ', this.recentCount), this.loadError),
+        this.recentTable,
+      ),
+    );
+  }
+
+  async loadPipelines() {
+    try {
+      const data = await api('/api/pipelines');
+      if (this.destroyed) return;
+      this.pipelines = data?.pipelines ?? [];
+      const last = localStorage.getItem(`${LAST_PROJECT_KEY}.pipeline`);
+      this.pipelineSelect.replaceChildren(
+        ...this.pipelines.map((p) => h('option', { value: p.name, selected: p.name === last }, p.name)),
+      );
+      if (!this.pipelines.length) this.pipelineSelect.append(h('option', { value: '' }, 'No pipelines configured'));
+      this.showDescription();
+    } catch (e) {
+      this.pipelineSelect.replaceChildren(h('option', { value: '' }, 'Unavailable'));
+      this.formError.textContent = `Cannot load pipelines: ${e.message}`;
+    }
+  }
+
+  showDescription() {
+    const p = this.pipelines.find((x) => x.name === this.pipelineSelect.value);
+    this.description.textContent = p ? `${p.description || 'No description.'}${p.steps?.length ? `  Steps: ${p.steps.join(' → ')}.` : ''}` : '';
+  }
+
+  async submit(e) {
+    e.preventDefault();
+    const projectId = this.projectInput.value.trim();
+    const pipeline = this.pipelineSelect.value;
+    if (!projectId || !pipeline) return;
+    this.formError.textContent = '';
+    this.startButton.disabled = true;
+    try {
+      const created = await api('/api/jobs', { method: 'POST', body: { projectId, pipeline } });
+      localStorage.setItem(LAST_PROJECT_KEY, projectId);
+      localStorage.setItem(`${LAST_PROJECT_KEY}.pipeline`, pipeline);
+      this.app.navigate(`/jobs/${encodeURIComponent(created.jobId)}`);
+    } catch (err) {
+      this.formError.textContent = `Could not start the build: ${err.message}`;
+      this.startButton.disabled = false;
+    }
+  }
+
+  async refresh() {
+    try {
+      const data = await api('/api/jobs?limit=100');
+      if (this.destroyed) return;
+      this.loadError.textContent = '';
+      for (const job of data?.jobs ?? []) this.merge(job, true);
+      this.subscribeProjects();
+      this.schedule();
+    } catch (e) {
+      this.loadError.textContent = `Cannot load builds: ${e.message}`;
+    }
+  }
+
+  subscribeProjects() {
+    if (!this.conn.socket.connected) return;
+    for (const job of this.jobs.values()) {
+      const p = job.projectId;
+      if (this.subscribed.has(p)) continue;
+      this.subscribed.add(p);
+      this.conn.request('subscribe:project', p).then((ack) => {
+        if (this.destroyed || !ack?.ok) return;
+        for (const j of ack.jobs ?? []) this.merge(j, true);
+        this.schedule();
+      });
+    }
+  }
+
+  /** Takes in a JobView (from REST or a project snapshot). */
+  merge(view, snapshot) {
+    const old = this.jobs.get(view.jobId);
+    const job = {
+      jobId: view.jobId,
+      projectId: view.projectId,
+      pipeline: view.pipeline ?? old?.pipeline ?? '',
+      status: view.status,
+      progress: view.progress ?? 0,
+      message: view.message ?? '',
+      createdAt: ms(view.createdAt) ?? old?.createdAt ?? null,
+      startedAt: ms(view.startedAt) ?? old?.startedAt ?? null,
+      finishedAt: ms(view.finishedAt) ?? old?.finishedAt ?? null,
+      durationMs: view.durationMs ?? old?.durationMs ?? null,
+      receivedAt: Date.now(),
+    };
+    if (old && snapshot && rank(old) > rank(job)) return;
+    this.jobs.set(job.jobId, job);
+  }
+
+  onProjectEvent(name, d) {
+    if (!this.subscribed.has(d.projectId)) return;
+    let job = this.jobs.get(d.jobId);
+    const ts = ms(d.timestamp);
+    if (!job) {
+      job = { jobId: d.jobId, projectId: d.projectId, pipeline: '', status: d.status, progress: 0, message: '', createdAt: ts, startedAt: null, finishedAt: null, durationMs: null, receivedAt: Date.now() };
+      this.jobs.set(d.jobId, job);
+      api(`/api/jobs/${encodeURIComponent(d.jobId)}`)
+        .then((view) => {
+          if (this.destroyed) return;
+          this.merge(view, true);
+          this.schedule();
+        })
+        .catch(() => {});
+    }
+    if (FINISHED.has(job.status) && name === 'project:progress') return;
+    job.status = d.status;
+    job.progress = d.progress;
+    if (name === 'project:progress') {
+      job.message = d.message;
+      if (d.status !== 'queued' && job.startedAt === null) job.startedAt = ts;
+    } else {
+      job.finishedAt = ts;
+      job.durationMs = d.durationMs;
+    }
+    job.receivedAt = Date.now();
+    this.schedule();
+  }
+
+  schedule() {
+    if (this.frame || this.destroyed) return;
+    this.frame = requestAnimationFrame(() => {
+      this.frame = 0;
+      this.render();
+    });
+  }
+
+  duration(job, now) {
+    if (FINISHED.has(job.status)) return job.durationMs;
+    if (job.status === 'queued' || job.startedAt === null) return null;
+    return Math.max(0, now - job.startedAt);
+  }
+
+  render() {
+    const now = Date.now();
+    const all = [...this.jobs.values()].sort((a, b) => (b.createdAt ?? 0) - (a.createdAt ?? 0) || (a.jobId < b.jobId ? 1 : -1));
+    const active = all.filter((j) => !FINISHED.has(j.status));
+    const recent = all.filter((j) => FINISHED.has(j.status)).slice(0, RECENT_SHOWN);
+    this.place(this.activeBody, active, now);
+    this.place(this.recentBody, recent, now);
+    this.activeCount.textContent = String(active.length);
+    this.recentCount.textContent = String(recent.length);
+    this.activeTable.classList.toggle('is-empty', active.length === 0);
+    this.recentTable.classList.toggle('is-empty', recent.length === 0);
+    const shown = new Set([...active, ...recent].map((j) => j.jobId));
+    for (const [id, row] of this.rows) {
+      if (!shown.has(id)) {
+        row.tr.remove();
+        this.rows.delete(id);
+      }
+    }
+  }
+
+  place(body, jobs, now) {
+    let prev = null;
+    for (const job of jobs) {
+      const row = this.rowFor(job);
+      this.updateRow(row, job, now);
+      const want = prev ? prev.nextSibling : body.firstChild;
+      if (row.tr.parentNode !== body || want !== row.tr) body.insertBefore(row.tr, want);
+      prev = row.tr;
+    }
+    while (prev ? prev.nextSibling : body.firstChild) (prev ? prev.nextSibling : body.firstChild).remove();
+  }
+
+  rowFor(job) {
+    let row = this.rows.get(job.jobId);
+    if (row) return row;
+    const href = `/jobs/${encodeURIComponent(job.jobId)}`;
+    row = {
+      badge: badge(job.status),
+      link: h('a', { href, class: 'job-link', 'data-nav': '' }, h('code', {}, shortId(job.jobId))),
+      project: h('td', { class: 'project' }),
+      pipeline: h('td', { class: 'pipeline' }),
+      bar: progressBar(),
+      pct: h('span', { class: 'pct' }),
+      started: h('td', { class: 'started' }),
+      duration: h('td', { class: 'duration' }),
+    };
+    row.tr = h(
+      'tr',
+      { dataset: { job: job.jobId }, class: 'job-row' },
+      h('td', { class: 'status' }, row.badge),
+      h('td', { class: 'id' }, row.link),
+      row.project,
+      row.pipeline,
+      h('td', { class: 'progress' }, h('div', { class: 'progress-cell' }, row.bar, row.pct)),
+      row.started,
+      row.duration,
+    );
+    row.tr.addEventListener('click', (e) => {
+      if (e.target.closest('a') || window.getSelection()?.toString()) return;
+      this.app.navigate(href);
+    });
+    this.rows.set(job.jobId, row);
+    return row;
+  }
+
+  updateRow(row, job, now) {
+    setBadge(row.badge, job.status);
+    row.link.title = job.jobId;
+    setText(row.project, job.projectId);
+    setText(row.pipeline, job.pipeline);
+    setProgress(row.bar, job.progress, job.status);
+    setText(row.pct, `${job.progress ?? 0}%`);
+    const started = job.startedAt ?? job.createdAt;
+    setText(row.started, formatAgo(started, now));
+    row.started.title = started ? new Date(started).toLocaleString() : '';
+    setText(row.duration, job.status === 'queued' ? 'waiting' : formatDuration(this.duration(job, now)));
+  }
+
+  tick() {
+    const now = Date.now();
+    for (const job of this.jobs.values()) {
+      const row = this.rows.get(job.jobId);
+      if (row) this.updateRow(row, job, now);
+    }
+  }
+}
+
+function setText(el, text) {
+  if (el.textContent !== text) el.textContent = text;
+}

@@ -1,0 +1,366 @@
+// The terminal-style log: a virtualized list of fixed-height rows (section headers
+// and lines) over a JobLog. Only the rows in view (plus a margin) are in the DOM,
+// so 200,000 lines scroll as smoothly as 20.
+//
+// Rows are kept in `rows`: a line index (>= 0), or -(section index) - 1 for a
+// section header. Collapsing a section rebuilds that array; new lines append to it.
+
+import { parseAnsi, segmentsToHtml, escapeHtml } from './ansi.js';
+import { formatClock, formatDuration } from './format.js';
+
+export const ROW_HEIGHT = 20;
+const OVERSCAN = 30;
+
+export class LogView {
+  constructor(log, { onChange } = {}) {
+    this.onChange = onChange ?? (() => {});
+    this.viewport = document.createElement('div');
+    this.viewport.className = 'log-viewport';
+    this.viewport.tabIndex = 0;
+    this.viewport.setAttribute('role', 'log');
+    this.viewport.setAttribute('aria-label', 'Build log');
+    this.spacer = document.createElement('div');
+    this.spacer.className = 'log-spacer';
+    this.rowsEl = document.createElement('div');
+    this.rowsEl.className = 'log-rows';
+    this.empty = document.createElement('div');
+    this.empty.className = 'log-empty';
+    this.empty.textContent = 'Waiting for output…';
+    this.viewport.append(this.spacer, this.rowsEl, this.empty);
+
+    this.follow = true;
+    this.showTimes = false;
+    this.selected = -1;
+    this.query = '';
+    this.matches = [];
+    this.current = -1;
+    this.first = -1;
+    this.last = -1;
+    this.spacerHeight = -1;
+    this.frame = 0;
+    this.lastTop = 0;
+    this.setLog(log);
+
+    this.viewport.addEventListener(
+      'scroll',
+      () => {
+        // Following stops when the view moves up (the user scrolled), not when it
+        // merely shrinks or the log grows, and resumes at the bottom.
+        const top = this.viewport.scrollTop;
+        const follow = this.atBottom() ? true : top < this.lastTop - 1 ? false : this.follow;
+        this.lastTop = top;
+        if (follow !== this.follow) {
+          this.follow = follow;
+          this.onChange();
+        }
+        this.schedule();
+      },
+      { passive: true },
+    );
+    // Scrolling up is a clear wish to stop following, even before the scroll lands.
+    this.viewport.addEventListener(
+      'wheel',
+      (e) => {
+        if (e.deltaY < 0 && this.follow) {
+          this.follow = false;
+          this.onChange();
+        }
+      },
+      { passive: true },
+    );
+    this.viewport.addEventListener('keydown', (e) => {
+      if (['PageUp', 'ArrowUp', 'Home'].includes(e.key) && this.follow) {
+        this.follow = false;
+        this.onChange();
+      }
+    });
+    this.rowsEl.addEventListener('click', (e) => {
+      const header = e.target.closest('.r.h');
+      if (header) {
+        this.toggleSection(Number(header.dataset.s));
+        return;
+      }
+      const no = e.target.closest('.n');
+      if (no) {
+        const i = Number(no.parentElement.dataset.i);
+        this.select(i);
+        history.replaceState(history.state, '', `#L${i + 1}`);
+      }
+    });
+    if (typeof ResizeObserver !== 'undefined') {
+      new ResizeObserver(() => this.schedule()).observe(this.viewport);
+    }
+  }
+
+  setLog(log) {
+    this.log = log;
+    this.resetRows();
+  }
+
+  resetRows() {
+    this.generation = this.log.generation;
+    this.rows = [];
+    this.rowsLines = 0;
+    this.rowsSecs = 0;
+    this.collapsed = new Set();
+    this.matches = [];
+    this.matchesUpTo = 0;
+    this.current = -1;
+    this.dirty = true;
+  }
+
+  /** Takes in what the log gained since the last call, then renders. */
+  sync() {
+    const log = this.log;
+    if (log.generation !== this.generation) {
+      const q = this.query;
+      this.resetRows();
+      this.query = q;
+    }
+    const n = log.length;
+    const rows = this.rows;
+    for (let i = this.rowsLines; i < n; i++) {
+      const s = log.sec[i];
+      while (this.rowsSecs <= s) rows.push(-1 - this.rowsSecs++);
+      if (!this.collapsed.has(s)) rows.push(i);
+    }
+    this.rowsLines = n;
+    while (this.rowsSecs < log.sections.length) rows.push(-1 - this.rowsSecs++);
+    if (this.query) {
+      const before = this.matches.length;
+      log.search(this.query, this.matchesUpTo, this.matches);
+      if (this.current < 0 && this.matches.length > before) this.current = before;
+    }
+    this.matchesUpTo = n;
+    this.dirty = true;
+    this.render();
+  }
+
+  /** Rebuilds `rows` (after collapsing or expanding), keeping the view in place. */
+  rebuildRows() {
+    const anchorRow = Math.floor(this.viewport.scrollTop / ROW_HEIGHT);
+    const anchor = this.rows[anchorRow];
+    const log = this.log;
+    const rows = [];
+    for (let s = 0; s < log.sections.length; s++) {
+      rows.push(-1 - s);
+      if (this.collapsed.has(s)) continue;
+      const sec = log.sections[s];
+      for (let i = sec.first, end = sec.first + sec.count; i < end; i++) rows.push(i);
+    }
+    this.rows = rows;
+    this.rowsSecs = log.sections.length;
+    this.rowsLines = log.length;
+    this.dirty = true;
+    if (!this.follow && anchor !== undefined) {
+      let at = rows.indexOf(anchor);
+      if (at < 0 && anchor >= 0) at = rows.indexOf(-1 - log.sec[anchor]);
+      if (at >= 0) this.setScrollTop(at * ROW_HEIGHT);
+    }
+    this.render();
+  }
+
+  toggleSection(s, open) {
+    const closed = this.collapsed.has(s);
+    const wantOpen = open ?? closed;
+    if (wantOpen === closed) {
+      if (wantOpen) this.collapsed.delete(s);
+      else this.collapsed.add(s);
+      this.rebuildRows();
+    }
+  }
+
+  setAllCollapsed(collapse) {
+    this.collapsed = new Set(collapse ? this.log.sections.map((_, s) => s) : []);
+    if (collapse) this.follow = false;
+    this.rebuildRows();
+    if (collapse) this.setScrollTop(0);
+    this.onChange();
+  }
+
+  setShowTimes(on) {
+    this.showTimes = on;
+    this.rowsEl.classList.toggle('with-times', on);
+    this.dirty = true;
+    this.render();
+  }
+
+  setFollow(on) {
+    this.follow = on;
+    this.dirty = true;
+    this.render();
+    this.onChange();
+  }
+
+  atBottom() {
+    const v = this.viewport;
+    return v.scrollTop + v.clientHeight >= v.scrollHeight - ROW_HEIGHT;
+  }
+
+  setScrollTop(top) {
+    this.viewport.scrollTop = top;
+  }
+
+  schedule() {
+    if (this.frame) return;
+    this.frame = requestAnimationFrame(() => {
+      this.frame = 0;
+      this.render();
+    });
+  }
+
+  // --- search ---------------------------------------------------------------
+
+  setQuery(q) {
+    this.query = q.toLowerCase();
+    this.matches = this.query ? this.log.search(this.query) : [];
+    this.matchesUpTo = this.log.length;
+    this.current = -1;
+    if (this.matches.length) {
+      // the first match at or after the top of the view
+      const top = this.rows[Math.floor(this.viewport.scrollTop / ROW_HEIGHT)] ?? 0;
+      const from = top >= 0 ? top : (this.log.sections[-1 - top]?.first ?? 0);
+      let k = this.matches.findIndex((i) => i >= from);
+      if (k < 0 || this.follow) k = 0;
+      this.goToMatch(k);
+    }
+    this.dirty = true;
+    this.render();
+    this.onChange();
+  }
+
+  step(delta) {
+    if (!this.matches.length) return;
+    const n = this.matches.length;
+    this.goToMatch((((this.current < 0 ? (delta > 0 ? -1 : 0) : this.current) + delta) % n + n) % n);
+    this.onChange();
+  }
+
+  goToMatch(k) {
+    this.current = k;
+    this.reveal(this.matches[k]);
+  }
+
+  /** Scrolls line i into the middle of the view (opening its section). */
+  reveal(i) {
+    if (i === undefined || i < 0 || i >= this.log.length) return;
+    const s = this.log.sec[i];
+    if (this.collapsed.has(s)) {
+      this.collapsed.delete(s);
+      this.rebuildRows();
+    }
+    const at = indexOfLine(this.rows, i);
+    if (at < 0) return;
+    this.follow = false;
+    const v = this.viewport;
+    this.setScrollTop(Math.max(0, at * ROW_HEIGHT - (v.clientHeight - ROW_HEIGHT) / 2));
+    this.dirty = true;
+    this.render();
+  }
+
+  select(i) {
+    this.selected = i;
+    this.dirty = true;
+    this.render();
+  }
+
+  // --- rendering --------------------------------------------------------------
+
+  render() {
+    const v = this.viewport;
+    const log = this.log;
+    const total = this.rows.length;
+    const height = total * ROW_HEIGHT;
+    if (height !== this.spacerHeight) {
+      this.spacer.style.height = `${height}px`;
+      this.spacerHeight = height;
+    }
+    this.empty.hidden = log.length > 0 || log.finished;
+    if (this.follow) {
+      const bottom = Math.max(0, height - v.clientHeight);
+      if (Math.abs(v.scrollTop - bottom) > 1) this.setScrollTop(bottom);
+    }
+    const top = v.scrollTop;
+    const viewH = v.clientHeight || 600;
+    const first = Math.max(0, Math.floor(top / ROW_HEIGHT) - OVERSCAN);
+    const last = Math.min(total, Math.ceil((top + viewH) / ROW_HEIGHT) + OVERSCAN);
+    if (!this.dirty && first === this.first && last === this.last) return;
+    this.first = first;
+    this.last = last;
+    this.dirty = false;
+
+    const digits = String(Math.max(log.length, 1)).length;
+    this.rowsEl.style.setProperty('--ln-w', `${Math.max(digits, 3) + 1}ch`);
+    this.rowsEl.style.transform = `translateY(${first * ROW_HEIGHT}px)`;
+    const current = this.current >= 0 ? this.matches[this.current] : -1;
+    const now = Date.now();
+    let html = '';
+    for (let r = first; r < last; r++) {
+      const row = this.rows[r];
+      html += row >= 0 ? this.lineHtml(row, current) : this.headerHtml(-1 - row, now);
+    }
+    this.rowsEl.innerHTML = html;
+  }
+
+  lineHtml(i, current) {
+    const log = this.log;
+    const stream = log.stream[i];
+    let cls = stream === 1 ? 'r l err' : stream === 2 ? 'r l sys' : 'r l';
+    let ranges;
+    if (this.query) {
+      ranges = findRanges(log.plain(i).toLowerCase(), this.query);
+      if (ranges.length) cls += i === current ? ' m cur' : ' m';
+    }
+    if (i === this.selected) cls += ' sel';
+    const ts = this.showTimes ? `<span class="t">${formatClock(log.time[i])}</span>` : '';
+    return `<div class="${cls}" data-i="${i}"><span class="n">${i + 1}</span>${ts}<span class="x">${segmentsToHtml(parseAnsi(log.text[i]), ranges)}</span></div>`;
+  }
+
+  headerHtml(s, now) {
+    const log = this.log;
+    const sec = log.sections[s];
+    const isLast = s === log.sections.length - 1;
+    const running = isLast && !log.finished;
+    let cls = 'r h';
+    if (this.collapsed.has(s)) cls += ' closed';
+    if (sec.failed) cls += ' failed';
+    else if (sec.cancelled) cls += ' cancelled';
+    else if (running) cls += ' running';
+    else cls += ' done';
+    const lines = sec.count === 0 ? 'no output' : sec.count === 1 ? '1 line' : `${sec.count.toLocaleString('en-US')} lines`;
+    const phase = sec.phase ? `<span class="ph ph-${sec.phase}">${sec.phase}</span>` : '';
+    return `<div class="${cls}" data-s="${s}" title="Click to ${this.collapsed.has(s) ? 'expand' : 'collapse'}"><span class="chev"></span><span class="st"></span>${phase}<span class="ti">${escapeHtml(sec.title)}</span><span class="meta">${lines}</span><span class="dur">${formatDuration(log.sectionDuration(s, now))}</span></div>`;
+  }
+}
+
+/** [from, to) of each occurrence of needle in hay (both lower case). */
+export function findRanges(hay, needle) {
+  const out = [];
+  if (!needle) return out;
+  let at = hay.indexOf(needle);
+  while (at >= 0) {
+    out.push([at, at + needle.length]);
+    at = hay.indexOf(needle, at + needle.length);
+  }
+  return out;
+}
+
+/** Row index of line i: rows hold ascending line indices between headers. */
+function indexOfLine(rows, i) {
+  let lo = 0;
+  let hi = rows.length - 1;
+  // Binary search on the lines, stepping over headers (negative values).
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    let m = mid;
+    while (m <= hi && rows[m] < 0) m++;
+    if (m > hi) {
+      hi = mid - 1;
+      continue;
+    }
+    if (rows[m] === i) return m;
+    if (rows[m] < i) lo = m + 1;
+    else hi = mid - 1;
+  }
+  return -1;
+}
