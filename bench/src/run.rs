@@ -131,7 +131,7 @@ pub fn suite(scale: f64, repeat: usize) -> Vec<Scenario> {
     };
     vec![
         s("1k-100lps", 1000, 1, 1000, 100, Mix::WebSocket),
-        s("5k-100lps", 5000, 1, 1000, 100, Mix::WebSocket),
+        s("5k-100lps", 5000, 1, 500, 100, Mix::WebSocket),
         Scenario {
             repeat,
             ..s("saturation", 1000, 1, 10_000, 0, Mix::WebSocket)
@@ -173,7 +173,7 @@ impl Default for Options {
         Self {
             batch: 200,
             stall: Duration::from_secs(15),
-            max_wait: Duration::from_secs(180),
+            max_wait: Duration::from_secs(300),
             rust_log: None,
             verbose: false,
         }
@@ -706,8 +706,10 @@ pub fn table(scenarios: &[Scenario], rows: &[RunResult]) -> String {
             if r.failed_clients > 0 {
                 let _ = write!(anomalies, " ({} clients failed)", r.failed_clients);
             }
-            if r.ended.is_some() {
-                anomalies.push_str(" ⚠");
+            if let Some(e) = &r.ended {
+                // The run did not end with every client complete: see "Every run".
+                let why = e.split(':').next().unwrap_or("ended early");
+                let _ = write!(anomalies, " ⚠ {why}");
             }
             let (rate, p50, p99, max, per_msg, delivered) = if r.idle {
                 let d = "—".to_string();

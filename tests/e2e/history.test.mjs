@@ -173,7 +173,13 @@ async function resumeScenario(transports) {
     pending.push(subscribe());
   });
   pending.push(subscribe());
-  await waitFor(() => completed !== null, 60_000, { what: `job:completed over ${transports}` });
+  const state = () =>
+    `connected=${socket.connected} transport=${socket.io.engine?.transport?.name} drops=${drops} connects=${connects} ` +
+    `received=${seqs.length} lastSeen=${lastSeen} acks=${JSON.stringify(acks.map((a) => [a.n, a.payload.since, a.ack && { ok: a.ack.ok, lastSeq: a.ack.lastSeq, recovered: a.ack.recovered, reason: a.ack.reason, error: a.ack.error }]))}`;
+  await waitFor(() => completed !== null, 30_000, { what: `job:completed over ${transports}` }).catch(async (e) => {
+    const job = await getJob(server.url, jobId);
+    throw new Error(`${e.message}; ${state()}; job status=${job.status} lastSeq=${job.lastSeq}`);
+  });
   await Promise.all(pending);
   await sleep(300);
   closeSocket(socket);

@@ -40,6 +40,16 @@ export class Connection {
       for (const hook of this.connectHooks) hook();
     });
     socket.on('disconnect', (reason) => {
+      if (reason === 'io server disconnect') {
+        // The server closed this connection (e.g. it is restarting): socket.io does
+        // not retry by itself then. Try again; a refusal ends in connect_error.
+        clearTimeout(this.retry);
+        this.retry = setTimeout(() => {
+          if (!socket.connected && !socket.active) socket.connect();
+        }, 500 + Math.random() * 500);
+        this.setState('reconnecting', reason);
+        return;
+      }
       this.setState(socket.active ? 'reconnecting' : 'offline', reason);
     });
     socket.on('connect_error', (err) => {
@@ -107,6 +117,7 @@ export class Connection {
 
   /** Reconnects, e.g. with a new token. */
   reconnect() {
+    clearTimeout(this.retry);
     this.socket.disconnect();
     this.setState('connecting');
     this.socket.connect();

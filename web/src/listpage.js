@@ -34,13 +34,19 @@ export class ListPage {
     this.disposers = [];
     this.el = this.build();
     this.disposers.push(this.conn.onProject((name, d) => this.onProjectEvent(name, d)));
+    // The list is loaded now, and again on every reconnect (events may have been
+    // missed while disconnected); the first connect only subscribes to what the
+    // load found, when that load is fresh.
+    if (!this.conn.socket.connected) this.loading = this.refresh();
     this.disposers.push(
       this.conn.onConnect(() => {
         this.subscribed.clear();
-        this.refresh();
+        const fresh = this.loading;
+        this.loading = null;
+        if (fresh) fresh.then(() => this.subscribeProjects());
+        else this.refresh();
       }),
     );
-    if (!this.conn.socket.connected) this.refresh();
     this.loadPipelines();
     this.ticker = setInterval(() => this.tick(), 1000);
   }

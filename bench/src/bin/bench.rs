@@ -154,9 +154,16 @@ fn scenario_from_flags(cli: &Cli) -> Result<Scenario, String> {
     })
 }
 
-/// Machine paths are not written into results: the temp dir is shown as $TMPDIR.
+/// Machine paths are not written into results: the repository is shown as `<repo>`,
+/// the temp dir as `$TMPDIR`.
 fn scrub(s: &str) -> String {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let repo = repo.parent().map(|p| p.display().to_string()).unwrap_or_default();
     let tmp = std::env::temp_dir().display().to_string();
+    let mut s = s.to_owned();
+    if repo.len() > 1 {
+        s = s.replace(&repo, "<repo>");
+    }
     s.replace(tmp.trim_end_matches('/'), "$TMPDIR")
 }
 
