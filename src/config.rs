@@ -49,6 +49,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Authentication and per-client limits.
     pub auth: AuthConfig,
+    /// `WORKER_TOKEN`: the bearer token external workers send to
+    /// `POST /api/jobs/{id}/events`; unset disables that route.
+    pub worker_token: Option<String>,
 }
 
 /// Who may connect, and how much each client may do.
@@ -188,6 +191,16 @@ impl Config {
         let host = env.parse_with("HOST", "127.0.0.1", parse_host)?;
         Ok(Self {
             auth: auth_config(&env, host)?,
+            worker_token: match env.get("WORKER_TOKEN") {
+                Some(token) if token.len() < 16 => {
+                    return Err(ConfigError {
+                        variable: "WORKER_TOKEN",
+                        value: "(hidden)".into(),
+                        reason: "must be at least 16 characters".into(),
+                    });
+                }
+                token => token,
+            },
             host,
             port: env.parse("PORT", "3001", "a port number from 0 to 65535")?,
             listen_backlog: env.parse("LISTEN_BACKLOG", "1024", "a whole number")?,

@@ -13,6 +13,7 @@
 //! - [`job`]: the build domain: ids, phases, statuses, [`job::JobEvent`], [`job::JobRecord`].
 //! - [`wire`]: the exact JSON clients see.
 //! - [`runner`]: pipelines, the queue, child processes, artifacts. Produces `JobEvent`s.
+//! - [`ingest`]: events from external workers, validated and turned into `JobEvent`s.
 //! - [`journal`]: numbers, records and hands on every event of a job.
 //! - [`store`]: durable jobs and history (SQLite), written in batches.
 //! - [`socket`]: the Socket.IO endpoint: subscriptions, replay, fan-out.
@@ -27,6 +28,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod ingest;
 pub mod job;
 pub mod journal;
 pub mod retention;

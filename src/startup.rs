@@ -23,6 +23,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::{Authenticator, ConnectionLimiter};
 use crate::config::{Config, CorsOrigins};
+use crate::ingest::Ingestor;
 use crate::journal::Journal;
 use crate::runner::Runner;
 use crate::runner::pipeline::Pipelines;
@@ -81,6 +82,7 @@ impl Application {
             config: Arc::new(config),
             journal: journal.clone(),
             runner,
+            ingestor: Arc::new(Ingestor::new(journal.clone())),
             auth,
             connections,
             sockets: Arc::new(SocketStats::default()),

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::auth::{Authenticator, ConnectionLimiter};
 use crate::config::Config;
+use crate::ingest::Ingestor;
 use crate::journal::Journal;
 use crate::runner::Runner;
 use crate::socket::fanout::SocketStats;
@@ -19,6 +20,8 @@ pub struct AppState {
     pub journal: Arc<Journal>,
     /// Starts and cancels builds.
     pub runner: Arc<Runner>,
+    /// Records events of builds run by external workers.
+    pub ingestor: Arc<Ingestor>,
     /// Verifies tokens (or lets everyone in when `AUTH_MODE=none`).
     pub auth: Arc<Authenticator>,
     /// Open Socket.IO connections per user, for `MAX_CONNECTIONS_PER_USER`.

@@ -66,7 +66,10 @@ fn bench_unit_tests() {
         .arg(bench.join("target"))
         .status()
         .expect("run cargo test in bench/");
-    assert!(status.success(), "bench/'s unit tests failed (see the output above)");
+    assert!(
+        status.success(),
+        "bench/'s unit tests failed (see the output above)"
+    );
 }
 
 fn smoke(server: &str) {

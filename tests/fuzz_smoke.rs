@@ -32,5 +32,8 @@ fn payload_parsers_survive_fuzzing() {
         .env("RUSTC_BOOTSTRAP", "1")
         .status()
         .expect("running cargo fuzz");
-    assert!(status.success(), "the fuzz target found a crash (see fuzz/artifacts/)");
+    assert!(
+        status.success(),
+        "the fuzz target found a crash (see fuzz/artifacts/)"
+    );
 }

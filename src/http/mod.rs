@@ -5,11 +5,13 @@
 //! - [`health`]: `GET /health`, for probes; no token, no job data.
 //! - [`jobs`]: start, list, inspect and cancel jobs; download artifacts.
 //! - [`history`]: a job's recorded events and its raw log.
+//! - [`ingest`]: `POST /api/jobs/{id}/events`, for external workers.
 //! - [`pipelines`]: the pipelines this server can run.
 
 pub mod dashboard;
 pub mod health;
 pub mod history;
+pub mod ingest;
 pub mod jobs;
 pub mod pipelines;
 
@@ -26,6 +28,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
     let api = Router::new()
         .merge(jobs::router())
         .merge(history::router())
+        .merge(ingest::router())
         .merge(pipelines::router())
         .layer(DefaultBodyLimit::max(state.config.rest_body_limit));
     Router::new()
