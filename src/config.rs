@@ -49,6 +49,15 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Authentication and per-client limits.
     pub auth: AuthConfig,
+    /// `NODE_ID`: this server's name among several sharing Redis; default: a random
+    /// id kept in `DATA_DIR/node-id`, so a restarted node keeps its jobs.
+    pub node_id: Option<String>,
+    /// `REDIS_URL`: when set, nodes share events and history through Redis and
+    /// workers may publish to `job:<id>:updates`.
+    pub redis_url: Option<String>,
+    /// `REDIS_HISTORY_TTL_SECS`: how long a finished job's events stay in Redis
+    /// for other nodes to replay.
+    pub redis_history_ttl: Duration,
     /// `WORKER_TOKEN`: the bearer token external workers send to
     /// `POST /api/jobs/{id}/events`; unset disables that route.
     pub worker_token: Option<String>,
@@ -191,6 +200,30 @@ impl Config {
         let host = env.parse_with("HOST", "127.0.0.1", parse_host)?;
         Ok(Self {
             auth: auth_config(&env, host)?,
+            node_id: env.parse_with("NODE_ID", "", |v| {
+                if v.is_empty() {
+                    Ok(None)
+                } else {
+                    crate::job::validate_id(v)
+                        .map(|()| Some(v.to_owned()))
+                        .map_err(|e| e.to_string())
+                }
+            })?,
+            redis_url: env.parse_with("REDIS_URL", "", |v| {
+                if v.is_empty() {
+                    Ok(None)
+                } else if v.starts_with("redis://")
+                    || v.starts_with("rediss://")
+                    || v.starts_with("unix://")
+                {
+                    Ok(Some(v.to_owned()))
+                } else {
+                    Err("expected a URL such as redis://127.0.0.1:6379".into())
+                }
+            })?,
+            redis_history_ttl: Duration::from_secs(
+                env.positive("REDIS_HISTORY_TTL_SECS", "86400")?,
+            ),
             worker_token: match env.get("WORKER_TOKEN") {
                 Some(token) if token.len() < 16 => {
                     return Err(ConfigError {

@@ -251,6 +251,8 @@ pub struct JobRecord {
     pub last_seq: u64,
     /// Names this job's stored history; a client holding another epoch must reload.
     pub epoch: String,
+    /// The server node that numbers this job's events (see [`crate::cluster`]).
+    pub node: String,
 }
 
 impl JobRecord {
@@ -270,6 +272,7 @@ impl JobRecord {
             artifacts: Vec::new(),
             last_seq: 0,
             epoch: uuid::Uuid::new_v4().simple().to_string(),
+            node: String::new(),
         }
     }
 

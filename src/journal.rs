@@ -61,6 +61,20 @@ pub enum RecordError {
     Finished(JobId),
     #[error("job {0} already exists")]
     Exists(JobId),
+    #[error("job {0} is numbered by another node")]
+    Mirrored(JobId),
+}
+
+/// What became of an event numbered by another node.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Mirrored {
+    Recorded,
+    /// Already recorded (a retried publish).
+    Duplicate,
+    /// Events before it are missing: fetch from `expected` first.
+    Gap {
+        expected: u64,
+    },
 }
 
 /// Records, numbers and hands on job events; see the module docs.
@@ -71,6 +85,11 @@ pub struct Journal {
     writer: BatchWriter,
     /// The fan-out; set once the Socket.IO layer exists (absent when it is disabled).
     sink: OnceLock<Arc<dyn EventSink>>,
+    /// Receives the events of this node's own jobs to share them with other nodes
+    /// (set when Redis is configured).
+    publisher: OnceLock<Arc<dyn EventSink>>,
+    /// This server's node id: the owner of the jobs it creates.
+    node: String,
     /// Events kept in memory per job.
     window: usize,
     /// `MAX_LOG_BYTES_PER_JOB`.
@@ -79,6 +98,8 @@ pub struct Journal {
 
 /// A job held in memory.
 struct LiveJob {
+    /// Whether another node numbers this job's events (this one mirrors them).
+    mirrored: bool,
     /// Highest seq committed to the store; raised by the writer thread.
     persisted: Arc<AtomicU64>,
     state: Mutex<LiveState>,
@@ -200,6 +221,7 @@ impl Journal {
     pub fn new(
         store: Arc<dyn Store>,
         writer: BatchWriter,
+        node: String,
         window: usize,
         log_cap: u64,
     ) -> Arc<Self> {
@@ -208,6 +230,8 @@ impl Journal {
             store,
             writer,
             sink: OnceLock::new(),
+            publisher: OnceLock::new(),
+            node,
             window,
             log_cap,
         })
@@ -216,6 +240,16 @@ impl Journal {
     /// Connects the fan-out. Events recorded before this are only stored.
     pub fn set_sink(&self, sink: Arc<dyn EventSink>) {
         let _ = self.sink.set(sink);
+    }
+
+    /// Connects the cluster publisher: it gets every event of this node's own jobs.
+    pub fn set_publisher(&self, publisher: Arc<dyn EventSink>) {
+        let _ = self.publisher.set(publisher);
+    }
+
+    /// This server's node id.
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -227,15 +261,16 @@ impl Journal {
     }
 
     /// Adds a new job and records its first event (`queued`, 0 %).
-    pub fn create(self: &Arc<Self>, record: JobRecord) -> Result<(), RecordError> {
+    pub fn create(self: &Arc<Self>, mut record: JobRecord) -> Result<(), RecordError> {
         let id = record.id.clone();
+        record.node.clone_from(&self.node);
         {
             let mut live = self.live.write().expect("journal map");
             if live.contains_key(&id) {
                 return Err(RecordError::Exists(id));
             }
             self.writer.send(WriteOp::UpsertJob(record.clone()));
-            live.insert(id.clone(), Arc::new(self.live_job(record, 0)));
+            live.insert(id.clone(), Arc::new(self.live_job(record, 0, false)));
         }
         self.record(
             &id,
@@ -248,8 +283,9 @@ impl Journal {
         .map(|_| ())
     }
 
-    fn live_job(&self, record: JobRecord, persisted: u64) -> LiveJob {
+    fn live_job(&self, record: JobRecord, persisted: u64, mirrored: bool) -> LiveJob {
         LiveJob {
+            mirrored,
             persisted: Arc::new(AtomicU64::new(persisted)),
             state: Mutex::new(LiveState {
                 record,
@@ -268,6 +304,9 @@ impl Journal {
         let job = self
             .get_live(id)
             .ok_or_else(|| RecordError::UnknownJob(id.clone()))?;
+        if job.mirrored {
+            return Err(RecordError::Mirrored(id.clone()));
+        }
         let mut state = job.state.lock().expect("job state");
         if state.record.finished_at.is_some() {
             return Err(RecordError::Finished(id.clone()));
@@ -277,6 +316,62 @@ impl Journal {
         state.record.last_seq = seq;
         state.record.apply(&event, now);
         let payload = payload(&state.record, &event, seq, now);
+        Ok(self.append(id, &job, &mut state, payload, true))
+    }
+
+    /// Records an event numbered by another node (its `seq` must be the next one).
+    pub fn record_mirrored(
+        self: &Arc<Self>,
+        id: &JobId,
+        payload: EventPayload,
+    ) -> Result<Mirrored, RecordError> {
+        let job = self
+            .get_live(id)
+            .ok_or_else(|| RecordError::UnknownJob(id.clone()))?;
+        let mut state = job.state.lock().expect("job state");
+        let seq = payload.seq();
+        let expected = state.record.last_seq + 1;
+        if seq < expected {
+            return Ok(Mirrored::Duplicate);
+        }
+        if seq > expected {
+            return Ok(Mirrored::Gap { expected });
+        }
+        let (event, at) = event_of(&payload);
+        state.record.last_seq = seq;
+        state.record.apply(&event, at);
+        self.append(id, &job, &mut state, payload, false);
+        Ok(Mirrored::Recorded)
+    }
+
+    /// Adds a job that another node numbers; its events come through
+    /// [`Journal::record_mirrored`].
+    pub fn create_mirrored(&self, record: JobRecord) -> Result<(), RecordError> {
+        let mut live = self.live.write().expect("journal map");
+        if live.contains_key(&record.id) {
+            return Err(RecordError::Exists(record.id));
+        }
+        self.writer.send(WriteOp::UpsertJob(record.clone()));
+        live.insert(record.id.clone(), Arc::new(self.live_job(record, 0, true)));
+        Ok(())
+    }
+
+    /// Whether the job is in memory, and if so whether another node numbers it.
+    pub fn is_mirrored(&self, id: &JobId) -> Option<bool> {
+        self.get_live(id).map(|j| j.mirrored)
+    }
+
+    /// Stores, windows and delivers a numbered event; the job's lock is held.
+    fn append(
+        self: &Arc<Self>,
+        id: &JobId,
+        job: &LiveJob,
+        state: &mut LiveState,
+        payload: EventPayload,
+        own: bool,
+    ) -> u64 {
+        let seq = payload.seq();
+        let now = OffsetDateTime::now_utc();
         let kind = payload.kind();
         let json = serde_json::to_string(&payload).expect("event payloads serialize");
         let bytes = json.len() as u64;
@@ -320,10 +415,13 @@ impl Journal {
         if let Some(sink) = self.sink.get() {
             sink.deliver(&state.record, &recorded);
         }
+        if own && let Some(publisher) = self.publisher.get() {
+            publisher.deliver(&state.record, &recorded);
+        }
         if kind == EventKind::Completed {
             self.evict_later(id.clone());
         }
-        Ok(seq)
+        seq
     }
 
     fn evict_later(self: &Arc<Self>, id: JobId) {
@@ -419,8 +517,13 @@ impl Journal {
     /// ran) as failed, with a system line saying so. Runs once at start-up.
     pub async fn recover_interrupted(self: &Arc<Self>) -> Result<usize, StoreError> {
         let store = self.store.clone();
+        let node = self.node.clone();
         let jobs = blocking(move || {
-            let jobs = store.unfinished_jobs()?;
+            let jobs: Vec<JobRecord> = store
+                .unfinished_jobs()?
+                .into_iter()
+                .filter(|job| job.node.is_empty() || job.node == node)
+                .collect();
             jobs.into_iter()
                 .map(|mut job| {
                     job.last_seq = store.max_seq(&job.id)?;
@@ -436,7 +539,7 @@ impl Journal {
             self.live
                 .write()
                 .expect("journal map")
-                .insert(id.clone(), Arc::new(self.live_job(job, persisted)));
+                .insert(id.clone(), Arc::new(self.live_job(job, persisted, false)));
             let events = [
                 JobEvent::Log {
                     stream: Stream::System,
@@ -454,6 +557,25 @@ impl Journal {
         }
         self.writer.flush().await;
         Ok(count)
+    }
+
+    /// Ids of mirrored jobs in memory that have not finished.
+    pub fn mirrored_unfinished(&self) -> Vec<JobId> {
+        self.live
+            .read()
+            .expect("journal map")
+            .iter()
+            .filter(|(_, j)| {
+                j.mirrored
+                    && j.state
+                        .lock()
+                        .expect("job state")
+                        .record
+                        .finished_at
+                        .is_none()
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     /// Ids of jobs in memory that have not finished.
@@ -535,6 +657,45 @@ fn payload(job: &JobRecord, event: &JobEvent, seq: u64, at: OffsetDateTime) -> E
             timestamp,
             seq,
         }),
+    }
+}
+
+/// The event a payload stands for, and when it happened.
+fn event_of(payload: &EventPayload) -> (JobEvent, OffsetDateTime) {
+    match payload {
+        EventPayload::Progress(p) => (
+            JobEvent::Progress {
+                phase: p.phase,
+                progress: p.progress,
+                message: p.message.clone(),
+            },
+            p.timestamp.0,
+        ),
+        EventPayload::Log(p) => (
+            JobEvent::Log {
+                stream: p.stream,
+                message: p.message.clone(),
+            },
+            p.timestamp.0,
+        ),
+        EventPayload::Error(p) => (
+            JobEvent::Error {
+                phase: p.phase,
+                message: p.message.clone(),
+            },
+            p.timestamp.0,
+        ),
+        EventPayload::Completed(p) => (
+            JobEvent::Completed {
+                outcome: match p.status {
+                    crate::job::Status::Completed => Outcome::Succeeded,
+                    crate::job::Status::Cancelled => Outcome::Cancelled,
+                    _ => Outcome::Failed,
+                },
+                artifacts: p.artifacts.clone(),
+            },
+            p.timestamp.0,
+        ),
     }
 }
 

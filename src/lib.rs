@@ -15,6 +15,7 @@
 //! - [`runner`]: pipelines, the queue, child processes, artifacts. Produces `JobEvent`s.
 //! - [`ingest`]: events from external workers, validated and turned into `JobEvent`s.
 //! - [`journal`]: numbers, records and hands on every event of a job.
+//! - [`cluster`]: several nodes sharing events and history through Redis.
 //! - [`store`]: durable jobs and history (SQLite), written in batches.
 //! - [`socket`]: the Socket.IO endpoint: subscriptions, replay, fan-out.
 //! - [`http`]: the REST API and `/health`.
@@ -25,6 +26,7 @@
 //! [`socket::fanout::Fanout`] → sockets in the job's and project's rooms.
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod http;

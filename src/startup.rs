@@ -22,6 +22,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::auth::{Authenticator, ConnectionLimiter};
+use crate::cluster::Cluster;
 use crate::config::{Config, CorsOrigins};
 use crate::ingest::Ingestor;
 use crate::journal::Journal;
@@ -56,9 +57,14 @@ impl Application {
                 )
             })?);
         let (writer, writer_thread) = BatchWriter::start(store.clone());
+        let node = match &config.node_id {
+            Some(node) => node.clone(),
+            None => node_id(&config.data_dir)?,
+        };
         let journal = Journal::new(
             store,
             writer,
+            node,
             config.history_window,
             config.max_log_bytes_per_job,
         );
@@ -78,11 +84,25 @@ impl Application {
             config.max_concurrent_jobs,
             &config.data_dir,
         );
+        let ingestor = Arc::new(Ingestor::new(journal.clone()));
+        let cluster = match &config.redis_url {
+            Some(url) => Some(
+                Cluster::new(
+                    url,
+                    journal.clone(),
+                    ingestor.clone(),
+                    config.redis_history_ttl,
+                )
+                .with_context(|| format!("invalid REDIS_URL={url:?}"))?,
+            ),
+            None => None,
+        };
         let state = AppState {
             config: Arc::new(config),
             journal: journal.clone(),
             runner,
-            ingestor: Arc::new(Ingestor::new(journal.clone())),
+            ingestor,
+            cluster,
             auth,
             connections,
             sockets: Arc::new(SocketStats::default()),
@@ -138,8 +158,18 @@ impl Application {
             writer_thread,
         } = self;
         let addr = listener.local_addr()?;
-        tracing::info!("buildcast listening on http://{addr}");
+        tracing::info!(node = %state.journal.node(), "buildcast listening on http://{addr}");
         let background = CancellationToken::new();
+        let cluster_stop = CancellationToken::new();
+        let cluster_tasks = tokio_util::task::TaskTracker::new();
+        if let Some(cluster) = &state.cluster {
+            cluster.start(
+                state.sockets.connected.clone(),
+                cluster_stop.clone(),
+                &cluster_tasks,
+            );
+        }
+        cluster_tasks.close();
         if let Some(keep) = state.config.retention {
             tokio::spawn(crate::retention::run(
                 state.journal.clone(),
@@ -171,6 +201,9 @@ impl Application {
         tracing::info!("shutting down");
         background.cancel();
         state.runner.shutdown().await;
+        // The builds' last events are queued: let the cluster publish them.
+        cluster_stop.cancel();
+        cluster_tasks.wait().await;
         if let Some(io) = io {
             io.close().await;
         }
@@ -189,6 +222,20 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// This node's id: kept in `DATA_DIR/node-id`, made on first start.
+fn node_id(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = data_dir.join("node-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim();
+        if crate::job::validate_id(id).is_ok() {
+            return Ok(id.to_owned());
+        }
+    }
+    let id = format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    std::fs::write(&path, &id).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(id)
 }
 
 fn socket_io(state: &AppState) -> (SocketIoLayer, SocketIo) {

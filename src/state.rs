@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use crate::auth::{Authenticator, ConnectionLimiter};
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::ingest::Ingestor;
 use crate::journal::Journal;
@@ -22,6 +23,8 @@ pub struct AppState {
     pub runner: Arc<Runner>,
     /// Records events of builds run by external workers.
     pub ingestor: Arc<Ingestor>,
+    /// The link to other nodes through Redis, when `REDIS_URL` is set.
+    pub cluster: Option<Arc<Cluster>>,
     /// Verifies tokens (or lets everyone in when `AUTH_MODE=none`).
     pub auth: Arc<Authenticator>,
     /// Open Socket.IO connections per user, for `MAX_CONNECTIONS_PER_USER`.

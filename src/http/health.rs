@@ -16,7 +16,7 @@ pub fn router() -> Router<AppState> {
 
 async fn health(State(state): State<AppState>) -> Json<Value> {
     let stats = &state.sockets;
-    Json(json!({
+    let mut body = json!({
         "status": "ok",
         "websocket": {
             "enabled": state.config.websocket.enabled,
@@ -27,5 +27,18 @@ async fn health(State(state): State<AppState>) -> Json<Value> {
             "lagged_catch_ups": stats.lagged.load(Ordering::Relaxed),
             "dropped_project_sockets": stats.dropped_project_sockets.load(Ordering::Relaxed),
         },
-    }))
+    });
+    if let Some(cluster) = &state.cluster {
+        let clients = cluster.cluster_clients().await;
+        let up = clients.is_some() && cluster.health.up.load(Ordering::Relaxed);
+        body["status"] = json!(if up { "ok" } else { "degraded" });
+        body["redis"] = json!(if up { "ok" } else { "down" });
+        body["cluster"] = json!({
+            "node": state.journal.node(),
+            "connected_clients": clients,
+            "unpublished_events": cluster.health.backlog.load(Ordering::Relaxed),
+            "rejected_worker_messages": cluster.health.rejected_worker_messages.load(Ordering::Relaxed),
+        });
+    }
+    Json(body)
 }

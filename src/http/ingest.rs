@@ -6,14 +6,15 @@
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::http::header;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 use super::job_id;
+use crate::cluster::Route;
 use crate::error::ApiError;
 use crate::ingest::{ApplyError, parse_batch};
 use crate::journal::RecordError;
@@ -28,29 +29,49 @@ async fn ingest(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Result<Json<Value>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     check_worker(&state, &headers)?;
     let Json(body) = body?;
     let id = job_id(&id)?;
     let events = parse_batch(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if let Some(cluster) = &state.cluster
+        && cluster.route(&id).await == Route::Elsewhere
+    {
+        // Another node numbers this job: hand the batch to it, in order.
+        let messages: Vec<String> = match &body {
+            Value::Array(items) => items.iter().map(Value::to_string).collect(),
+            item => vec![item.to_string()],
+        };
+        cluster
+            .forward(&id, &messages)
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("cannot reach the job's node: {e}")))?;
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "jobId": id, "accepted": events.len(), "forwarded": true })),
+        ));
+    }
     let last_seq = state
         .ingestor
         .apply(&id, &events)
         .await
         .map_err(|e| match e {
             ApplyError::Record(RecordError::Finished(_)) => ApiError::Conflict(e.to_string()),
-            ApplyError::Record(RecordError::UnknownJob(_) | RecordError::Exists(_)) => {
-                ApiError::Internal(e.into())
-            }
+            ApplyError::Record(
+                RecordError::UnknownJob(_) | RecordError::Exists(_) | RecordError::Mirrored(_),
+            ) => ApiError::Internal(e.into()),
             ApplyError::NeedsProject(_) | ApplyError::WrongProject(..) => {
                 ApiError::BadRequest(e.to_string())
             }
         })?;
-    Ok(Json(json!({
-        "jobId": id,
-        "accepted": events.len(),
-        "lastSeq": last_seq,
-    })))
+    Ok((
+        StatusCode::OK,
+        Json(json!({
+            "jobId": id,
+            "accepted": events.len(),
+            "lastSeq": last_seq,
+        })),
+    ))
 }
 
 fn check_worker(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {

@@ -22,8 +22,9 @@ use crate::journal::{EventSink, Journal, Recorded};
 /// Counters of the Socket.IO side, reported by `/health`.
 #[derive(Debug, Default)]
 pub struct SocketStats {
-    /// Clients connected right now, over either transport.
-    pub connected: std::sync::atomic::AtomicUsize,
+    /// Clients connected right now, over either transport (shared with the cluster
+    /// heartbeat).
+    pub connected: Arc<std::sync::atomic::AtomicUsize>,
     /// Times a socket's buffer was full and it was switched to catch-up.
     pub lagged: AtomicU64,
     /// Project subscribers disconnected because their buffer was full.

@@ -15,7 +15,7 @@ pub mod replay;
 pub mod subscriptions;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -65,6 +65,10 @@ pub struct Session {
     last_event: Mutex<Instant>,
     /// Start of the current one-second rate window, and events counted in it.
     rate: Mutex<(Instant, u32)>,
+    /// Set when the socket disconnects. (socketioxide's own `connected()` is also
+    /// false for a moment right after the CONNECT packet goes out, when a client may
+    /// already be subscribing.)
+    closed: AtomicBool,
     /// `MAX_SUBSCRIPTIONS_PER_SOCKET`.
     max_subscriptions: usize,
     /// `MAX_EVENTS_PER_SECOND`.
@@ -97,6 +101,7 @@ impl Session {
             next_generation: AtomicU64::new(0),
             last_event: Mutex::new(now),
             rate: Mutex::new((now, 0)),
+            closed: AtomicBool::new(false),
             max_subscriptions: limits.max_subscriptions_per_socket,
             max_events_per_second: limits.max_events_per_second,
         }
@@ -173,8 +178,14 @@ impl Session {
         self.following.lock().expect("session").get(job).copied()
     }
 
+    /// Whether the socket has disconnected.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
     /// Gives the socket's connection slot back.
     fn release(&self) {
+        self.closed.store(true, Ordering::Release);
         if let Some(slot) = self.slot.lock().expect("session").take() {
             slot.release();
         }

@@ -64,7 +64,7 @@ pub enum AttachError {
 }
 
 enum Step {
-    Done(Attached),
+    Done(Box<Attached>),
     /// Replay from the store up to (not including) this seq, then try again.
     FromStore {
         until: u64,
@@ -87,6 +87,7 @@ pub async fn attach(
 ) -> Result<Attached, AttachError> {
     let room = job_room(id);
     let session = session(socket);
+    wait_connected(socket, &session).await?;
     socket.leave(room.clone());
     let mut stalled = None;
     let mut gap = false;
@@ -98,7 +99,7 @@ pub async fn attach(
         if !session.is_current(id, generation) {
             return Err(AttachError::Superseded);
         }
-        if !socket.connected() {
+        if session.is_closed() {
             return Err(AttachError::Closed);
         }
         let step = journal
@@ -123,7 +124,7 @@ pub async fn attach(
                                 cursor: event.seq() - 1,
                             };
                         }
-                        Err(Emit::Closed) => return Step::Done(detached()),
+                        Err(Emit::Closed) => return Step::Done(Box::new(detached())),
                     }
                 }
                 socket.join(room.clone());
@@ -132,16 +133,16 @@ pub async fn attach(
                 {
                     gap = true;
                 }
-                Step::Done(Attached {
+                Step::Done(Box::new(Attached {
                     job: Some(view.record.clone()),
                     gap,
-                })
+                }))
             })
             .unwrap_or(Step::NotLive);
         match step {
             Step::Done(mut attached) => {
                 attached.gap |= gap;
-                return Ok(attached);
+                return Ok(*attached);
             }
             Step::Full { cursor: at } => {
                 if cursor != Some(at) {
@@ -255,6 +256,19 @@ pub(super) fn emit(socket: &SocketRef, event: &Recorded) -> Result<(), Emit> {
     }
 }
 
+/// Waits for socketioxide to finish connecting a socket whose client already sent
+/// an event (emits to it fail until then).
+async fn wait_connected(socket: &SocketRef, session: &super::Session) -> Result<(), AttachError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !socket.connected() {
+        if session.is_closed() || tokio::time::Instant::now() > deadline {
+            return Err(AttachError::Closed);
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(())
+}
+
 async fn emit_paced(socket: &SocketRef, event: &Recorded) -> Result<(), AttachError> {
     let mut stalled = None;
     loop {
@@ -274,7 +288,7 @@ async fn wait_for_room(
 ) -> Result<(), AttachError> {
     let since = *stalled.get_or_insert_with(tokio::time::Instant::now);
     tokio::time::sleep(BACKOFF).await;
-    if !socket.connected() {
+    if session(socket).is_closed() {
         return Err(AttachError::Closed);
     }
     if since.elapsed() > STALL_LIMIT {

@@ -17,7 +17,10 @@ use crate::job::{JobId, JobRecord, Phase, ProjectId, Status};
 use crate::wire::EventKind;
 
 /// The schema, one entry per file in `migrations/`, applied in order.
-const MIGRATION_STEPS: &[M<'static>] = &[M::up(include_str!("../../migrations/0001_init.sql"))];
+const MIGRATION_STEPS: &[M<'static>] = &[
+    M::up(include_str!("../../migrations/0001_init.sql")),
+    M::up(include_str!("../../migrations/0002_job_node.sql")),
+];
 
 fn migrations() -> Migrations<'static> {
     Migrations::from_slice(MIGRATION_STEPS)
@@ -112,7 +115,7 @@ fn kind_from(name: &str) -> Result<EventKind, StoreError> {
 }
 
 const JOB_COLUMNS: &str = "id, project_id, pipeline, status, phase, progress, message, \
-     created_at, started_at, finished_at, artifacts, last_seq, epoch";
+     created_at, started_at, finished_at, artifacts, last_seq, epoch, node";
 
 fn job_from_row(row: &Row<'_>) -> Result<JobRecord, StoreError> {
     let text = |i: usize| -> Result<String, StoreError> { Ok(row.get::<_, String>(i)?) };
@@ -137,6 +140,7 @@ fn job_from_row(row: &Row<'_>) -> Result<JobRecord, StoreError> {
             .map_err(|_| corrupt("artifacts", &artifacts))?,
         last_seq: seq_out(row.get(11)?),
         epoch: text(12)?,
+        node: text(13)?,
     })
 }
 
@@ -179,7 +183,7 @@ impl Store for SqliteStore {
         {
             let mut upsert_job = tx.prepare_cached(&format!(
                 "INSERT OR REPLACE INTO jobs ({JOB_COLUMNS}) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
             ))?;
             let mut put_event = tx.prepare_cached(
                 "INSERT OR REPLACE INTO events (job_id, seq, kind, payload) VALUES (?1, ?2, ?3, ?4)",
@@ -208,6 +212,7 @@ impl Store for SqliteStore {
                             artifacts,
                             seq_in(job.last_seq),
                             job.epoch,
+                            job.node,
                         ])?;
                     }
                     WriteOp::PutEvent { job_id, event, .. } => {

@@ -136,3 +136,19 @@ test('feed: recovered: false without a restart keeps the log and says so', () =>
     [[1, 'stdout'], [7, 'stdout'], [0, 'system']],
   );
 });
+
+test('feed: events still in flight from an earlier subscription neither double nor drop a line', () => {
+  const f = new JobFeed('j');
+  f.subscribeRequest();
+  for (let s = 1; s <= 10; s++) f.receive(...log(s, `l${s}`));
+  f.acknowledge({ ok: true, epoch: 'E1', recovered: true });
+  // resubscribe from 10; the old subscription still delivers 9, 12 and 11 around the replay
+  f.subscribeRequest();
+  for (const s of [9, 12, 11, 13, 12, 14]) f.receive(...log(s, `l${s}`));
+  assert.deepEqual(f.acknowledge({ ok: true, epoch: 'E1', recovered: true }), {});
+  f.receive(...log(15, 'l15'));
+  f.drain();
+  assert.deepEqual(f.log.lines().map((l) => l.seq), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]);
+  assert.equal(f.stats.gaps, 0);
+  assert.equal(f.stats.restarts, 0);
+});

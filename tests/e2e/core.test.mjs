@@ -441,7 +441,7 @@ test('1000 websocket clients subscribing on connect all get the complete gap-fre
   for (let i = 0; i < N; i += BATCH) {
     const batch = [];
     for (let j = i; j < Math.min(N, i + BATCH); j++) {
-      const state = { seqs: [], done: false, completed: null, socket: null, foreign: 0 };
+      const state = { seqs: [], done: false, completed: null, socket: null, foreign: 0, ack: null };
       const socket = makeSocket(s.url, { transports: ['websocket'], timeout: 20_000 });
       state.socket = socket;
       const onJobEvent = (event) => (data) => {
@@ -456,7 +456,9 @@ test('1000 websocket clients subscribing on connect all get the complete gap-fre
         }
       };
       for (const ev of JOB_EVENTS) socket.on(ev, onJobEvent(ev));
-      socket.on('connect', () => socket.emit('subscribe:job', { jobId, since: 0 }));
+      // Subscribe the moment the client is told it is connected; the ack is
+      // recorded but not waited for.
+      socket.on('connect', () => socket.emit('subscribe:job', { jobId, since: 0 }, (ack) => (state.ack = ack)));
       batch.push(
         new Promise((resolve, reject) => {
           socket.once('connect', resolve);
@@ -470,11 +472,18 @@ test('1000 websocket clients subscribing on connect all get the complete gap-fre
   await waitFor(async () => (await health(s.url)).websocket.connected_clients === N, 10_000, {
     what: `${N} connected clients in /health`,
   });
-  await waitFor(() => clients.every((c) => c.done), 90_000, {
+  const refused = () => clients.filter((c) => c.ack && c.ack.ok !== true);
+  await waitFor(() => clients.every((c) => c.done) || refused().length > 0, 90_000, {
     interval: 250,
     what: `all clients to receive job:completed (${clients.filter((c) => c.done).length}/${N} so far)`,
   });
+  assert.deepEqual(
+    refused().map((c) => c.ack),
+    [],
+    'every subscription sent on connect is acknowledged ok',
+  );
   await sleep(300);
+  assert.ok(clients.every((c) => c.ack?.ok === true), 'every client got its ack');
   const job = await getJob(s.url, jobId);
   assert.equal(job.status, 'completed');
   assert.ok(job.lastSeq > 200, `slow job has more than 200 events (${job.lastSeq})`);
@@ -606,4 +615,20 @@ test('a broken pipelines file is refused at startup without a panic', async () =
     if (LISTENING.test(r.stdout)) problems.push(`${where}: started listening anyway`);
   }
   assert.deepEqual(problems, []);
+});
+
+test('SIGINT with a connected client and a running build shuts down cleanly with exit 0', async () => {
+  const s = await startServer();
+  const socket = await connect(s.url, { transports: ['websocket'] });
+  let disconnected = false;
+  socket.on('disconnect', () => (disconnected = true));
+  const jobId = await createJob(s.url, newProjectId('sigint'), 'slow');
+  assert.equal((await emitAck(socket, 'subscribe:job', { jobId, since: 0 })).ok, true);
+  await waitFor(async () => (await getJob(s.url, jobId)).status === 'building', 10_000, { what: 'slow job building' });
+  const started = Date.now();
+  const code = await s.stop('SIGINT', 15_000);
+  assert.equal(code, 0, 'exit code after SIGINT');
+  assert.ok(Date.now() - started < 15_000);
+  await waitFor(() => disconnected, 5_000, { what: 'client to see the disconnect' });
+  closeSocket(socket);
 });

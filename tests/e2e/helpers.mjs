@@ -129,6 +129,12 @@ process.on('exit', () => {
   }
 });
 
+// The runner stops a file that exceeds its timeout with a signal, which skips
+// 'exit' handlers' normal path: clean up explicitly so no server outlives it.
+for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP']) {
+  process.once(sig, () => process.exit(128 + ({ SIGHUP: 1, SIGINT: 2, SIGTERM: 15 })[sig]));
+}
+
 export function makeTempDir(prefix = 'buildcast-e2e-') {
   const dir = mkdtempSync(path.join(tmpdir(), prefix));
   tempDirs.add(dir);

@@ -28,7 +28,7 @@ export class JobPage {
     this.frame = 0;
     this.timer = 0;
     this.subscription = 0;
-    this.live = false;
+    this.lagCheck = false;
     this.minLag = Infinity;
     this.lastResync = 0;
     this.stats = { catchUps: 0, restEvents: 0, resyncs: 0 };
@@ -42,9 +42,7 @@ export class JobPage {
       this.conn.routeJob(jobId, (name, d) => {
         if (this.feed.receive(name, d)) {
           this.schedule();
-          if (this.live) this.checkLag(d);
-        } else if (this.feed.resetQueued) {
-          this.schedule();
+          if (this.lagCheck) this.checkLag(d);
         }
       }),
     );
@@ -83,12 +81,15 @@ export class JobPage {
    */
   async subscribe() {
     const mine = ++this.subscription;
-    this.live = false;
+    this.lagCheck = false;
     this.feed.pending = null;
     this.replaying = true;
     this.updateHeader();
     await this.catchUp(mine);
     if (this.destroyed || mine !== this.subscription || !this.conn.socket.connected) return;
+    // Events of this subscription (replayed, then live) are watched for lag.
+    this.minLag = Infinity;
+    this.lagCheck = true;
     const req = this.feed.subscribeRequest();
     const ack = await this.conn.request('subscribe:job', req);
     if (this.destroyed || mine !== this.subscription) return;
@@ -98,7 +99,6 @@ export class JobPage {
       if (result.error !== 'not connected') this.showNotice(`Cannot follow this build: ${result.error}`, 'error');
       return;
     }
-    this.live = true;
     if (ack.job) this.meta = ack.job;
     else this.loadMeta();
     if (result.rebuilt) this.showNotice(`The log was reloaded from the start: ${result.reason ?? 'history changed'}`, 'info');
@@ -138,9 +138,9 @@ export class JobPage {
   }
 
   /**
-   * A live event: when events arrive much later than they were recorded, the
-   * socket is behind (one message per line): stop it, catch up through REST, and
-   * subscribe again from there.
+   * An event of the current subscription: when events arrive later and later
+   * after they were recorded, the socket is falling behind (it carries one message
+   * per line): stop it, catch up through REST, and subscribe again from there.
    */
   checkLag(d) {
     const lag = Date.now() - Date.parse(d.timestamp);

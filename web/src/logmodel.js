@@ -160,9 +160,14 @@ function newSection(index, phase, progress, title, start, first) {
 
 /**
  * One job's event stream as this page receives it: remembers the last seq seen,
- * builds `subscribe:job` requests that resume from it, drops duplicates, notices
- * a replay that restarted from the beginning (history lost or recreated), and
+ * builds `subscribe:job` requests that resume from it, drops duplicates, rebuilds
+ * when the server replays from the beginning (history lost or recreated), and
  * queues events until the view drains them (once per animation frame).
+ *
+ * While a resuming subscription (since > 0) waits for its acknowledgement, the
+ * events that arrive are held back: only the ack says whether they continue this
+ * copy of the log (`recovered: true`) or restart it from seq 1 (`recovered:
+ * false`), and events still in flight from an earlier subscription may be mixed in.
  */
 export class JobFeed {
   constructor(jobId) {
@@ -174,31 +179,35 @@ export class JobFeed {
     this.pending = null;
     this.resetQueued = false;
     this.snapshot = null;
-    this.stats = { received: 0, duplicates: 0, restarts: 0, subscriptions: 0 };
+    this.stats = { received: 0, duplicates: 0, gaps: 0, restarts: 0, subscriptions: 0 };
   }
 
   /** The payload of `subscribe:job`, resuming after the last event seen. */
   subscribeRequest() {
-    this.pending = { since: this.lastSeq, restarted: false };
+    this.pending = { since: this.lastSeq, held: [] };
     this.stats.subscriptions += 1;
     const req = { jobId: this.jobId, since: this.lastSeq };
     if (this.epoch) req.epoch = this.epoch;
     return req;
   }
 
-  /** An incoming job event; returns whether it was new. */
+  /** An incoming job event; returns whether it was taken (or held). */
   receive(name, d) {
     this.stats.received += 1;
     const p = this.pending;
-    if (p && p.since > 0 && !p.restarted && d.seq <= p.since) {
-      // The server is replaying from the start: our copy is not the history it has.
-      p.restarted = true;
-      this.restart();
+    if (p && p.since > 0) {
+      p.held.push([name, d]);
+      return true;
     }
+    return this.accept(name, d);
+  }
+
+  accept(name, d) {
     if (!(d.seq > this.lastSeq)) {
       this.stats.duplicates += 1;
       return false;
     }
+    if (this.lastSeq > 0 && d.seq !== this.lastSeq + 1) this.stats.gaps += 1;
     this.lastSeq = d.seq;
     this.queue.push(name, d);
     return true;
@@ -218,15 +227,29 @@ export class JobFeed {
   acknowledge(ack) {
     const p = this.pending;
     this.pending = null;
-    if (!ack || !ack.ok) return { error: ack?.error ?? 'no answer' };
-    if (ack.epoch) this.epoch = ack.epoch;
-    this.snapshot = ack.job ?? null;
-    if (ack.recovered === false && p && p.since > 0) {
-      if (p.restarted) return { rebuilt: true, reason: ack.reason };
-      this.queue.push('note', { message: `Some of this log could not be replayed: ${ack.reason ?? 'history incomplete'}` });
-      return { gap: ack.reason };
+    const held = p ? p.held.sort((a, b) => a[1].seq - b[1].seq) : [];
+    let result = {};
+    if (!ack || !ack.ok) {
+      result = { error: ack?.error ?? 'no answer' };
+    } else {
+      if (ack.epoch) this.epoch = ack.epoch;
+      this.snapshot = ack.job ?? null;
+      if (ack.recovered === false && p && p.since > 0) {
+        // The whole history follows from seq 1 (it always keeps its head), or
+        // part of it after `since` is gone.
+        if (held.length && held[0][1].seq === 1) {
+          this.restart();
+          result = { rebuilt: true, reason: ack.reason };
+        } else {
+          result = { gap: ack.reason };
+        }
+      }
     }
-    return {};
+    for (const [name, d] of held) this.accept(name, d);
+    if (result.gap !== undefined) {
+      this.queue.push('note', { message: `Some of this log could not be replayed: ${ack.reason ?? 'history incomplete'}` });
+    }
+    return result;
   }
 
   /** Applies queued events to the log; returns { reset, events }. */
