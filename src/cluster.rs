@@ -570,8 +570,9 @@ impl Cluster {
         }
     }
 
-    /// Clients connected to every live node, if Redis answers.
-    pub async fn cluster_clients(&self) -> Option<u64> {
+    /// Clients connected to every live node (this one's counted now, the others'
+    /// from their last heartbeat), if Redis answers.
+    pub async fn cluster_clients(&self, here: u64) -> Option<u64> {
         let mut conn = self.conn().await.ok()?;
         let nodes: std::collections::HashMap<String, String> =
             tokio::time::timeout(Duration::from_millis(500), conn.hgetall(NODES))
@@ -580,15 +581,16 @@ impl Cluster {
                 .ok()?;
         let now = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
         Some(
-            nodes
-                .values()
-                .filter_map(|v| v.split_once(' '))
+            here + nodes
+                .iter()
+                .filter(|(node, _)| **node != self.node)
+                .filter_map(|(_, v)| v.split_once(' '))
                 .filter_map(|(count, at)| {
                     Some((count.parse::<u64>().ok()?, at.parse::<i128>().ok()?))
                 })
                 .filter(|(_, at)| now - at < NODE_STALE_MS)
                 .map(|(count, _)| count)
-                .sum(),
+                .sum::<u64>(),
         )
     }
 }

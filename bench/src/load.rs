@@ -327,7 +327,14 @@ impl Client {
                         let mask = self.mask();
                         ws::encode(ws::OP_PONG, payload, Some(mask), &mut wbuf);
                     }
-                    ws::OP_CLOSE => return Err("the server closed the WebSocket".into()),
+                    ws::OP_CLOSE => {
+                        let code = (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+                        let reason = String::from_utf8_lossy(payload.get(2..).unwrap_or_default());
+                        return Err(match code {
+                            Some(code) => format!("the server closed the WebSocket ({code} {reason})"),
+                            None => "the server closed the WebSocket".into(),
+                        });
+                    }
                     _ => {}
                 }
                 pos += h.frame_len();

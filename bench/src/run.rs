@@ -165,6 +165,10 @@ pub struct Options {
     pub max_wait: Duration,
     /// `RUST_LOG` for buildcast; its default when unset.
     pub rust_log: Option<String>,
+    /// Heartbeat given to every server (buildcast's default: 25 s).
+    pub ping_interval_ms: u64,
+    /// Keep each run's directory (server log, buildcast's data) instead of removing it.
+    pub keep: bool,
     pub verbose: bool,
 }
 
@@ -175,6 +179,8 @@ impl Default for Options {
             stall: Duration::from_secs(15),
             max_wait: Duration::from_secs(300),
             rust_log: None,
+            ping_interval_ms: 25_000,
+            keep: false,
             verbose: false,
         }
     }
@@ -340,7 +346,7 @@ fn start_server(
         .env("HOST", "127.0.0.1")
         .env("PORT", port.to_string())
         .env("WEBSOCKET_PATH", "/ws")
-        .env("WEBSOCKET_PING_INTERVAL_MS", "25000")
+        .env("WEBSOCKET_PING_INTERVAL_MS", opts.ping_interval_ms.to_string())
         .env("WEBSOCKET_PING_TIMEOUT_MS", "20000")
         .current_dir(dir)
         .stdin(Stdio::null())
@@ -425,7 +431,11 @@ pub async fn run_once(server: Server, scenario: &Scenario, paths: &Paths, opts: 
     if let Err(e) = outcome {
         r.ended = Some(e);
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    if opts.keep {
+        eprintln!("  kept {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     r
 }
 

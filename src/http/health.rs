@@ -29,7 +29,8 @@ async fn health(State(state): State<AppState>) -> Json<Value> {
         },
     });
     if let Some(cluster) = &state.cluster {
-        let clients = cluster.cluster_clients().await;
+        let here = stats.connected.load(Ordering::Relaxed) as u64;
+        let clients = cluster.cluster_clients(here).await;
         let up = clients.is_some() && cluster.health.up.load(Ordering::Relaxed);
         body["status"] = json!(if up { "ok" } else { "degraded" });
         body["redis"] = json!(if up { "ok" } else { "down" });

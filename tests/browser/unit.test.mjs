@@ -152,3 +152,18 @@ test('feed: events still in flight from an earlier subscription neither double n
   assert.equal(f.stats.gaps, 0);
   assert.equal(f.stats.restarts, 0);
 });
+
+test('feed: a subscription given up before its ack keeps what it delivered', () => {
+  const f = new JobFeed('j');
+  f.subscribeRequest();
+  for (let s = 1; s <= 5; s++) f.receive(...log(s, `l${s}`));
+  f.acknowledge({ ok: true, epoch: 'E1', recovered: true });
+  f.subscribeRequest(); // since 5
+  f.receive(...log(7, 'l7'));
+  f.receive(...log(6, 'l6'));
+  f.abandon(); // e.g. the page catches up through REST instead
+  f.receive(...log(8, 'l8')); // still in flight from the abandoned subscription
+  f.drain();
+  assert.deepEqual(f.log.lines().map((l) => l.seq), [1, 2, 3, 4, 5, 6, 7, 8]);
+  assert.equal(f.stats.gaps, 0);
+});

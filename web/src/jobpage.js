@@ -82,7 +82,7 @@ export class JobPage {
   async subscribe() {
     const mine = ++this.subscription;
     this.lagCheck = false;
-    this.feed.pending = null;
+    this.feed.abandon();
     this.replaying = true;
     this.updateHeader();
     await this.catchUp(mine);

@@ -180,10 +180,12 @@ export class JobFeed {
     this.resetQueued = false;
     this.snapshot = null;
     this.stats = { received: 0, duplicates: 0, gaps: 0, restarts: 0, subscriptions: 0 };
+    this.gapLog = [];
   }
 
   /** The payload of `subscribe:job`, resuming after the last event seen. */
   subscribeRequest() {
+    this.abandon();
     this.pending = { since: this.lastSeq, held: [] };
     this.stats.subscriptions += 1;
     const req = { jobId: this.jobId, since: this.lastSeq };
@@ -207,10 +209,27 @@ export class JobFeed {
       this.stats.duplicates += 1;
       return false;
     }
-    if (this.lastSeq > 0 && d.seq !== this.lastSeq + 1) this.stats.gaps += 1;
+    if (this.lastSeq > 0 && d.seq !== this.lastSeq + 1) {
+      this.stats.gaps += 1;
+      if (this.gapLog.length < 10) this.gapLog.push([this.lastSeq, d.seq]);
+    }
     this.lastSeq = d.seq;
     this.queue.push(name, d);
     return true;
+  }
+
+  /**
+   * Gives up a subscription that was not acknowledged (the page resubscribes):
+   * what it delivered so far is taken in, and what is still in flight from it
+   * follows on without a hole.
+   */
+  abandon() {
+    const p = this.pending;
+    this.pending = null;
+    if (!p) return;
+    const held = p.held.sort((a, b) => a[1].seq - b[1].seq);
+    if (p.since > 0 && held.length && held[0][1].seq === 1) this.restart();
+    for (const [name, d] of held) this.accept(name, d);
   }
 
   restart() {

@@ -190,6 +190,7 @@ window.__buildcast = {
       sections: log.sections.map((s) => ({ phase: s.phase, progress: s.progress, title: s.title, first: s.first, count: s.count })),
       lastSeq,
       stats: { ...stats, ...page.stats },
+      gapLog: page.feed.gapLog.slice(),
       follow: page.view.follow,
     };
   },

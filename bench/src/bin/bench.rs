@@ -7,7 +7,8 @@
 //!
 //! Common options: --buildcast PATH, --node-dir DIR, --raw PATH, --linegen PATH,
 //! --batch N (clients connecting at once), --stall SECS, --max-wait SECS,
-//! --rust-log FILTER (buildcast's RUST_LOG), --threads N, --quiet.
+//! --rust-log FILTER (buildcast's RUST_LOG), --ping-interval-ms N (every server),
+//! --keep (keep each run's directory: server log, data), --threads N, --quiet.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -22,7 +23,7 @@ struct Cli {
     switches: Vec<String>,
 }
 
-const SWITCHES: &[&str] = &["--check", "--quiet"];
+const SWITCHES: &[&str] = &["--check", "--quiet", "--keep"];
 
 fn parse_cli() -> Result<Cli, String> {
     let mut args = std::env::args().skip(1);
@@ -96,6 +97,8 @@ impl Cli {
             stall: Duration::from_secs(self.num("--stall", d.stall.as_secs())?),
             max_wait: Duration::from_secs(self.num("--max-wait", d.max_wait.as_secs())?),
             rust_log: self.get("--rust-log").map(String::from),
+            ping_interval_ms: self.num("--ping-interval-ms", d.ping_interval_ms)?,
+            keep: self.has("--keep"),
             verbose: !self.has("--quiet"),
         })
     }
@@ -207,6 +210,7 @@ async fn suite(cli: &Cli) -> Result<bool, String> {
         }
     }
     let started = std::time::Instant::now();
+    let started_at = sys::iso8601_millis(sys::now_ns());
     let load_start = loadavg();
     let mut all: Vec<RunResult> = Vec::new();
     for sc in &scenarios {
@@ -238,8 +242,8 @@ async fn suite(cli: &Cli) -> Result<bool, String> {
     if let Some(out) = cli.get("--out") {
         let mut md = String::new();
         md.push_str(&format!(
-            "# buildcast benchmark, {}\n\n",
-            &sys::iso8601_millis(sys::now_ns())[..16].replace('T', " ")
+            "# buildcast benchmark, {} UTC\n\n",
+            &started_at[..16].replace('T', " ")
         ));
         md.push_str(&format!(
             "- machine: {}; load average {} at the start, {} at the end\n",

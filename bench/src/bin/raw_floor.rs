@@ -29,7 +29,17 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc};
 
-const PING_INTERVAL: Duration = Duration::from_millis(25_000);
+/// `WEBSOCKET_PING_INTERVAL_MS` (default 25 s), like buildcast. Pongs are not
+/// awaited: the floor never drops a client for a late pong.
+fn ping_interval() -> Duration {
+    static MS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    Duration::from_millis(*MS.get_or_init(|| {
+        std::env::var("WEBSOCKET_PING_INTERVAL_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(25_000)
+    }))
+}
 const PING_TIMEOUT_MS: u64 = 20_000;
 
 /// A subscriber of a job.
@@ -96,7 +106,7 @@ impl App {
     fn open_packet(&self, sid: u64, upgrades: &str) -> String {
         format!(
             "0{{\"sid\":\"{sid}\",\"upgrades\":[{upgrades}],\"pingInterval\":{},\"pingTimeout\":{PING_TIMEOUT_MS},\"maxPayload\":1000000}}",
-            PING_INTERVAL.as_millis()
+            ping_interval().as_millis()
         )
     }
 
@@ -304,7 +314,7 @@ async fn websocket(app: Arc<App>, stream: TcpStream, mut buf: Vec<u8>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
     // Writer: drains everything queued into one write, pings on schedule.
     let writer = tokio::spawn(async move {
-        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_interval(), ping_interval());
         let mut out = Vec::with_capacity(16 << 10);
         loop {
             tokio::select! {
@@ -393,7 +403,7 @@ async fn polling(app: Arc<App>, req: Request<Incoming>) -> Response<Full<Bytes>>
         return respond(StatusCode::OK, "ok");
     }
     // Long-poll: whatever is queued, else wait for something or send a ping.
-    let deadline = tokio::time::Instant::now() + PING_INTERVAL;
+    let deadline = tokio::time::Instant::now() + ping_interval();
     loop {
         let queued = std::mem::take(&mut *session.queue.lock().expect("queue"));
         if !queued.is_empty() {

@@ -1,0 +1,283 @@
+// External workers and several nodes: ingest over REST and over Redis pub/sub,
+// two server processes sharing one real redis-server, and Redis going away and
+// coming back mid-build. Each test starts its own redis-server on a free port.
+
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import net from 'node:net';
+
+import {
+  startServer,
+  connect,
+  emitAck,
+  collect,
+  sleep,
+  waitFor,
+  makeTempDir,
+  projectId,
+  assertSeqSeries,
+} from './helpers.mjs';
+
+const WORKER_TOKEN = 'e2e-worker-token-0123456789';
+const REDIS = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' }).stdout.trim();
+const JOB_EVENTS = ['job:progress', 'job:log', 'job:error', 'job:completed'];
+
+const redisProcesses = new Set();
+after(() => {
+  for (const p of redisProcesses) p.kill('SIGKILL');
+});
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+    srv.on('error', reject);
+  });
+}
+
+/** Starts redis-server on `port` (a free one by default); resolves once it answers. */
+async function startRedis(port) {
+  port ??= await freePort();
+  const proc = spawn(REDIS, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+    stdio: 'ignore',
+  });
+  redisProcesses.add(proc);
+  await waitFor(
+    () =>
+      new Promise((resolve) => {
+        const sock = net.connect(port, '127.0.0.1', () => {
+          sock.end();
+          resolve(true);
+        });
+        sock.on('error', () => resolve(false));
+      }),
+    10_000,
+    { what: 'redis-server to listen' },
+  );
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    stop() {
+      proc.kill('SIGKILL');
+      redisProcesses.delete(proc);
+      return new Promise((r) => proc.once('exit', r));
+    },
+  };
+}
+
+/** Sends one Redis command over a raw connection (RESP), resolving with the reply text. */
+function redisCommand(port, ...args) {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(port, '127.0.0.1');
+    const body = `*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(String(a))}\r\n${a}\r\n`).join('')}`;
+    let reply = '';
+    sock.on('connect', () => sock.write(body));
+    sock.on('data', (d) => {
+      reply += d;
+      if (reply.endsWith('\r\n')) {
+        sock.end();
+        resolve(reply);
+      }
+    });
+    sock.on('error', reject);
+  });
+}
+
+async function ingest(url, jobId, body, token = WORKER_TOKEN) {
+  const res = await fetch(`${url}/api/jobs/${jobId}/events`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+    body: JSON.stringify(body),
+  });
+  return { status: res.status, json: await res.json() };
+}
+
+/** A scripted worker's whole build, in the seed's `{type, data}` vocabulary. */
+function workerBuild(project, lines = 40) {
+  return [
+    { type: 'status', data: { status: 'running' }, projectId: project, pipeline: 'celery' },
+    { type: 'step', data: { step_name: 'init', step_label: 'Initialization' } },
+    { type: 'progress', data: { progress: 10, current_step: 'init', completed_steps: [] } },
+    ...Array.from({ length: lines }, (_, i) => ({ type: 'log', data: { log_line: `worker line ${i + 1}\n` } })),
+    { type: 'progress', data: { progress: 90, current_step: 'synthesis', completed_steps: ['init'] } },
+    { type: 'complete', data: { status: 'completed', message: 'Build completed successfully' } },
+  ];
+}
+
+const WORKER_ENV = { WORKER_TOKEN };
+
+test('a scripted worker publishes a build over REST; a socket.io-client sees every event in order', async () => {
+  const server = await startServer({ env: WORKER_ENV });
+  const project = projectId('ingest');
+  const jobId = `ext-${Date.now()}`;
+  const socket = await connect(server.url);
+  const got = collect(socket, JOB_EVENTS);
+  const ack = await emitAck(socket, 'subscribe:job', jobId);
+  assert.equal(ack.ok, true);
+  assert.equal(ack.job, null, 'the job does not exist before its first event');
+
+  const events = workerBuild(project);
+  assert.equal((await ingest(server.url, jobId, events.slice(0, 10))).status, 200);
+  for (const e of events.slice(10)) assert.equal((await ingest(server.url, jobId, e)).status, 200);
+
+  await waitFor(() => got.some((e) => e.event === 'job:completed'), 10_000);
+  assertSeqSeries(got.map((e) => e.data.seq));
+  const logs = got.filter((e) => e.event === 'job:log').map((e) => e.data.message);
+  assert.deepEqual(logs.slice(0, 40), Array.from({ length: 40 }, (_, i) => `worker line ${i + 1}`));
+  assert.equal(logs.at(-1), 'Build completed successfully');
+  const done = got.at(-1).data;
+  assert.equal(done.status, 'completed');
+  assert.equal(done.success, true);
+  assert.equal(done.projectId, project);
+  const job = await (await fetch(`${server.url}/api/jobs/${jobId}`)).json();
+  assert.equal(job.pipeline, 'celery');
+  assert.equal(job.status, 'completed');
+});
+
+test('ingest refuses a bad token, a bad batch (recording none of it) and events after completion', async () => {
+  const server = await startServer({ env: WORKER_ENV });
+  const jobId = `ext-bad-${Date.now()}`;
+  assert.equal((await ingest(server.url, jobId, workerBuild('p'), 'wrong-token')).status, 401);
+  const noProject = await ingest(server.url, jobId, { type: 'log', data: { log_line: 'x' } });
+  assert.equal(noProject.status, 400);
+  assert.match(noProject.json.error, /projectId/);
+  const bad = await ingest(server.url, jobId, [
+    { type: 'status', data: { status: 'running' }, projectId: 'p' },
+    { type: 'log', data: { log_line: 'fine' } },
+    { type: 'progress', data: { progress: 'half' } },
+  ]);
+  assert.equal(bad.status, 400);
+  assert.match(bad.json.error, /^event 2: /);
+  assert.equal((await fetch(`${server.url}/api/jobs/${jobId}`)).status, 404, 'nothing of a rejected batch is recorded');
+  for (const body of ['not json', '[]', '{"type":"explode","data":{}}']) {
+    const res = await fetch(`${server.url}/api/jobs/${jobId}/events`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${WORKER_TOKEN}` },
+      body,
+    });
+    assert.equal(res.status, 400, body);
+    assert.ok((await res.json()).error);
+  }
+  assert.equal((await ingest(server.url, jobId, workerBuild('p', 2))).status, 200);
+  const late = await ingest(server.url, jobId, { type: 'log', data: { log_line: 'too late' } });
+  assert.equal(late.status, 409);
+});
+
+test('ingest over Redis pub/sub (job:<id>:updates) reaches socket.io clients in order', { skip: !REDIS && 'redis-server is not installed' }, async () => {
+  const redis = await startRedis();
+  const server = await startServer({ env: { REDIS_URL: redis.url } });
+  await waitFor(async () => (await (await fetch(`${server.url}/health`)).json()).redis === 'ok', 10_000);
+  const jobId = `redis-${Date.now()}`;
+  const socket = await connect(server.url);
+  const got = collect(socket, JOB_EVENTS);
+  assert.equal((await emitAck(socket, 'subscribe:job', jobId)).ok, true);
+  const events = workerBuild(projectId('redis'), 30);
+  for (const e of events) await redisCommand(redis.port, 'PUBLISH', `job:${jobId}:updates`, JSON.stringify(e));
+  // Invalid messages are counted and dropped; the subscriber keeps going.
+  await redisCommand(redis.port, 'PUBLISH', `job:${jobId}:updates`, '{"type":"nonsense"}');
+  await redisCommand(redis.port, 'PUBLISH', 'job:bad id:updates', '{}');
+  await waitFor(() => got.some((e) => e.event === 'job:completed'), 10_000);
+  assertSeqSeries(got.map((e) => e.data.seq));
+  assert.equal(got.filter((e) => e.event === 'job:log').length, 31);
+  await waitFor(async () => (await (await fetch(`${server.url}/health`)).json()).cluster.rejected_worker_messages >= 2, 5_000);
+  await redis.stop();
+});
+
+test('two nodes share one Redis: cross-node delivery, late replay, project rooms, ingest via either node', { skip: !REDIS && 'redis-server is not installed' }, async () => {
+  const redis = await startRedis();
+  const env = { REDIS_URL: redis.url, WORKER_TOKEN };
+  const [a, b] = await Promise.all([startServer({ env }), startServer({ env })]);
+  for (const n of [a, b]) await waitFor(async () => (await (await fetch(`${n.url}/health`)).json()).redis === 'ok', 10_000);
+
+  // A client on A follows a build that runs on B.
+  const project = projectId('cluster');
+  const onA = await connect(a.url);
+  const gotA = collect(onA, JOB_EVENTS);
+  const projectOnA = await connect(a.url);
+  const projA = collect(projectOnA, ['project:progress', 'project:completed']);
+  assert.equal((await emitAck(projectOnA, 'subscribe:project', project)).ok, true);
+  const created = await (
+    await fetch(`${b.url}/api/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ projectId: project, pipeline: 'burst' }) })
+  ).json();
+  const ack = await emitAck(onA, 'subscribe:job', { jobId: created.jobId, since: 0 });
+  assert.equal(ack.ok, true);
+  await waitFor(() => gotA.some((e) => e.event === 'job:completed'), 60_000);
+  const lastSeq = gotA.at(-1).data.seq;
+  assertSeqSeries(gotA.map((e) => e.data.seq), 1, lastSeq, 'client on A, job on B');
+  assert.equal(gotA.filter((e) => e.event === 'job:log').length, 3000 + 2 + 3, 'every line: 3000 burst lines, prepare and test output, 3 step lines');
+  assert.ok(projA.some((e) => e.event === 'project:completed' && e.data.jobId === created.jobId), 'project subscriber on A sees B’s job');
+
+  // A client joining late on A replays the whole job from since: 0.
+  const late = await connect(a.url);
+  const gotLate = collect(late, JOB_EVENTS);
+  const lateAck = await emitAck(late, 'subscribe:job', { jobId: created.jobId, since: 0 });
+  assert.equal(lateAck.lastSeq, lastSeq);
+  assert.equal(lateAck.recovered, true);
+  await waitFor(() => gotLate.length === lastSeq, 10_000);
+  assertSeqSeries(gotLate.map((e) => e.data.seq), 1, lastSeq, 'late replay on A');
+
+  // A job ingested via A, with its end posted to B, is seen by a project subscriber on B.
+  const extProject = projectId('ext');
+  const onB = await connect(b.url);
+  const projB = collect(onB, ['project:progress', 'project:completed']);
+  assert.equal((await emitAck(onB, 'subscribe:project', extProject)).ok, true);
+  const extId = `ext-${Date.now()}`;
+  const build = workerBuild(extProject, 5);
+  assert.equal((await ingest(a.url, extId, build.slice(0, -1))).status, 200);
+  await waitFor(async () => (await fetch(`${b.url}/api/jobs/${extId}`)).status === 200, 5_000);
+  const forwarded = await ingest(b.url, extId, build.at(-1));
+  assert.equal(forwarded.status, 202, 'B passes events of A’s job on to A');
+  await waitFor(() => projB.some((e) => e.event === 'project:completed' && e.data.jobId === extId), 10_000);
+  const seqs = projB.filter((e) => e.data.jobId === extId).map((e) => e.data.seq);
+  assert.deepEqual(seqs, [...seqs].sort((x, y) => x - y));
+
+  // Both nodes agree on the history.
+  const histA = await (await fetch(`${a.url}/api/jobs/${extId}/events?since=0`)).json();
+  const histB = await (await fetch(`${b.url}/api/jobs/${extId}/events?since=0`)).json();
+  assert.deepEqual(histA.events.map((e) => e.data), histB.events.map((e) => e.data));
+  const health = await (await fetch(`${a.url}/health`)).json();
+  assert.equal(health.status, 'ok');
+  assert.equal(health.websocket.connected_clients, 3, 'this node’s own clients');
+  // Other nodes report their count every few seconds.
+  await waitFor(async () => (await (await fetch(`${a.url}/health`)).json()).cluster.connected_clients === 4, 12_000, {
+    what: 'the cluster-wide count to include B’s client',
+  });
+  await redis.stop();
+});
+
+test('Redis killed mid-build and restarted: local clients keep receiving, health says down then ok, delivery across nodes resumes', { skip: !REDIS && 'redis-server is not installed' }, async () => {
+  const redis = await startRedis();
+  const env = { REDIS_URL: redis.url };
+  const [a, b] = await Promise.all([startServer({ env }), startServer({ env })]);
+  for (const n of [a, b]) await waitFor(async () => (await (await fetch(`${n.url}/health`)).json()).redis === 'ok', 10_000);
+  const local = await connect(b.url);
+  const remote = await connect(a.url);
+  const gotLocal = collect(local, JOB_EVENTS);
+  const gotRemote = collect(remote, JOB_EVENTS);
+  const created = await (
+    await fetch(`${b.url}/api/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ projectId: projectId('fault'), pipeline: 'slow' }) })
+  ).json();
+  for (const s of [local, remote]) assert.equal((await emitAck(s, 'subscribe:job', { jobId: created.jobId, since: 0 })).ok, true);
+  await waitFor(() => gotRemote.length > 20, 20_000);
+
+  await redis.stop();
+  await waitFor(async () => (await (await fetch(`${b.url}/health`)).json()).redis === 'down', 10_000);
+  const down = await fetch(`${b.url}/health`);
+  assert.equal(down.status, 200);
+  assert.equal((await down.json()).status, 'degraded');
+  const before = gotLocal.length;
+  await sleep(1_500);
+  assert.ok(gotLocal.length > before, 'clients of the job’s own node keep receiving while Redis is down');
+
+  await startRedis(redis.port);
+  await waitFor(async () => (await (await fetch(`${b.url}/health`)).json()).redis === 'ok', 20_000);
+  await waitFor(() => gotRemote.some((e) => e.event === 'job:completed'), 60_000);
+  await waitFor(() => gotLocal.some((e) => e.event === 'job:completed'), 10_000);
+  const last = gotLocal.at(-1).data.seq;
+  assertSeqSeries(gotLocal.map((e) => e.data.seq), 1, last, 'local client');
+  assertSeqSeries(gotRemote.map((e) => e.data.seq), 1, last, 'client on the other node, across the outage');
+});
