@@ -35,10 +35,13 @@ use tokio_util::sync::CancellationToken;
 use crate::ingest::{Ingestor, parse_event};
 use crate::job::{JobId, JobRecord, ProjectId};
 use crate::journal::{EventSink, Journal, Mirrored, Recorded};
+use crate::runner::Runner;
 use crate::wire::{EventKind, EventPayload};
 
 /// The channel every node's events go out on.
 const EVENTS: &str = "buildcast:events";
+/// The channel cancel requests for another node's jobs go out on.
+const CANCELS: &str = "buildcast:cancel";
 /// The pattern of the channels workers publish on.
 const WORKER_CHANNELS: &str = "job:*:updates";
 /// Hash of live nodes and their client counts.
@@ -98,6 +101,8 @@ pub struct Cluster {
     node: String,
     journal: Arc<Journal>,
     ingestor: Arc<Ingestor>,
+    /// To cancel this node's jobs when another node asks.
+    runner: Arc<Runner>,
     history_ttl: Duration,
     /// A command connection, made when first needed and remade after failures.
     conn: Mutex<Option<ConnectionManager>>,
@@ -138,6 +143,7 @@ impl Cluster {
         url: &str,
         journal: Arc<Journal>,
         ingestor: Arc<Ingestor>,
+        runner: Arc<Runner>,
         history_ttl: Duration,
     ) -> redis::RedisResult<Arc<Self>> {
         Ok(Arc::new(Self {
@@ -145,6 +151,7 @@ impl Cluster {
             node: journal.node().to_owned(),
             journal,
             ingestor,
+            runner,
             history_ttl,
             conn: Mutex::new(None),
             health: ClusterHealth::default(),
@@ -299,6 +306,7 @@ impl Cluster {
                             redis::RedisError::from((redis::ErrorKind::Io, "connect timed out"))
                         })??;
                 pubsub.subscribe(EVENTS).await?;
+                pubsub.subscribe(CANCELS).await?;
                 pubsub.psubscribe(WORKER_CHANNELS).await?;
                 Ok::<_, redis::RedisError>(pubsub)
             };
@@ -346,6 +354,12 @@ impl Cluster {
                 Ok(envelope) if envelope.node != self.node => self.mirror(envelope).await,
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "ignoring a malformed cluster event"),
+            }
+        } else if channel == CANCELS {
+            if let Ok(id) = JobId::parse(&text)
+                && self.journal.is_mirrored(&id) == Some(false)
+            {
+                let _ = self.runner.cancel(&id).await;
             }
         } else if let Some(id) = channel
             .strip_prefix("job:")
@@ -507,6 +521,12 @@ impl Cluster {
             }
             Err(_) => Route::Here,
         }
+    }
+
+    /// Asks the node that runs job `id` to cancel it.
+    pub async fn forward_cancel(&self, id: &JobId) -> redis::RedisResult<()> {
+        let mut conn = self.conn().await?;
+        conn.publish(CANCELS, id.as_str()).await
     }
 
     /// Passes worker messages on to the job's owner, through its worker channel.

@@ -91,6 +91,7 @@ impl Application {
                     url,
                     journal.clone(),
                     ingestor.clone(),
+                    runner.clone(),
                     config.redis_history_ttl,
                 )
                 .with_context(|| format!("invalid REDIS_URL={url:?}"))?,

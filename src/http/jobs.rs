@@ -147,6 +147,18 @@ async fn cancel(
         Err(CancelError::Finished) => {
             Err(ApiError::Conflict(format!("job {id} has already finished")))
         }
+        Err(CancelError::NotHere) => match &state.cluster {
+            Some(cluster) => {
+                cluster.forward_cancel(&id).await.map_err(|e| {
+                    ApiError::Unavailable(format!("cannot reach the job's node: {e}"))
+                })?;
+                Ok((
+                    StatusCode::ACCEPTED,
+                    Json(serde_json::json!({ "jobId": id, "status": "cancelling" })),
+                ))
+            }
+            None => Err(ApiError::Conflict(format!("job {id} runs on another node"))),
+        },
     }
 }
 

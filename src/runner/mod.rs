@@ -42,6 +42,9 @@ pub enum CancelError {
     NotFound,
     #[error("job has already finished")]
     Finished,
+    /// Another node runs it (see [`crate::cluster`]).
+    #[error("job runs on another node")]
+    NotHere,
 }
 
 /// Queues and runs builds. Cheap to share behind an `Arc`.
@@ -142,6 +145,8 @@ impl Runner {
             return Ok(());
         }
         match self.journal.job(id).await {
+            Ok(Some(job)) if job.is_finished() => Err(CancelError::Finished),
+            Ok(Some(job)) if job.node != self.journal.node() => Err(CancelError::NotHere),
             Ok(Some(_)) => Err(CancelError::Finished),
             _ => Err(CancelError::NotFound),
         }

@@ -281,3 +281,22 @@ test('Redis killed mid-build and restarted: local clients keep receiving, health
   assertSeqSeries(gotLocal.map((e) => e.data.seq), 1, last, 'local client');
   assertSeqSeries(gotRemote.map((e) => e.data.seq), 1, last, 'client on the other node, across the outage');
 });
+
+test('cancel sent to another node reaches the node that runs the job', { skip: !REDIS && 'redis-server is not installed' }, async () => {
+  const redis = await startRedis();
+  const env = { REDIS_URL: redis.url };
+  const [a, b] = await Promise.all([startServer({ env }), startServer({ env })]);
+  for (const n of [a, b]) await waitFor(async () => (await (await fetch(`${n.url}/health`)).json()).redis === 'ok', 10_000);
+  const created = await (
+    await fetch(`${b.url}/api/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ projectId: projectId('cancel'), pipeline: 'slow' }) })
+  ).json();
+  await waitFor(async () => (await (await fetch(`${a.url}/api/jobs/${created.jobId}`)).json()).status === 'building', 20_000);
+  const res = await fetch(`${a.url}/api/jobs/${created.jobId}/cancel`, { method: 'POST' });
+  assert.equal(res.status, 202);
+  for (const n of [a, b]) {
+    await waitFor(async () => (await (await fetch(`${n.url}/api/jobs/${created.jobId}`)).json()).status === 'cancelled', 10_000, {
+      what: `the job to show cancelled on ${n.url}`,
+    });
+  }
+  await redis.stop();
+});

@@ -277,7 +277,10 @@ async fn suite(cli: &Cli) -> Result<bool, String> {
         eprintln!("results written to {out}");
     }
     eprintln!("suite took {elapsed:.0} s");
-    Ok(all.iter().all(|r| r.ended.is_none() || r.idle))
+    // Exit 1 when a run lost, duplicated or reordered lines, or was cut short.
+    Ok(all
+        .iter()
+        .all(|r| r.ended.is_none() && (r.idle || r.is_clean())))
 }
 
 async fn run_one(cli: &Cli) -> Result<bool, String> {
