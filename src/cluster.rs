@@ -623,9 +623,7 @@ struct Publisher {
 
 impl EventSink for Publisher {
     fn deliver(&self, job: &JobRecord, event: &Arc<Recorded>) {
-        let Ok(payload) = serde_json::value::to_raw_value(&event.payload) else {
-            return;
-        };
+        let payload = event.json.clone();
         let envelope = Envelope {
             node: job.node.clone(),
             job_id: job.id.clone(),

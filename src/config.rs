@@ -141,6 +141,9 @@ pub struct WebsocketConfig {
     /// `WEBSOCKET_MAX_BUFFER_SIZE`: packets queued per socket before it counts as lagging.
     /// A lagging socket is never silently skipped: it is caught up from history.
     pub max_buffer_size: usize,
+    /// `WEBSOCKET_READ_BUFFER_SIZE`: bytes of read buffer per WebSocket connection;
+    /// clients send little, so a small buffer saves memory per idle connection.
+    pub ws_read_buffer_size: usize,
 }
 
 /// The origins CORS lets through.
@@ -244,6 +247,7 @@ impl Config {
                 ping_timeout: env.millis("WEBSOCKET_PING_TIMEOUT_MS", "20000")?,
                 max_payload: env.positive("WEBSOCKET_MAX_PAYLOAD", "1000000")?,
                 max_buffer_size: env.positive("WEBSOCKET_MAX_BUFFER_SIZE", "1024")?,
+                ws_read_buffer_size: env.positive("WEBSOCKET_READ_BUFFER_SIZE", "4096")?,
             },
             cors: env.parse_with("WEBSOCKET_CORS_ORIGIN", "*", parse_origins)?,
             max_concurrent_jobs: env.positive("MAX_CONCURRENT_JOBS", "2")?,

@@ -36,13 +36,15 @@ const FINISHED_LINGER: Duration = Duration::from_secs(30);
 /// One recorded event, as numbered and delivered.
 #[derive(Debug)]
 pub struct Recorded {
+    pub seq: u64,
     pub kind: EventKind,
-    pub payload: EventPayload,
+    /// The payload, serialized once: every socket and the store get these bytes.
+    pub json: Box<serde_json::value::RawValue>,
 }
 
 impl Recorded {
     pub fn seq(&self) -> u64 {
-        self.payload.seq()
+        self.seq
     }
 }
 
@@ -375,7 +377,12 @@ impl Journal {
         let kind = payload.kind();
         let json = serde_json::to_string(&payload).expect("event payloads serialize");
         let bytes = json.len() as u64;
-        let recorded = Arc::new(Recorded { kind, payload });
+        let recorded = Arc::new(Recorded {
+            seq,
+            kind,
+            json: serde_json::value::RawValue::from_string(json.clone())
+                .expect("serialized JSON is valid"),
+        });
 
         self.writer.send(WriteOp::PutEvent {
             job_id: id.clone(),

@@ -247,6 +247,7 @@ fn socket_io(state: &AppState) -> (SocketIoLayer, SocketIo) {
         .ping_timeout(ws.ping_timeout)
         .max_payload(ws.max_payload)
         .max_buffer_size(ws.max_buffer_size)
+        .ws_read_buffer_size(ws.ws_read_buffer_size)
         .with_state(state.clone())
         .build_layer()
 }

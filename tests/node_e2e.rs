@@ -1,7 +1,8 @@
-//! Runs the Node end-to-end suites in `tests/e2e/` (the real npm `socket.io-client`
-//! 4.x and 2.x against this build's binary) as part of `cargo test`.
+//! Runs the Node end-to-end suites as part of `cargo test`, against this build's
+//! binary: `tests/e2e/` (the real npm `socket.io-client` 4.x and 2.x) and
+//! `tests/browser/` (the dashboard in headless Chromium, driven by playwright-core).
 //!
-//! Installs the suites' npm dependencies from their lock file first if they are
+//! Installs a suite's npm dependencies from its lock file first if they are
 //! missing, so `cargo test` alone runs every test on a fresh clone with Node.js.
 
 use std::path::Path;

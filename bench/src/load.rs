@@ -112,7 +112,10 @@ pub fn spawn(
     id: usize,
     job: String,
     transport: Transport,
-) -> (JoinHandle<ClientResult>, oneshot::Receiver<Result<(), String>>) {
+) -> (
+    JoinHandle<ClientResult>,
+    oneshot::Receiver<Result<(), String>>,
+) {
     let (tx, rx) = oneshot::channel();
     let handle = tokio::spawn(async move {
         let mut stop = shared.stop_tx.subscribe();
@@ -247,7 +250,9 @@ impl Client {
             return;
         }
         {
-            let mut h = self.shared.hists[self.id % SHARDS].lock().expect("histogram");
+            let mut h = self.shared.hists[self.id % SHARDS]
+                .lock()
+                .expect("histogram");
             for &l in &self.lat {
                 h.record(l);
             }
@@ -302,7 +307,9 @@ impl Client {
         let mut now = now_ns();
         loop {
             let mut pos = 0;
-            while let Some(h) = ws::header(&buf[pos..]).map_err(|e| format!("frame of {} bytes", e.0))? {
+            while let Some(h) =
+                ws::header(&buf[pos..]).map_err(|e| format!("frame of {} bytes", e.0))?
+            {
                 if buf.len() - pos < h.frame_len() {
                     break;
                 }
@@ -311,7 +318,9 @@ impl Client {
                     ws::unmask(payload, k);
                 }
                 match h.opcode {
-                    ws::OP_TEXT | ws::OP_BINARY if h.fin => self.on_packet(payload, now, &mut out)?,
+                    ws::OP_TEXT | ws::OP_BINARY if h.fin => {
+                        self.on_packet(payload, now, &mut out)?
+                    }
                     ws::OP_TEXT | ws::OP_BINARY => {
                         fragments.clear();
                         fragments.extend_from_slice(payload);
@@ -328,10 +337,13 @@ impl Client {
                         ws::encode(ws::OP_PONG, payload, Some(mask), &mut wbuf);
                     }
                     ws::OP_CLOSE => {
-                        let code = (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+                        let code = (payload.len() >= 2)
+                            .then(|| u16::from_be_bytes([payload[0], payload[1]]));
                         let reason = String::from_utf8_lossy(payload.get(2..).unwrap_or_default());
                         return Err(match code {
-                            Some(code) => format!("the server closed the WebSocket ({code} {reason})"),
+                            Some(code) => {
+                                format!("the server closed the WebSocket ({code} {reason})")
+                            }
                             None => "the server closed the WebSocket".into(),
                         });
                     }

@@ -100,7 +100,11 @@ pub struct Scenario {
 impl Scenario {
     pub fn describe(&self) -> String {
         if self.idle_hold.is_some() {
-            return format!("{} idle subscribed clients ({})", self.clients, self.mix.label());
+            return format!(
+                "{} idle subscribed clients ({})",
+                self.clients,
+                self.mix.label()
+            );
         }
         let rate = if self.rate == 0 {
             "as fast as possible".to_string()
@@ -112,7 +116,11 @@ impl Scenario {
         } else {
             format!("{} clients", self.clients)
         };
-        format!("{jobs} ({}), {} lines per job, {rate}", self.mix.label(), self.lines)
+        format!(
+            "{jobs} ({}), {} lines per job, {rate}",
+            self.mix.label(),
+            self.lines
+        )
     }
 }
 
@@ -284,7 +292,9 @@ fn shell_quote(p: &Path) -> String {
 }
 
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 struct Running {
@@ -346,7 +356,10 @@ fn start_server(
         .env("HOST", "127.0.0.1")
         .env("PORT", port.to_string())
         .env("WEBSOCKET_PATH", "/ws")
-        .env("WEBSOCKET_PING_INTERVAL_MS", opts.ping_interval_ms.to_string())
+        .env(
+            "WEBSOCKET_PING_INTERVAL_MS",
+            opts.ping_interval_ms.to_string(),
+        )
         .env("WEBSOCKET_PING_TIMEOUT_MS", "20000")
         .current_dir(dir)
         .stdin(Stdio::null())
@@ -392,7 +405,10 @@ async fn wait_ready(srv: &mut Running, addr: SocketAddr) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(status) = srv.exited() {
-            return Err(format!("server exited ({status}) before it was ready:\n{}", srv.log_tail()));
+            return Err(format!(
+                "server exited ({status}) before it was ready:\n{}",
+                srv.log_tail()
+            ));
         }
         if let Ok((200, _)) = load::http_once(addr, "GET", "/health", None).await {
             return Ok(());
@@ -409,7 +425,12 @@ fn ms(ns: u64) -> f64 {
 }
 
 /// Runs `scenario` once against `server`.
-pub async fn run_once(server: Server, scenario: &Scenario, paths: &Paths, opts: &Options) -> RunResult {
+pub async fn run_once(
+    server: Server,
+    scenario: &Scenario,
+    paths: &Paths,
+    opts: &Options,
+) -> RunResult {
     let dir = std::env::temp_dir().join(format!(
         "buildcast-bench-{}-{}",
         std::process::id(),
@@ -458,7 +479,6 @@ async fn measure(
     let port = free_port().map_err(|e| format!("free port: {e}"))?;
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let mut srv = start_server(server, paths, opts, dir, port, sc.jobs, &line_command)?;
-    let pid = srv.pid;
     let result = drive(server, sc, opts, &go, addr, &mut srv, r).await;
     // Let any line source still waiting go, then stop the server.
     let _ = std::fs::write(&go, b"");
@@ -466,7 +486,6 @@ async fn measure(
         eprintln!("--- server log ---\n{}", srv.log_tail());
     }
     srv.stop().await;
-    let _ = pid;
     result
 }
 
@@ -495,7 +514,12 @@ async fn drive(
         .await?;
         let id = scan::str_after(&body, b"\"jobId\":\"")
             .filter(|_| status == 201)
-            .ok_or_else(|| format!("POST /api/jobs: {status} {}", String::from_utf8_lossy(&body)))?;
+            .ok_or_else(|| {
+                format!(
+                    "POST /api/jobs: {status} {}",
+                    String::from_utf8_lossy(&body)
+                )
+            })?;
         jobs.push(String::from_utf8_lossy(id).into_owned());
     }
 
@@ -522,12 +546,16 @@ async fn drive(
                 }
                 Ok(Err(_)) | Err(_) => {
                     failed += 1;
-                    r.first_error.get_or_insert("not subscribed within 60 s".into());
+                    r.first_error
+                        .get_or_insert("not subscribed within 60 s".into());
                 }
             }
         }
         if let Some(status) = srv.exited() {
-            return Err(format!("server exited ({status}) while clients connected:\n{}", srv.log_tail()));
+            return Err(format!(
+                "server exited ({status}) while clients connected:\n{}",
+                srv.log_tail()
+            ));
         }
     }
     r.connect_s = t_connect.elapsed().as_secs_f64();
@@ -537,7 +565,10 @@ async fn drive(
     if opts.verbose {
         eprintln!(
             "  {} {}: {subscribed}/{} clients subscribed in {:.1} s",
-            sc.name, server.name(), sc.clients, r.connect_s
+            sc.name,
+            server.name(),
+            sc.clients,
+            r.connect_s
         );
     }
 
@@ -576,14 +607,14 @@ async fn drive(
             }
             let past_emit = started.elapsed().saturating_sub(emit);
             if past_emit > Duration::from_secs(2) && last_change.elapsed() > opts.stall {
-                r.ended = Some(format!(
-                    "stalled: no line for {} s",
-                    opts.stall.as_secs()
-                ));
+                r.ended = Some(format!("stalled: no line for {} s", opts.stall.as_secs()));
                 break;
             }
             if past_emit > opts.max_wait {
-                r.ended = Some(format!("gave up {} s after the source finished", opts.max_wait.as_secs()));
+                r.ended = Some(format!(
+                    "gave up {} s after the source finished",
+                    opts.max_wait.as_secs()
+                ));
                 break;
             }
             if let Some(status) = srv.exited() {
@@ -610,7 +641,8 @@ async fn drive(
             results.push(res);
         }
     }
-    r.failed_clients = sc.clients - results.len() + results.iter().filter(|c| c.error.is_some()).count();
+    r.failed_clients =
+        sc.clients - results.len() + results.iter().filter(|c| c.error.is_some()).count();
     if r.first_error.is_none() {
         r.first_error = results.iter().find_map(|c| c.error.clone());
     }
@@ -680,7 +712,9 @@ pub fn combine(runs: &[RunResult]) -> RunResult {
         peak_rss_kib: m(|r| r.peak_rss_kib as f64) as u64,
         rss_per_conn_kib: m(|r| r.rss_per_conn_kib),
         loadgen_cpu_s: m(|r| r.loadgen_cpu_s),
-        lagged: first.lagged.map(|_| runs.iter().filter_map(|r| r.lagged).sum()),
+        lagged: first
+            .lagged
+            .map(|_| runs.iter().filter_map(|r| r.lagged).sum()),
         ended: runs.iter().find_map(|r| r.ended.clone()),
         idle: first.idle,
     }
@@ -705,7 +739,10 @@ pub fn table(scenarios: &[Scenario], rows: &[RunResult]) -> String {
     t.push_str("| scenario | server | clients | delivered | msgs/s | p50 ms | p99 ms | max ms | lost/dup/ooo | server CPU s | CPU µs/msg | peak RSS MiB | RSS/conn KiB | loadgen CPU s |\n");
     t.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
     for sc in scenarios {
-        let of = |server: &str| rows.iter().find(|r| r.scenario == sc.name && r.server == server);
+        let of = |server: &str| {
+            rows.iter()
+                .find(|r| r.scenario == sc.name && r.server == server)
+        };
         let label = if sc.repeat > 1 {
             format!("{} (median of {})", sc.name, sc.repeat)
         } else {
@@ -748,7 +785,13 @@ pub fn table(scenarios: &[Scenario], rows: &[RunResult]) -> String {
         let Some(b) = of("buildcast") else { continue };
         for other in ["node", "raw"] {
             let Some(o) = of(other) else { continue };
-            let latency = |a: f64, b: f64| if sc.idle_hold.is_some() { "—".into() } else { ratio(a, b) };
+            let latency = |a: f64, b: f64| {
+                if sc.idle_hold.is_some() {
+                    "—".into()
+                } else {
+                    ratio(a, b)
+                }
+            };
             let _ = writeln!(
                 t,
                 "| {label} | *buildcast/{other}* | | | {} | {} | {} | {} | | {} | {} | {} | {} | |",

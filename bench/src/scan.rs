@@ -7,9 +7,10 @@ pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     let (&first, rest) = needle.split_first()?;
     let mut from = 0;
     while from + needle.len() <= hay.len() {
-        let i = from + hay[from..=hay.len() - needle.len()]
-            .iter()
-            .position(|&b| b == first)?;
+        let i = from
+            + hay[from..=hay.len() - needle.len()]
+                .iter()
+                .position(|&b| b == first)?;
         if &hay[i + 1..i + needle.len()] == rest {
             return Some(i);
         }
@@ -126,9 +127,7 @@ pub fn job_event(p: &[u8]) -> Option<JobEvent> {
         seq: u64_after_last(p, b"\"seq\":"),
         ..JobEvent::default()
     };
-    if is_log
-        && let Some(at) = find(p, b"\"message\":\"t=")
-    {
+    if is_log && let Some(at) = find(p, b"\"message\":\"t=") {
         let rest = &p[at + b"\"message\":\"t=".len()..];
         if let Some((t, len)) = leading_u64(rest) {
             ev.t_ns = Some(t);
@@ -151,7 +150,10 @@ mod tests {
         assert_eq!(find(b"abc", b"abcd"), None);
         assert_eq!(find(b"aab", b"ab"), Some(1));
         assert_eq!(rfind(b"abcabc", b"bc"), Some(4));
-        assert_eq!(str_after(br#"0{"sid":"xY-1","upgrades":[]}"#, br#""sid":""#), Some(&b"xY-1"[..]));
+        assert_eq!(
+            str_after(br#"0{"sid":"xY-1","upgrades":[]}"#, br#""sid":""#),
+            Some(&b"xY-1"[..])
+        );
     }
 
     #[test]
@@ -192,7 +194,8 @@ mod tests {
         assert_eq!(ev.n, None);
         assert_eq!(job_event(br#"42["project:progress",{"seq":3}]"#), None);
         // A log line that is not from the line source.
-        let p = br#"42["job:log",{"jobId":"j","stream":"system","message":"step started","seq":9}]"#;
+        let p =
+            br#"42["job:log",{"jobId":"j","stream":"system","message":"step started","seq":9}]"#;
         assert_eq!(
             job_event(p),
             Some(JobEvent {

@@ -97,7 +97,9 @@ pub fn json_string(s: &str, out: &mut Vec<u8>) {
             '\n' => out.extend_from_slice(b"\\n"),
             '\r' => out.extend_from_slice(b"\\r"),
             '\t' => out.extend_from_slice(b"\\t"),
-            c if (c as u32) < 0x20 => out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes()),
+            c if (c as u32) < 0x20 => {
+                out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes())
+            }
             c => {
                 let mut b = [0; 4];
                 out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
@@ -137,7 +139,10 @@ mod tests {
             iso8601_millis(1_732_184_130_123_456_789),
             "2024-11-21T10:15:30.123Z"
         );
-        assert_eq!(iso8601_millis(951_782_400_000_000_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(
+            iso8601_millis(951_782_400_000_000_000),
+            "2000-02-29T00:00:00.000Z"
+        );
     }
 
     #[test]

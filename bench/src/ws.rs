@@ -73,7 +73,10 @@ pub fn header(buf: &[u8]) -> Result<Option<Header>, TooLarge> {
             if buf.len() < 10 {
                 return Ok(None);
             }
-            (u64::from_be_bytes(buf[2..10].try_into().expect("8 bytes")), 10)
+            (
+                u64::from_be_bytes(buf[2..10].try_into().expect("8 bytes")),
+                10,
+            )
         }
         n => (u64::from(n), 2),
     };

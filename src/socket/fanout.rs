@@ -82,7 +82,7 @@ impl EventSink for Fanout {
             return;
         };
         for socket in self.io.to(project_room(&job.project_id)).sockets() {
-            if let Err(e) = socket.emit(name, &event.payload)
+            if let Err(e) = socket.emit(name, &*event.json)
                 && matches!(
                     e,
                     socketioxide::SendError::Socket(socketioxide::SocketError::InternalChannelFull)

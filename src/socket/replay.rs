@@ -22,7 +22,6 @@ use super::{job_room, session};
 use crate::job::{JobId, JobRecord};
 use crate::journal::{Journal, Recorded, blocking};
 use crate::store::StoreError;
-use crate::wire::EventPayload;
 
 /// Events read from the store per round trip.
 const PAGE: usize = 1000;
@@ -223,11 +222,11 @@ async fn replay_stored(
                 return Ok((since, gap));
             }
             gap |= stored.seq != since + 1;
-            let payload = EventPayload::from_json(stored.kind, &stored.payload)
-                .map_err(|e| StoreError::Corrupt(format!("event {}: {e}", stored.seq)))?;
             let event = Recorded {
+                seq: stored.seq,
                 kind: stored.kind,
-                payload,
+                json: serde_json::value::RawValue::from_string(stored.payload)
+                    .map_err(|e| StoreError::Corrupt(format!("event {}: {e}", stored.seq)))?,
             };
             emit_paced(socket, &event).await?;
             since = stored.seq;
@@ -245,7 +244,7 @@ pub(super) enum Emit {
 
 /// Emits a job event to one socket.
 pub(super) fn emit(socket: &SocketRef, event: &Recorded) -> Result<(), Emit> {
-    match socket.emit(event.kind.job_event(), &event.payload) {
+    match socket.emit(event.kind.job_event(), &*event.json) {
         Ok(()) => Ok(()),
         Err(SendError::Socket(SocketError::InternalChannelFull)) => Err(Emit::Full),
         Err(SendError::Socket(SocketError::Closed)) => Err(Emit::Closed),

@@ -98,7 +98,7 @@ async function indicatorText(page) {
 }
 
 test('start a build from the form and follow it to completion', async () => {
-  const page = await newPage(browser, server);
+  const page = await newPage(browser, server, { viewport: { width: 1360, height: 1020 } });
   const seeded = await createJob(server, 'web-shop', 'broken');
   await page.goto(`${server.url}/`);
   await page.waitForSelector('#connection[data-state="live"]');
@@ -201,7 +201,7 @@ test('start a build from the form and follow it to completion', async () => {
 test('a failing build shows failed and its error line', async () => {
   const page = await newPage(browser, server);
   const jobId = await createJob(server, 'api', 'broken');
-  await page.goto(`${server.url}/jobs/${jobId}`);
+  await page.goto(`${server.url}/#/jobs/${jobId}`); // the hash form of the route
   await waitStatus(page, 'failed');
   assert.match(await page.textContent('#job-error'), /The build step exited with code 2/);
   const errorLine = "error[E0425]: cannot find value 'x' in this scope";
@@ -214,6 +214,51 @@ test('a failing build shows failed and its error line', async () => {
   assert.match(await page.getAttribute('#phases li[data-phase="completed"]', 'class'), /\bpending\b/);
   assert.equal(await page.isVisible('#cancel-button'), false);
   await page.screenshot({ path: screenshotPath('build-failed.png') });
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
+
+test('auto-scroll pauses when scrolled up, resumes at the bottom; the cancel button cancels', async () => {
+  const page = await newPage(browser, server, { viewport: { width: 1200, height: 800 } });
+  const jobId = await createJob(server, 'web-shop', 'slow');
+  await page.goto(`${server.url}/jobs/${jobId}`);
+  const viewport = '.log-viewport';
+  const scroll = () =>
+    page.$eval(viewport, (v) => ({ top: v.scrollTop, bottomGap: v.scrollHeight - v.clientHeight - v.scrollTop }));
+  await waitFor(async () => (await jobState(page)).lines >= 80, { what: '80 lines' });
+  await waitFor(async () => (await scroll()).bottomGap <= 1, { what: 'the view to follow the end' });
+  assert.equal(await page.isVisible('#jump-latest'), false);
+
+  // Scroll up with the mouse wheel: following stops and stays stopped.
+  await page.hover(viewport);
+  await page.mouse.wheel(0, -400);
+  await page.waitForSelector('#jump-latest', { state: 'visible' });
+  const paused = await scroll();
+  const linesThen = (await jobState(page)).lines;
+  await waitFor(async () => (await jobState(page)).lines >= linesThen + 40, { what: '40 more lines' });
+  const later = await scroll();
+  assert.ok(Math.abs(later.top - paused.top) <= 1, `the view stayed where the user left it (${paused.top} -> ${later.top})`);
+  assert.ok(later.bottomGap > 500, 'new lines were added below');
+  assert.equal(await page.textContent('#follow-button'), 'Follow');
+
+  // Scrolling back to the bottom resumes following.
+  await page.$eval(viewport, (v) => {
+    v.scrollTop = v.scrollHeight;
+  });
+  await page.waitForSelector('#jump-latest', { state: 'hidden' });
+  const linesNow = (await jobState(page)).lines;
+  await waitFor(async () => (await jobState(page)).lines >= linesNow + 20, { what: '20 more lines' });
+  await waitFor(async () => (await scroll()).bottomGap <= 1, { what: 'the view to follow again' });
+  assert.equal(await page.textContent('#follow-button'), 'Following');
+
+  // Cancel from the page.
+  await page.click('#cancel-button');
+  await waitStatus(page, 'cancelled');
+  assert.equal(await page.isVisible('#cancel-button'), false);
+  const lines = await pageLines(page);
+  assert.ok(lines.some((l) => l.stream === 'system' && /^Cancelled during the build step/.test(l.text)), 'says it was cancelled');
+  assert.match(await page.getAttribute('#phases li[data-phase="building"]', 'class'), /\bcancelled\b/);
+  assert.deepEqual(lines, await historyLines(server, jobId));
   assert.deepEqual(page.errors, []);
   await page.context().close();
 });

@@ -167,3 +167,18 @@ test('feed: a subscription given up before its ack keeps what it delivered', () 
   assert.deepEqual(f.log.lines().map((l) => l.seq), [1, 2, 3, 4, 5, 6, 7, 8]);
   assert.equal(f.stats.gaps, 0);
 });
+
+test('model: a step the pipeline lacks is reported as skipped', () => {
+  const m = new JobLog('j');
+  for (const [n, d] of [
+    progress(1, 'queued', 0),
+    progress(2, 'preparing', 10),
+    log(3, 'Running the prepare step', 'system'),
+    progress(4, 'installing', 30),
+    progress(5, 'building', 50),
+  ]) m.apply(n, d);
+  assert.equal(m.sectionSkipped(1), false);
+  assert.equal(m.sectionSkipped(2), true, 'install has no script');
+  assert.equal(m.sectionSkipped(3), false, 'still running, not yet known');
+  assert.deepEqual([...m.skippedPhases()], ['installing']);
+});

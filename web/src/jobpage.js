@@ -48,6 +48,7 @@ export class JobPage {
     );
     this.disposers.push(this.conn.onConnect(() => this.subscribe()));
     this.loadMeta();
+    this.fallback = setTimeout(() => this.loadWithoutSocket(), 3000);
     this.ticker = setInterval(() => this.tick(), 1000);
     this.onKey = (e) => {
       if ((e.ctrlKey || e.metaKey) && e.key === 'f') {
@@ -64,6 +65,7 @@ export class JobPage {
   destroy() {
     this.destroyed = true;
     clearInterval(this.ticker);
+    clearTimeout(this.fallback);
     cancelAnimationFrame(this.frame);
     clearTimeout(this.timer);
     document.removeEventListener('keydown', this.onKey);
@@ -113,7 +115,13 @@ export class JobPage {
       const view = await api(base);
       if (this.destroyed || mine !== this.subscription) return;
       this.meta = view;
-      if (feed.epoch && view.epoch !== feed.epoch) return; // the socket's replay rebuilds
+      if (feed.epoch && view.epoch !== feed.epoch) {
+        // The server's history of this job is not the one this page holds.
+        feed.abandon();
+        feed.restart();
+        feed.epoch = view.epoch;
+        this.showNotice('The log was reloaded from the start: the server has a new history of this job.', 'info');
+      }
       if (view.lastSeq - feed.lastSeq < CATCH_UP_MIN) return;
       this.stats.catchUps += 1;
       for (;;) {
@@ -150,6 +158,28 @@ export class JobPage {
       this.stats.resyncs += 1;
       this.conn.emit('unsubscribe:job', this.jobId);
       this.subscribe();
+    }
+  }
+
+  /**
+   * Without a socket (no connection within a few seconds, or none at all), the
+   * recorded log is still shown, read through REST once.
+   */
+  async loadWithoutSocket() {
+    if (this.destroyed || this.conn.socket.connected) return;
+    const feed = this.feed;
+    const base = `/api/jobs/${encodeURIComponent(this.jobId)}/events`;
+    try {
+      for (;;) {
+        const page = await api(`${base}?since=${feed.lastSeq}&limit=${CATCH_UP_PAGE}`);
+        if (this.destroyed || this.conn.socket.connected || (feed.epoch && page.epoch !== feed.epoch)) return;
+        feed.epoch = page.epoch;
+        for (const e of page.events) feed.receive(e.event, e.data);
+        this.schedule();
+        if (!page.events.length || page.nextSince >= page.lastSeq) return;
+      }
+    } catch {
+      // shown by the header (not found, authentication)
     }
   }
 
@@ -358,20 +388,21 @@ export class JobPage {
     const failedPhase = status === 'failed' || status === 'cancelled' ? (log.error?.phase ?? phase) : null;
     const at = PHASES.indexOf(failedPhase ?? phase);
     const durations = log.phaseDurations();
+    const skipped = log.skippedPhases();
     PHASES.forEach((p, idx) => {
       const { li, dur } = this.steps.get(p);
       let cls;
       if (failedPhase) cls = idx < at ? 'done' : idx === at ? (status === 'failed' ? 'failed' : 'cancelled') : 'pending';
       else if (status === 'completed') cls = idx === PHASES.length - 1 ? 'done current' : 'done';
       else cls = idx < at ? 'done' : idx === at ? 'current' : 'pending';
-      const full = `phase ${cls}`;
+      const full = `phase ${cls}${skipped.has(p) ? ' skipped' : ''}`;
       if (li.className !== full) {
         li.className = full;
         if (cls.includes('current') || cls === 'failed') li.setAttribute('aria-current', 'step');
         else li.removeAttribute('aria-current');
       }
       const d = durations[p];
-      dur.textContent = d === undefined || p === 'completed' ? '' : formatDuration(d);
+      dur.textContent = skipped.has(p) ? 'skipped' : d === undefined || p === 'completed' ? '' : formatDuration(d);
     });
 
     // error and artifacts
@@ -433,6 +464,7 @@ export class JobPage {
     this.followButton.classList.toggle('active', v.follow);
     this.followButton.title = v.follow ? 'The log scrolls to new lines; scroll up to pause' : 'Scroll to the end and follow new lines';
     this.jumpButton.hidden = v.follow;
+    this.jumpButton.textContent = this.feed.log.finished ? '↓ Jump to the end' : '↓ Follow log';
   }
 
   async cancel() {

@@ -10,6 +10,7 @@ export const PHASES = ['queued', 'preparing', 'installing', 'building', 'complet
 export const FINISHED = new Set(['completed', 'failed', 'cancelled']);
 export const STREAM_NAMES = ['stdout', 'stderr', 'system'];
 const STREAM_CODE = { stdout: 0, stderr: 1, system: 2 };
+const STEP_PHASES = new Set(['preparing', 'installing', 'building']);
 
 export class JobLog {
   constructor(jobId) {
@@ -131,6 +132,28 @@ export class JobLog {
     const sec = this.sections[s];
     const end = sec.end ?? (this.finished ? (this.finishedAt ?? sec.start) : now);
     return Math.max(0, end - sec.start);
+  }
+
+  /**
+   * Whether a section is a step the pipeline does not have: the server reports
+   * its progress and moves on; a step that runs logs "Running the <step> step".
+   */
+  sectionSkipped(s) {
+    const sec = this.sections[s];
+    return sec.count === 0 && STEP_PHASES.has(sec.phase) && (sec.end !== null || this.finished);
+  }
+
+  /** Phases whose every step was skipped. */
+  skippedPhases() {
+    const ran = new Set();
+    const seen = new Set();
+    for (let s = 0; s < this.sections.length; s++) {
+      const p = this.sections[s].phase;
+      if (!STEP_PHASES.has(p)) continue;
+      seen.add(p);
+      if (!this.sectionSkipped(s)) ran.add(p);
+    }
+    return new Set([...seen].filter((p) => !ran.has(p)));
   }
 
   /** Time spent in each phase: { phase: ms }. */

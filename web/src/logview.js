@@ -170,11 +170,13 @@ export class LogView {
     }
   }
 
+  /** Collapses or expands every section, and shows the log from its start. */
   setAllCollapsed(collapse) {
     this.collapsed = new Set(collapse ? this.log.sections.map((_, s) => s) : []);
-    if (collapse) this.follow = false;
+    this.follow = false;
     this.rebuildRows();
-    if (collapse) this.setScrollTop(0);
+    this.setScrollTop(0);
+    this.lastTop = 0;
     this.onChange();
   }
 
@@ -327,9 +329,11 @@ export class LogView {
     else if (sec.cancelled) cls += ' cancelled';
     else if (running) cls += ' running';
     else cls += ' done';
-    const lines = sec.count === 0 ? 'no output' : sec.count === 1 ? '1 line' : `${sec.count.toLocaleString('en-US')} lines`;
+    const skipped = log.sectionSkipped(s);
+    if (skipped) cls += ' skipped';
+    const lines = skipped ? 'not in this pipeline' : sec.count === 0 ? 'no output' : sec.count === 1 ? '1 line' : `${sec.count.toLocaleString('en-US')} lines`;
     const phase = sec.phase ? `<span class="ph ph-${sec.phase}">${sec.phase}</span>` : '';
-    return `<div class="${cls}" data-s="${s}" title="Click to ${this.collapsed.has(s) ? 'expand' : 'collapse'}"><span class="chev"></span><span class="st"></span>${phase}<span class="ti">${escapeHtml(sec.title)}</span><span class="meta">${lines}</span><span class="dur">${formatDuration(log.sectionDuration(s, now))}</span></div>`;
+    return `<div class="${cls}" data-s="${s}" title="Click to ${this.collapsed.has(s) ? 'expand' : 'collapse'}"><span class="chev"></span><span class="st"></span>${phase}<span class="ti">${escapeHtml(sec.title)}</span><span class="meta">${lines}</span><span class="dur">${skipped ? '' : formatDuration(log.sectionDuration(s, now))}</span></div>`;
   }
 }
 

@@ -84,7 +84,11 @@ impl Cli {
                 "BUILDCAST_BIN",
                 manifest.join("../target/release/buildcast"),
             ),
-            node_dir: path("--node-dir", "BENCH_NODE_DIR", manifest.join("reference-node")),
+            node_dir: path(
+                "--node-dir",
+                "BENCH_NODE_DIR",
+                manifest.join("reference-node"),
+            ),
             raw: path("--raw", "BENCH_RAW_BIN", exe_dir.join("raw-floor")),
             linegen: path("--linegen", "BENCH_LINEGEN_BIN", exe_dir.join("linegen")),
         }
@@ -112,11 +116,23 @@ fn check_paths(p: &Paths, servers: &[Server]) -> Result<(), String> {
             Err(format!("{what} not found at {} ({hint})", path.display()))
         }
     };
-    need(&p.linegen, "linegen", "cargo build --release --manifest-path bench/Cargo.toml")?;
+    need(
+        &p.linegen,
+        "linegen",
+        "cargo build --release --manifest-path bench/Cargo.toml",
+    )?;
     for s in servers {
         match s {
-            Server::Buildcast => need(&p.buildcast, "buildcast", "cargo build --release, or --buildcast PATH")?,
-            Server::Raw => need(&p.raw, "raw-floor", "cargo build --release --manifest-path bench/Cargo.toml")?,
+            Server::Buildcast => need(
+                &p.buildcast,
+                "buildcast",
+                "cargo build --release, or --buildcast PATH",
+            )?,
+            Server::Raw => need(
+                &p.raw,
+                "raw-floor",
+                "cargo build --release --manifest-path bench/Cargo.toml",
+            )?,
             Server::Node => need(
                 &p.node_dir.join("node_modules/socket.io"),
                 "the reference server's socket.io",
@@ -140,7 +156,9 @@ fn scenario_from_flags(cli: &Cli) -> Result<Scenario, String> {
         return run::suite(scale, 1)
             .into_iter()
             .find(|s| s.name == name)
-            .ok_or(format!("unknown scenario {name} (bench scenarios lists them)"));
+            .ok_or(format!(
+                "unknown scenario {name} (bench scenarios lists them)"
+            ));
     }
     let clients = cli.num("--clients", 50usize)?;
     let jobs = cli.num("--jobs", 1usize)?.clamp(1, clients.max(1));
@@ -149,7 +167,11 @@ fn scenario_from_flags(cli: &Cli) -> Result<Scenario, String> {
         name: cli.get("--name").unwrap_or("custom").into(),
         clients,
         jobs,
-        lines: if idle > 0 { 0 } else { cli.num("--lines", 100)? },
+        lines: if idle > 0 {
+            0
+        } else {
+            cli.num("--lines", 100)?
+        },
         rate: cli.num("--rate", 20)?,
         mix: Mix::parse(cli.get("--transport").unwrap_or("ws"))?,
         idle_hold: (idle > 0).then(|| Duration::from_secs(idle)),
@@ -161,7 +183,10 @@ fn scenario_from_flags(cli: &Cli) -> Result<Scenario, String> {
 /// the temp dir as `$TMPDIR`.
 fn scrub(s: &str) -> String {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let repo = repo.parent().map(|p| p.display().to_string()).unwrap_or_default();
+    let repo = repo
+        .parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
     let tmp = std::env::temp_dir().display().to_string();
     let mut s = s.to_owned();
     if repo.len() > 1 {
@@ -174,17 +199,30 @@ fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
-        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split(':').nth(1)))
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .and_then(|r| r.split(':').nth(1))
+        })
         .unwrap_or("?")
         .trim()
         .to_string();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let mem = sys::proc_status_kib(std::process::id(), "VmRSS").map(|_| ()).and_then(|()| {
-        std::fs::read_to_string("/proc/meminfo").ok()?.lines().find_map(|l| {
-            let kib: u64 = l.strip_prefix("MemTotal:")?.split_whitespace().next()?.parse().ok()?;
-            Some(kib / 1024 / 1024)
-        })
-    });
+    let mem = sys::proc_status_kib(std::process::id(), "VmRSS")
+        .map(|_| ())
+        .and_then(|()| {
+            std::fs::read_to_string("/proc/meminfo")
+                .ok()?
+                .lines()
+                .find_map(|l| {
+                    let kib: u64 = l
+                        .strip_prefix("MemTotal:")?
+                        .split_whitespace()
+                        .next()?
+                        .parse()
+                        .ok()?;
+                    Some(kib / 1024 / 1024)
+                })
+        });
     format!("{cores} cores ({model}), {} GiB", mem.unwrap_or(0))
 }
 

@@ -49,7 +49,9 @@ fn main() {
     let args = match parse() {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("linegen: {e}\nusage: linegen --count C [--rate R] [--go PATH] [--size BYTES]");
+            eprintln!(
+                "linegen: {e}\nusage: linegen --count C [--rate R] [--go PATH] [--size BYTES]"
+            );
             std::process::exit(2);
         }
     };
@@ -68,8 +70,8 @@ fn main() {
     let mut line = Vec::with_capacity(args.size + 32);
     let start = Instant::now();
     for n in 0..args.count {
-        if args.rate > 0 {
-            let due = start + Duration::from_nanos(n * 1_000_000_000 / args.rate);
+        if let Some(at) = (n * 1_000_000_000).checked_div(args.rate) {
+            let due = start + Duration::from_nanos(at);
             let now = Instant::now();
             if due > now {
                 std::thread::sleep(due - now);

@@ -113,7 +113,9 @@ impl App {
     /// One client packet.
     fn on_packet(&self, p: &[u8], conn: &Conn<'_>) {
         match scan::packet(p) {
-            scan::Packet::Connect => conn.send(format!("40{{\"sid\":\"s{}\"}}", conn.sid()).as_bytes()),
+            scan::Packet::Connect => {
+                conn.send(format!("40{{\"sid\":\"s{}\"}}", conn.sid()).as_bytes())
+            }
             scan::Packet::Event(p) => self.on_event(p, conn),
             scan::Packet::Close => self.leave_all(conn.sid()),
             _ => {}
@@ -125,7 +127,9 @@ impl App {
         let ack = scan::leading_u64(&p[2..]).map(|(id, _)| id);
         let Some(at) = scan::find(p, b"[\"subscribe:job\",\"") else {
             if let Some(id) = ack {
-                conn.send(format!("43{id}[{{\"ok\":false,\"error\":\"unknown event\"}}]").as_bytes());
+                conn.send(
+                    format!("43{id}[{{\"ok\":false,\"error\":\"unknown event\"}}]").as_bytes(),
+                );
             }
             return;
         };
@@ -223,7 +227,11 @@ impl App {
         seq += 1;
         let done = format!(
             "42[\"job:completed\",{{\"jobId\":\"{job}\",\"projectId\":\"{project}\",\"status\":\"{}\",\"success\":{},\"timestamp\":\"{}\",\"seq\":{seq}}}]",
-            if status.success() { "completed" } else { "failed" },
+            if status.success() {
+                "completed"
+            } else {
+                "failed"
+            },
             status.success(),
             iso8601_millis(now_ns())
         );
@@ -247,10 +255,18 @@ fn query<'a>(uri: &'a hyper::Uri, key: &str) -> Option<&'a str> {
     })
 }
 
-async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    app: Arc<App>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path();
     if path == "/api/jobs" && req.method() == hyper::Method::POST {
-        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         let project = scan::str_after(&body, b"\"projectId\":\"")
             .map(|p| String::from_utf8_lossy(p).into_owned())
             .unwrap_or_else(|| "bench".into());
@@ -280,7 +296,10 @@ async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Full<B
     match query(req.uri(), "transport") {
         Some("websocket") => Ok(upgrade(app, req)),
         Some("polling") => Ok(polling(app, req).await),
-        _ => Ok(respond(StatusCode::BAD_REQUEST, "{\"code\":0,\"message\":\"Transport unknown\"}")),
+        _ => Ok(respond(
+            StatusCode::BAD_REQUEST,
+            "{\"code\":0,\"message\":\"Transport unknown\"}",
+        )),
     }
 }
 
@@ -314,7 +333,10 @@ async fn websocket(app: Arc<App>, stream: TcpStream, mut buf: Vec<u8>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
     // Writer: drains everything queued into one write, pings on schedule.
     let writer = tokio::spawn(async move {
-        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_interval(), ping_interval());
+        let mut ping = tokio::time::interval_at(
+            tokio::time::Instant::now() + ping_interval(),
+            ping_interval(),
+        );
         let mut out = Vec::with_capacity(16 << 10);
         loop {
             tokio::select! {
@@ -369,7 +391,6 @@ async fn websocket(app: Arc<App>, stream: TcpStream, mut buf: Vec<u8>) {
         }
     }
     app.leave_all(sid);
-    drop(conn);
     drop(tx);
     let _ = writer.await;
 }
@@ -392,10 +413,18 @@ async fn polling(app: Arc<App>, req: Request<Incoming>) -> Response<Full<Bytes>>
         return respond(StatusCode::OK, app.open_packet(sid, ""));
     };
     let Some(session) = app.polls.lock().expect("polls").get(&sid).cloned() else {
-        return respond(StatusCode::BAD_REQUEST, "{\"code\":1,\"message\":\"Session ID unknown\"}");
+        return respond(
+            StatusCode::BAD_REQUEST,
+            "{\"code\":1,\"message\":\"Session ID unknown\"}",
+        );
     };
     if is_post {
-        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         let conn = Conn::Poll(&session);
         for p in body.split(|&b| b == 0x1e) {
             app.on_packet(p, &conn);
@@ -419,7 +448,10 @@ async fn polling(app: Arc<App>, req: Request<Incoming>) -> Response<Full<Bytes>>
         if session.closed.load(Ordering::Relaxed) {
             return respond(StatusCode::OK, "1");
         }
-        if tokio::time::timeout_at(deadline, session.notify.notified()).await.is_err() {
+        if tokio::time::timeout_at(deadline, session.notify.notified())
+            .await
+            .is_err()
+        {
             return respond(StatusCode::OK, "2");
         }
     }
