@@ -58,6 +58,13 @@ prepare = "echo 'preparing'"
 build = "for i in $(seq 1 400); do echo \\"slow line $i\\"; sleep 0.02; done"
 test = "echo 'slow done'"
 
+[pipelines.burst]
+description = "waits, then 60,000 lines at once"
+timeout = "120s"
+[pipelines.burst.steps]
+prepare = "sleep 1.5"
+build = "seq 1 60000 | sed 's/^/burst line /'"
+
 [pipelines.huge]
 description = "200,000 lines"
 timeout = "300s"
@@ -66,13 +73,21 @@ build = "seq 1 200000"
 `;
 
 const cleanup = new Set();
-process.on('exit', () => {
+function cleanUp() {
   for (const fn of cleanup) {
     try {
       fn();
     } catch {}
   }
-});
+}
+process.on('exit', cleanUp);
+// A test run that is stopped (or timed out by the runner) leaves no server behind.
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.on(signal, () => {
+    cleanUp();
+    process.exit(1);
+  });
+}
 
 export function tempDir(prefix) {
   const dir = mkdtempSync(path.join(tmpdir(), prefix));

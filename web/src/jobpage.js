@@ -11,12 +11,19 @@ import { PHASES, FINISHED } from './logmodel.js';
 import { LogView } from './logview.js';
 
 const TIMES_KEY = 'buildcast.showTimes';
-/** Read the history through REST when at least this many events behind. */
-const CATCH_UP_MIN = 2000;
-const CATCH_UP_PAGE = 10000;
-/** Catch up through REST when live events arrive this much later than usual. */
-const LAG_LIMIT_MS = 3000;
-const RESYNC_COOLDOWN_MS = 5000;
+/** Events applied per animation frame at most. */
+const DRAIN_PER_FRAME = 20000;
+/** When to read the history through REST instead of the socket (tests tune these). */
+export const tuning = {
+  /** Catch up through REST when at least this many events behind. */
+  catchUpMin: 2000,
+  /** Events per REST page. */
+  catchUpPage: 10000,
+  /** Catch up through REST when events arrive this much later than they did at first. */
+  lagLimitMs: 3000,
+  /** At most one such catch-up in this time. */
+  resyncCooldownMs: 5000,
+};
 
 export class JobPage {
   constructor(app, jobId) {
@@ -40,10 +47,9 @@ export class JobPage {
 
     this.disposers.push(
       this.conn.routeJob(jobId, (name, d) => {
-        if (this.feed.receive(name, d)) {
-          this.schedule();
-          if (this.lagCheck) this.checkLag(d);
-        }
+        if (this.feed.receive(name, d)) this.schedule();
+        // Duplicates count too: a socket that still delivers old events is behind.
+        if (this.lagCheck) this.checkLag(d);
       }),
     );
     this.disposers.push(this.conn.onConnect(() => this.subscribe()));
@@ -81,13 +87,13 @@ export class JobPage {
    * 10,000 messages), then `subscribe:job { since, epoch }`, which replays the
    * rest and goes live. Called on every (re)connect.
    */
-  async subscribe() {
+  async subscribe({ behind = false } = {}) {
     const mine = ++this.subscription;
     this.lagCheck = false;
     this.feed.abandon();
     this.replaying = true;
     this.updateHeader();
-    await this.catchUp(mine);
+    await this.catchUp(mine, behind ? 1 : tuning.catchUpMin);
     if (this.destroyed || mine !== this.subscription || !this.conn.socket.connected) return;
     // Events of this subscription (replayed, then live) are watched for lag.
     this.minLag = Infinity;
@@ -107,8 +113,8 @@ export class JobPage {
     this.schedule();
   }
 
-  /** Reads the history through REST while more than CATCH_UP_MIN events behind. */
-  async catchUp(mine) {
+  /** Reads the history through REST when at least `min` events behind. */
+  async catchUp(mine, min) {
     const feed = this.feed;
     const base = `/api/jobs/${encodeURIComponent(this.jobId)}`;
     try {
@@ -122,11 +128,11 @@ export class JobPage {
         feed.epoch = view.epoch;
         this.showNotice('The log was reloaded from the start: the server has a new history of this job.', 'info');
       }
-      if (view.lastSeq - feed.lastSeq < CATCH_UP_MIN) return;
+      if (view.lastSeq - feed.lastSeq < min) return;
       this.stats.catchUps += 1;
       for (;;) {
         const since = feed.lastSeq;
-        const page = await api(`${base}/events?since=${since}&limit=${CATCH_UP_PAGE}`);
+        const page = await api(`${base}/events?since=${since}&limit=${tuning.catchUpPage}`);
         if (this.destroyed || mine !== this.subscription) return;
         if (feed.epoch && page.epoch !== feed.epoch) {
           feed.restart();
@@ -137,7 +143,7 @@ export class JobPage {
         for (const e of page.events) feed.receive(e.event, e.data);
         this.stats.restEvents += page.events.length;
         this.schedule();
-        if (!page.events.length || page.nextSince >= page.lastSeq || page.lastSeq - feed.lastSeq < CATCH_UP_MIN / 2) return;
+        if (!page.events.length || page.nextSince >= page.lastSeq || page.lastSeq - feed.lastSeq < min / 2) return;
         await new Promise((r) => requestAnimationFrame(r));
       }
     } catch {
@@ -153,11 +159,11 @@ export class JobPage {
   checkLag(d) {
     const lag = Date.now() - Date.parse(d.timestamp);
     if (!(lag >= this.minLag)) this.minLag = lag; // clock skew plus transit, at best
-    if (lag - this.minLag > LAG_LIMIT_MS && Date.now() - this.lastResync > RESYNC_COOLDOWN_MS && !this.feed.log.finished) {
+    if (lag - this.minLag > tuning.lagLimitMs && Date.now() - this.lastResync > tuning.resyncCooldownMs && !this.feed.log.finished) {
       this.lastResync = Date.now();
       this.stats.resyncs += 1;
       this.conn.emit('unsubscribe:job', this.jobId);
-      this.subscribe();
+      this.subscribe({ behind: true });
     }
   }
 
@@ -171,7 +177,7 @@ export class JobPage {
     const base = `/api/jobs/${encodeURIComponent(this.jobId)}/events`;
     try {
       for (;;) {
-        const page = await api(`${base}?since=${feed.lastSeq}&limit=${CATCH_UP_PAGE}`);
+        const page = await api(`${base}?since=${feed.lastSeq}&limit=${tuning.catchUpPage}`);
         if (this.destroyed || this.conn.socket.connected || (feed.epoch && page.epoch !== feed.epoch)) return;
         feed.epoch = page.epoch;
         for (const e of page.events) feed.receive(e.event, e.data);
@@ -215,8 +221,10 @@ export class JobPage {
     this.frame = 0;
     this.timer = 0;
     if (this.destroyed) return;
-    this.feed.drain();
+    // A big batch (a page of history) is spread over a few frames.
+    const { more } = this.feed.drain(DRAIN_PER_FRAME);
     this.view.sync();
+    if (more) this.schedule();
     if (this.wantedLine && this.feed.log.length >= Number(this.wantedLine)) {
       const i = Number(this.wantedLine) - 1;
       this.wantedLine = null;

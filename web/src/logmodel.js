@@ -294,15 +294,20 @@ export class JobFeed {
     return result;
   }
 
-  /** Applies queued events to the log; returns { reset, events }. */
-  drain() {
+  /** Applies up to `max` queued events to the log; returns { reset, events, more }. */
+  drain(max = Infinity) {
     const reset = this.resetQueued;
     if (reset) {
       this.log.reset();
       this.resetQueued = false;
     }
-    const q = this.queue;
-    this.queue = [];
+    let q = this.queue;
+    if (q.length / 2 > max) {
+      this.queue = q.slice(max * 2);
+      q = q.slice(0, max * 2);
+    } else {
+      this.queue = [];
+    }
     for (let k = 0; k < q.length; k += 2) {
       if (q[k] === 'note') {
         const last = this.log.time[this.log.length - 1] ?? Date.now();
@@ -311,6 +316,6 @@ export class JobFeed {
         this.log.apply(q[k], q[k + 1]);
       }
     }
-    return { reset, events: q.length / 2 };
+    return { reset, events: q.length / 2, more: this.queue.length > 0 };
   }
 }

@@ -8,7 +8,7 @@ import { Connection } from './connection.js';
 import { h } from './dom.js';
 import { JobFeed } from './logmodel.js';
 import { ListPage } from './listpage.js';
-import { JobPage } from './jobpage.js';
+import { JobPage, tuning } from './jobpage.js';
 
 const STATE_LABEL = { connecting: 'Connecting', live: 'Live', reconnecting: 'Reconnecting', offline: 'Offline' };
 const AUTH_ERROR = 'Authentication error';
@@ -173,6 +173,7 @@ const app = new App(document.getElementById('app'));
 // Test and debugging hook: the connection and the current job's in-memory model.
 window.__buildcast = {
   app,
+  tuning,
   get socket() {
     return app.conn.socket;
   },
