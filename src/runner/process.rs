@@ -81,11 +81,19 @@ pub async fn run_step(
         }
         tokio::select! {
             line = next_line(&mut out, &mut out_buf), if out_open => match line {
-                Some(line) => on_line(Stream::Stdout, line),
+                Some(line) => {
+                    on_line(Stream::Stdout, line);
+                    // Lines already buffered are read without waiting; let other
+                    // tasks (HTTP, sockets) run between them.
+                    tokio::task::consume_budget().await;
+                }
                 None => out_open = false,
             },
             line = next_line(&mut err, &mut err_buf), if err_open => match line {
-                Some(line) => on_line(Stream::Stderr, line),
+                Some(line) => {
+                    on_line(Stream::Stderr, line);
+                    tokio::task::consume_budget().await;
+                }
                 None => err_open = false,
             },
             status = child.wait(), if exit.is_none() => {

@@ -62,6 +62,21 @@ pub enum AttachError {
     Store(#[from] StoreError),
 }
 
+/// The subscription a replay serves; it stops once a newer one (or an
+/// unsubscribe) replaces it.
+#[derive(Clone, Copy)]
+struct Current<'a> {
+    socket: &'a SocketRef,
+    id: &'a JobId,
+    generation: u64,
+}
+
+impl Current<'_> {
+    fn still(&self) -> bool {
+        session(self.socket).is_current(self.id, self.generation)
+    }
+}
+
 enum Step {
     Done(Box<Attached>),
     /// Replay from the store up to (not including) this seq, then try again.
@@ -86,6 +101,11 @@ pub async fn attach(
 ) -> Result<Attached, AttachError> {
     let room = job_room(id);
     let session = session(socket);
+    let current = Current {
+        socket,
+        id,
+        generation,
+    };
     wait_connected(socket, &session).await?;
     socket.leave(room.clone());
     let mut stalled = None;
@@ -152,8 +172,7 @@ pub async fn attach(
             }
             Step::FromStore { until } => {
                 let since = cursor.expect("store replay needs a position");
-                let (last, skipped) =
-                    replay_stored(journal, socket, id, since, Some(until)).await?;
+                let (last, skipped) = replay_stored(journal, &current, since, Some(until)).await?;
                 gap |= skipped;
                 cursor = Some(last);
             }
@@ -164,7 +183,7 @@ pub async fn attach(
                 if let Some(job) = stored {
                     // Finished and out of memory: all of it is in the store.
                     if let Some(since) = cursor {
-                        let (_, skipped) = replay_stored(journal, socket, id, since, None).await?;
+                        let (_, skipped) = replay_stored(journal, &current, since, None).await?;
                         gap |= skipped;
                     }
                     socket.join(room.clone());
@@ -198,13 +217,16 @@ fn detached() -> Attached {
 /// the last seq sent (or `since` if none) and whether seqs were missing on the way.
 async fn replay_stored(
     journal: &Arc<Journal>,
-    socket: &SocketRef,
-    id: &JobId,
+    current: &Current<'_>,
     mut since: u64,
     until: Option<u64>,
 ) -> Result<(u64, bool), AttachError> {
+    let Current { socket, id, .. } = *current;
     let mut gap = false;
     loop {
+        if !current.still() {
+            return Err(AttachError::Superseded);
+        }
         let limit = until.map_or(PAGE, |u| {
             usize::try_from(u.saturating_sub(since + 1)).map_or(PAGE, |n| n.min(PAGE))
         });
