@@ -17,16 +17,31 @@ fn npm(dir: &Path, args: &[&str]) -> std::process::ExitStatus {
         .unwrap_or_else(|e| panic!("cannot run npm (install Node.js 20+ and npm): {e}"))
 }
 
-#[test]
-fn socket_io_client_suites() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e");
+fn run_suite(name: &str) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(name);
     if !dir.join("node_modules").is_dir() {
         let installed = npm(&dir, &["ci", "--no-audit", "--no-fund"]);
-        assert!(installed.success(), "npm ci failed in tests/e2e");
+        assert!(installed.success(), "npm ci failed in tests/{name}");
     }
     let status = npm(&dir, &["test"]);
     assert!(
         status.success(),
-        "the socket.io-client suites failed (see their output above)"
+        "the tests/{name} suite failed (see its output above)"
     );
+}
+
+#[test]
+fn socket_io_client_suites() {
+    run_suite("e2e");
+}
+
+#[test]
+fn dashboard_in_chromium() {
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "the dashboard tests need Debian's chromium (apt-get install chromium)"
+    );
+    run_suite("browser");
 }

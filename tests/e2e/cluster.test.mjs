@@ -300,3 +300,51 @@ test('cancel sent to another node reaches the node that runs the job', { skip: !
   }
   await redis.stop();
 });
+
+test('Redis unreachable at start: the node starts, serves local clients, says degraded, and joins when Redis appears', { skip: !REDIS && 'redis-server is not installed' }, async () => {
+  const port = await freePort();
+  const server = await startServer({ env: { REDIS_URL: `redis://127.0.0.1:${port}` } });
+  const health = await fetch(`${server.url}/health`);
+  assert.equal(health.status, 200);
+  const body = await health.json();
+  assert.equal(body.redis, 'down');
+  assert.equal(body.status, 'degraded');
+  const socket = await connect(server.url);
+  const got = collect(socket, JOB_EVENTS);
+  const created = await (
+    await fetch(`${server.url}/api/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ projectId: projectId('nored'), pipeline: 'quick' }) })
+  ).json();
+  assert.equal((await emitAck(socket, 'subscribe:job', { jobId: created.jobId, since: 0 })).ok, true);
+  await waitFor(() => got.some((e) => e.event === 'job:completed'), 20_000);
+  assertSeqSeries(got.map((e) => e.data.seq));
+  const redis = await startRedis(port);
+  await waitFor(async () => (await (await fetch(`${server.url}/health`)).json()).redis === 'ok', 20_000);
+  // What was recorded while Redis was away was published once it came back.
+  await waitFor(async () => (await (await fetch(`${server.url}/health`)).json()).cluster.unpublished_events === 0, 10_000);
+  const entries = await redisCommand(port, 'XLEN', `buildcast:history:${created.jobId}`);
+  assert.equal(entries.trim(), `:${got.length}`);
+  await redis.stop();
+});
+
+const PYTHON_REDIS = spawnSync('python3', ['-c', 'import redis'], { encoding: 'utf8' }).status === 0;
+
+test('the Python worker example (examples/worker.py) streams a whole build through Redis', { skip: (!REDIS && 'redis-server is not installed') || (!PYTHON_REDIS && 'python3 with redis-py is not installed (pip install redis)') }, async () => {
+  const redis = await startRedis();
+  const server = await startServer({ env: { REDIS_URL: redis.url } });
+  await waitFor(async () => (await (await fetch(`${server.url}/health`)).json()).redis === 'ok', 10_000);
+  const jobId = `py-${Date.now()}`;
+  const socket = await connect(server.url);
+  const got = collect(socket, JOB_EVENTS);
+  assert.equal((await emitAck(socket, 'subscribe:job', jobId)).ok, true);
+  const worker = new URL('../../examples/worker.py', import.meta.url).pathname;
+  const run = spawnSync('python3', [worker, '--redis', redis.url, '--project', 'py-project', '--job', jobId, '--delay', '0.005'], {
+    encoding: 'utf8',
+    timeout: 30_000,
+  });
+  assert.equal(run.status, 0, run.stderr);
+  await waitFor(() => got.some((e) => e.event === 'job:completed'), 10_000);
+  assertSeqSeries(got.map((e) => e.data.seq));
+  assert.equal(got.filter((e) => e.event === 'job:log' && e.data.stream === 'stdout').length, 15);
+  assert.equal(got.at(-1).data.status, 'completed');
+  await redis.stop();
+});
