@@ -17,7 +17,14 @@ fn npm(dir: &Path, args: &[&str]) -> std::process::ExitStatus {
         .unwrap_or_else(|e| panic!("cannot run npm (install Node.js 20+ and npm): {e}"))
 }
 
+/// The suites start many servers and clients each: run them one at a time on a
+/// small machine rather than side by side.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn run_suite(name: &str) {
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
         .join(name);
