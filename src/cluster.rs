@@ -118,25 +118,6 @@ pub enum Route {
     Elsewhere,
 }
 
-fn kind_name(kind: EventKind) -> &'static str {
-    match kind {
-        EventKind::Progress => "progress",
-        EventKind::Log => "log",
-        EventKind::Error => "error",
-        EventKind::Completed => "completed",
-    }
-}
-
-fn kind_from(name: &str) -> Option<EventKind> {
-    Some(match name {
-        "progress" => EventKind::Progress,
-        "log" => EventKind::Log,
-        "error" => EventKind::Error,
-        "completed" => EventKind::Completed,
-        _ => return None,
-    })
-}
-
 impl Cluster {
     /// Prepares the link; nothing is contacted until [`Cluster::start`].
     pub fn new(
@@ -371,7 +352,7 @@ impl Cluster {
 
     /// Records another node's event, filling any gap from its stream first.
     async fn mirror(&self, envelope: Envelope) {
-        let Some(kind) = kind_from(&envelope.kind) else {
+        let Some(kind) = EventKind::from_name(&envelope.kind) else {
             return;
         };
         let payload = match EventPayload::from_json(kind, envelope.payload.get()) {
@@ -459,7 +440,9 @@ impl Cluster {
             .filter_map(|entry| entry.get::<String>("e"))
             .filter_map(|text| serde_json::from_str::<Envelope>(&text).ok())
             .filter(|e| (from..=to).contains(&e.seq))
-            .filter_map(|e| EventPayload::from_json(kind_from(&e.kind)?, e.payload.get()).ok())
+            .filter_map(|e| {
+                EventPayload::from_json(EventKind::from_name(&e.kind)?, e.payload.get()).ok()
+            })
             .collect();
         events.sort_by_key(EventPayload::seq);
         events.dedup_by_key(|e| e.seq());
@@ -628,7 +611,7 @@ impl EventSink for Publisher {
             node: job.node.clone(),
             job_id: job.id.clone(),
             seq: event.seq(),
-            kind: kind_name(event.kind).to_owned(),
+            kind: event.kind.name().to_owned(),
             payload,
         };
         let Ok(envelope) = serde_json::to_string(&envelope) else {

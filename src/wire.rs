@@ -119,6 +119,27 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// The short name used in storage and between nodes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Progress => "progress",
+            Self::Log => "log",
+            Self::Error => "error",
+            Self::Completed => "completed",
+        }
+    }
+
+    /// The kind of a [`EventKind::name`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "progress" => Self::Progress,
+            "log" => Self::Log,
+            "error" => Self::Error,
+            "completed" => Self::Completed,
+            _ => return None,
+        })
+    }
+
     /// The Socket.IO event name for the job room.
     pub fn job_event(self) -> &'static str {
         match self {

@@ -95,23 +95,8 @@ fn from_millis(ms: i64) -> Result<OffsetDateTime, StoreError> {
         .map_err(|e| StoreError::Corrupt(format!("timestamp {ms}: {e}")))
 }
 
-fn kind_name(kind: EventKind) -> &'static str {
-    match kind {
-        EventKind::Progress => "progress",
-        EventKind::Log => "log",
-        EventKind::Error => "error",
-        EventKind::Completed => "completed",
-    }
-}
-
 fn kind_from(name: &str) -> Result<EventKind, StoreError> {
-    Ok(match name {
-        "progress" => EventKind::Progress,
-        "log" => EventKind::Log,
-        "error" => EventKind::Error,
-        "completed" => EventKind::Completed,
-        other => return Err(StoreError::Corrupt(format!("event kind {other:?}"))),
-    })
+    EventKind::from_name(name).ok_or_else(|| StoreError::Corrupt(format!("event kind {name:?}")))
 }
 
 const JOB_COLUMNS: &str = "id, project_id, pipeline, status, phase, progress, message, \
@@ -219,7 +204,7 @@ impl Store for SqliteStore {
                         put_event.execute(params![
                             job_id.as_str(),
                             seq_in(event.seq),
-                            kind_name(event.kind),
+                            event.kind.name(),
                             event.payload,
                         ])?;
                     }
