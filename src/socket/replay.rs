@@ -25,8 +25,8 @@ use crate::store::StoreError;
 
 /// Events read from the store per round trip.
 const PAGE: usize = 1000;
-/// Pause while a socket's buffer is full.
-const BACKOFF: Duration = Duration::from_millis(5);
+/// Pause between bursts of a catch-up.
+const PAUSE: Duration = Duration::from_millis(10);
 /// A socket whose buffer stays full this long is disconnected (it can resume with `since`).
 const STALL_LIMIT: Duration = Duration::from_secs(30);
 
@@ -62,6 +62,85 @@ pub enum AttachError {
     Store(#[from] StoreError),
 }
 
+/// Paces a catch-up so that it does not keep the socket's queue full.
+///
+/// Engine.IO drops a client whose queue is full when a heartbeat ping is due, so
+/// a catch-up must leave room. Until the queue first fills, events go out as fast
+/// as they can; after that, each burst between pauses is limited to half of what
+/// got through before the queue filled, and grows by a quarter after every burst
+/// that did not fill it (additive-increase, multiplicative-decrease, as TCP does).
+#[derive(Debug, Default)]
+struct Pacer {
+    /// Events allowed per burst; `None` until the queue first fills.
+    budget: Option<usize>,
+    /// Events sent in the current burst.
+    sent: usize,
+    /// When the client last took an event, once it stopped taking them.
+    stalled: Option<tokio::time::Instant>,
+}
+
+impl Pacer {
+    fn may_send(&self) -> bool {
+        self.budget.is_none_or(|budget| self.sent < budget)
+    }
+
+    fn sent_one(&mut self) {
+        self.sent += 1;
+        self.stalled = None;
+    }
+
+    /// The queue is full: the next bursts are smaller.
+    fn full(&mut self) {
+        self.budget = Some((self.sent / 2).max(1));
+        self.sent = 0;
+        self.stalled.get_or_insert_with(tokio::time::Instant::now);
+    }
+
+    /// Waits between bursts; disconnects a client that takes nothing for
+    /// [`STALL_LIMIT`] (it can resume with `since`).
+    async fn pause(&mut self, socket: &SocketRef) -> Result<(), AttachError> {
+        if let Some(budget) = self.budget
+            && self.sent >= budget
+        {
+            self.budget = Some(budget + budget / 4 + 1);
+        }
+        self.sent = 0;
+        tokio::time::sleep(PAUSE).await;
+        if session(socket).is_closed() {
+            return Err(AttachError::Closed);
+        }
+        if self
+            .stalled
+            .is_some_and(|since| since.elapsed() > STALL_LIMIT)
+        {
+            let _ = socket.clone().disconnect();
+            return Err(AttachError::Stalled);
+        }
+        Ok(())
+    }
+
+    /// Sends one event, pausing as the budget and the queue require.
+    async fn send(&mut self, socket: &SocketRef, event: &Recorded) -> Result<(), AttachError> {
+        loop {
+            if !self.may_send() {
+                self.pause(socket).await?;
+                continue;
+            }
+            match emit(socket, event) {
+                Ok(()) => {
+                    self.sent_one();
+                    return Ok(());
+                }
+                Err(Emit::Closed) => return Err(AttachError::Closed),
+                Err(Emit::Full) => {
+                    self.full();
+                    self.pause(socket).await?;
+                }
+            }
+        }
+    }
+}
+
 /// The subscription a replay serves; it stops once a newer one (or an
 /// unsubscribe) replaces it.
 #[derive(Clone, Copy)]
@@ -83,8 +162,9 @@ enum Step {
     FromStore {
         until: u64,
     },
-    /// The buffer filled at this position; wait and try again from it.
-    Full {
+    /// The buffer filled, or the pacing budget ran out, at this position; pause
+    /// and go on from it.
+    Pause {
         cursor: u64,
     },
     /// The job is not in memory; look in the store.
@@ -108,7 +188,7 @@ pub async fn attach(
     };
     wait_connected(socket, &session).await?;
     socket.leave(room.clone());
-    let mut stalled = None;
+    let mut pacer = Pacer::default();
     let mut gap = false;
     let mut cursor = match start {
         Start::Now => None,
@@ -136,12 +216,17 @@ pub async fn attach(
                         gap = true;
                     }
                     expected = event.seq() + 1;
+                    let paused = Step::Pause {
+                        cursor: event.seq() - 1,
+                    };
+                    if !pacer.may_send() {
+                        return paused;
+                    }
                     match emit(socket, event) {
-                        Ok(()) => {}
+                        Ok(()) => pacer.sent_one(),
                         Err(Emit::Full) => {
-                            return Step::Full {
-                                cursor: event.seq() - 1,
-                            };
+                            pacer.full();
+                            return paused;
                         }
                         Err(Emit::Closed) => return Step::Done(Box::new(detached())),
                     }
@@ -163,16 +248,14 @@ pub async fn attach(
                 attached.gap |= gap;
                 return Ok(*attached);
             }
-            Step::Full { cursor: at } => {
-                if cursor != Some(at) {
-                    stalled = None;
-                }
+            Step::Pause { cursor: at } => {
                 cursor = Some(at);
-                wait_for_room(socket, &mut stalled).await?;
+                pacer.pause(socket).await?;
             }
             Step::FromStore { until } => {
                 let since = cursor.expect("store replay needs a position");
-                let (last, skipped) = replay_stored(journal, &current, since, Some(until)).await?;
+                let (last, skipped) =
+                    replay_stored(journal, &current, &mut pacer, since, Some(until)).await?;
                 gap |= skipped;
                 cursor = Some(last);
             }
@@ -183,7 +266,8 @@ pub async fn attach(
                 if let Some(job) = stored {
                     // Finished and out of memory: all of it is in the store.
                     if let Some(since) = cursor {
-                        let (_, skipped) = replay_stored(journal, &current, since, None).await?;
+                        let (_, skipped) =
+                            replay_stored(journal, &current, &mut pacer, since, None).await?;
                         gap |= skipped;
                     }
                     socket.join(room.clone());
@@ -218,6 +302,7 @@ fn detached() -> Attached {
 async fn replay_stored(
     journal: &Arc<Journal>,
     current: &Current<'_>,
+    pacer: &mut Pacer,
     mut since: u64,
     until: Option<u64>,
 ) -> Result<(u64, bool), AttachError> {
@@ -250,7 +335,7 @@ async fn replay_stored(
                 json: serde_json::value::RawValue::from_string(stored.payload)
                     .map_err(|e| StoreError::Corrupt(format!("event {}: {e}", stored.seq)))?,
             };
-            emit_paced(socket, &event).await?;
+            pacer.send(socket, &event).await?;
             since = stored.seq;
         }
     }
@@ -286,35 +371,6 @@ async fn wait_connected(socket: &SocketRef, session: &super::Session) -> Result<
             return Err(AttachError::Closed);
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    Ok(())
-}
-
-async fn emit_paced(socket: &SocketRef, event: &Recorded) -> Result<(), AttachError> {
-    let mut stalled = None;
-    loop {
-        match emit(socket, event) {
-            Ok(()) => return Ok(()),
-            Err(Emit::Closed) => return Err(AttachError::Closed),
-            Err(Emit::Full) => wait_for_room(socket, &mut stalled).await?,
-        }
-    }
-}
-
-/// Waits for a full socket buffer to drain a little. `stalled` is when the wait
-/// began; a client that reads nothing for [`STALL_LIMIT`] is disconnected.
-async fn wait_for_room(
-    socket: &SocketRef,
-    stalled: &mut Option<tokio::time::Instant>,
-) -> Result<(), AttachError> {
-    let since = *stalled.get_or_insert_with(tokio::time::Instant::now);
-    tokio::time::sleep(BACKOFF).await;
-    if session(socket).is_closed() {
-        return Err(AttachError::Closed);
-    }
-    if since.elapsed() > STALL_LIMIT {
-        let _ = socket.clone().disconnect();
-        return Err(AttachError::Stalled);
     }
     Ok(())
 }
