@@ -171,7 +171,8 @@ impl Runner {
         let permit = tokio::select! {
             permit = self.slots.clone().acquire_owned() => permit.expect("semaphore is never closed"),
             () = cancel.cancelled() => {
-                self.finish_interrupted(id, "before it started");
+                let outcome = self.finish_interrupted(id, "before it started");
+                tracing::info!(?outcome, "job finished before it started");
                 return;
             }
         };
@@ -260,8 +261,8 @@ impl Runner {
                         );
                     }
                     StepEnd::Cancelled => {
-                        self.finish_interrupted(id, &format!("during the {} step", step.name));
-                        break 'steps Outcome::Cancelled;
+                        break 'steps self
+                            .finish_interrupted(id, &format!("during the {} step", step.name));
                     }
                 }
             }
@@ -316,7 +317,7 @@ impl Runner {
     }
 
     /// Ends a job that was cancelled, by a user or by the server stopping.
-    fn finish_interrupted(&self, id: &JobId, when: &str) {
+    fn finish_interrupted(&self, id: &JobId, when: &str) -> Outcome {
         let (outcome, message) = if self.stopping.is_cancelled() {
             (
                 Outcome::Failed,
@@ -333,6 +334,7 @@ impl Runner {
                 artifacts: Vec::new(),
             },
         );
+        outcome
     }
 }
 
