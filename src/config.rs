@@ -144,6 +144,9 @@ pub struct WebsocketConfig {
     /// `WEBSOCKET_READ_BUFFER_SIZE`: bytes of read buffer per WebSocket connection;
     /// clients send little, so a small buffer saves memory per idle connection.
     pub ws_read_buffer_size: usize,
+    /// `LOG_BATCH_INTERVAL_MS`: longest a log line is held for subscribers that
+    /// chose `job:logs` runs (`subscribe:job` with `batch: true`).
+    pub log_batch_interval: Duration,
 }
 
 /// The origins CORS lets through.
@@ -248,6 +251,12 @@ impl Config {
                 max_payload: env.positive("WEBSOCKET_MAX_PAYLOAD", "1000000")?,
                 max_buffer_size: env.positive("WEBSOCKET_MAX_BUFFER_SIZE", "1024")?,
                 ws_read_buffer_size: env.positive("WEBSOCKET_READ_BUFFER_SIZE", "4096")?,
+                log_batch_interval: env.parse_with("LOG_BATCH_INTERVAL_MS", "20", |v| {
+                    match v.parse::<u64>() {
+                        Ok(ms @ 1..=1000) => Ok(Duration::from_millis(ms)),
+                        _ => Err("expected a whole number of milliseconds from 1 to 1000".into()),
+                    }
+                })?,
             },
             cors: env.parse_with("WEBSOCKET_CORS_ORIGIN", "*", parse_origins)?,
             max_concurrent_jobs: env.positive("MAX_CONCURRENT_JOBS", "2")?,
@@ -502,6 +511,9 @@ mod tests {
         assert!(e.to_string().starts_with("invalid PORT=\"abc\""), "{e}");
         let e = config(&[("MAX_CONCURRENT_JOBS", "0")]).unwrap_err();
         assert_eq!(e.variable, "MAX_CONCURRENT_JOBS");
+        let e = config(&[("LOG_BATCH_INTERVAL_MS", "5000")]).unwrap_err();
+        assert_eq!(e.variable, "LOG_BATCH_INTERVAL_MS");
+        assert!(e.reason.contains("1 to 1000"), "{e}");
         let e = config(&[("PIPELINES_FILE", "/definitely/not/here.toml")]).unwrap_err();
         assert_eq!(e.variable, "PIPELINES_FILE");
     }

@@ -52,6 +52,12 @@ impl Recorded {
 /// block.
 pub trait EventSink: Send + Sync + 'static {
     fn deliver(&self, job: &JobRecord, event: &Arc<Recorded>);
+
+    /// Delivers whatever the sink held back of job `id` (batched log lines). Called
+    /// with the job's lock held, before anyone attaches to the job's live events
+    /// ([`Journal::with_live`]), so that what is held back is never delivered to a
+    /// subscriber that also got it from history.
+    fn settle(&self, _id: &JobId) {}
 }
 
 /// Why an event could not be recorded.
@@ -458,10 +464,27 @@ impl Journal {
     pub fn with_live<R>(&self, id: &JobId, f: impl FnOnce(LiveView<'_>) -> R) -> Option<R> {
         let job = self.get_live(id)?;
         let state = job.state.lock().expect("job state");
+        if let Some(sink) = self.sink.get() {
+            sink.settle(id);
+        }
         Some(f(LiveView {
             record: &state.record,
             state: &state,
         }))
+    }
+
+    /// Has the sink deliver what it holds back of job `id`, under the job's lock.
+    pub fn settle(&self, id: &JobId) {
+        let Some(sink) = self.sink.get() else {
+            return;
+        };
+        match self.get_live(id) {
+            Some(job) => {
+                let _state = job.state.lock().expect("job state");
+                sink.settle(id);
+            }
+            None => sink.settle(id),
+        }
     }
 
     /// Runs `f` while no job can be created, if `id` is not in memory: a subscriber

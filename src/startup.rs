@@ -118,6 +118,7 @@ impl Application {
                 io.clone(),
                 &journal,
                 state.sockets.clone(),
+                config.websocket.log_batch_interval,
             )));
             router = router.layer(layer);
             Some(io)

@@ -14,6 +14,8 @@ use crate::job::{JobId, JobRecord, Phase, ProjectId, Status, Stream};
 pub mod events {
     pub const JOB_PROGRESS: &str = "job:progress";
     pub const JOB_LOG: &str = "job:log";
+    /// Opt-in (`subscribe:job` with `batch: true`): an array of `job:log` payloads.
+    pub const JOB_LOGS: &str = "job:logs";
     pub const JOB_ERROR: &str = "job:error";
     pub const JOB_COMPLETED: &str = "job:completed";
     pub const PROJECT_PROGRESS: &str = "project:progress";

@@ -3,21 +3,30 @@
 //! Every event goes to the sockets in its job's room; progress and completion also
 //! go to the project's room as `project:*`. Nothing is broadcast globally.
 //!
+//! Subscribers that chose `batch` are in the job's batch room: their log lines are
+//! held per job and go out as one `job:logs` run ([`super::batch`]) at most
+//! `LOG_BATCH_INTERVAL_MS` later; any other event first sends what is held, so
+//! nothing overtakes a line recorded before it.
+//!
 //! A socket whose buffer is full never silently misses a line: it is taken out of
-//! the job room and caught up from history ([`super::replay`]), then rejoins live.
+//! its job room and caught up from history ([`super::replay`]), then rejoins live.
 //! A project subscriber that overflows is disconnected instead (project rooms have
 //! no per-socket history); its client reconnects and gets a fresh snapshot.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use socketioxide::SocketIo;
 use socketioxide::extract::SocketRef;
 
+use super::batch::Pending;
 use super::replay::{self, Emit, Start};
-use super::{job_room, project_room, session};
+use super::{job_batch_room, job_room, project_room, room_of, session};
 use crate::job::{JobId, JobRecord};
 use crate::journal::{EventSink, Journal, Recorded};
+use crate::wire::EventKind;
 
 /// Counters of the Socket.IO side, reported by `/health`.
 #[derive(Debug, Default)]
@@ -37,46 +46,117 @@ pub struct Fanout {
     /// To catch lagging sockets up; weak because the journal owns this fan-out.
     journal: Weak<Journal>,
     stats: Arc<SocketStats>,
+    /// Log lines held for each job's batching subscribers.
+    pending: Mutex<HashMap<JobId, Pending>>,
+    /// `LOG_BATCH_INTERVAL_MS`: how long a line may be held.
+    batch_interval: Duration,
 }
 
 impl Fanout {
-    pub fn new(io: SocketIo, journal: &Arc<Journal>, stats: Arc<SocketStats>) -> Self {
+    pub fn new(
+        io: SocketIo,
+        journal: &Arc<Journal>,
+        stats: Arc<SocketStats>,
+        batch_interval: Duration,
+    ) -> Self {
         Self {
             io,
             journal: Arc::downgrade(journal),
             stats,
+            pending: Mutex::default(),
+            batch_interval,
         }
     }
 
-    /// Switches a socket that missed `event` to catch-up from just before it.
+    /// Switches a socket that missed the event `missed` to catch-up from just
+    /// before it.
     fn catch_up(&self, socket: SocketRef, job: &JobId, missed: u64) {
         self.stats.lagged.fetch_add(1, Ordering::Relaxed);
-        let room = job_room(job);
-        socket.leave(room);
-        let Some(journal) = self.journal.upgrade() else {
+        let Some(subscription) = session(&socket).subscription(job) else {
             return;
         };
-        let Some(generation) = session(&socket).generation(job) else {
+        socket.leave(room_of(job, subscription));
+        let Some(journal) = self.journal.upgrade() else {
             return;
         };
         tracing::warn!(sid = %socket.id, job_id = %job, seq = missed, "socket buffer full; catching it up from history");
         let job = job.clone();
         tokio::spawn(async move {
             let from = Start::After(missed.saturating_sub(1));
-            if let Err(e) = replay::attach(&journal, &socket, &job, from, generation).await {
+            if let Err(e) = replay::attach(&journal, &socket, &job, from, subscription).await {
                 tracing::debug!(sid = %socket.id, job_id = %job, error = %e, "catch-up ended");
             }
         });
+    }
+
+    /// Emits one event to every socket in `room`.
+    fn emit_to(&self, room: String, job: &JobId, event: &Recorded) {
+        for socket in self.io.to(room).sockets() {
+            if let Err(Emit::Full) = replay::emit(&socket, event) {
+                self.catch_up(socket, job, event.seq());
+            }
+        }
+    }
+
+    /// Holds a log line for the job's batching subscribers, if it has any.
+    fn hold(&self, job: &JobId, event: &Arc<Recorded>) {
+        let mut pending = self.pending.lock().expect("pending batches");
+        if let Some(run) = pending.get_mut(job) {
+            if run.push(event.clone()) {
+                let run = pending.remove(job).expect("just pushed");
+                drop(pending);
+                self.send_run(job, &run);
+            }
+            return;
+        }
+        // The first line of a run: only worth holding if someone takes runs. (A
+        // socket joins the batch room only after `settle`, under the job's lock.)
+        if self.io.to(job_batch_room(job)).sockets().is_empty() {
+            return;
+        }
+        let mut run = Pending::default();
+        run.push(event.clone());
+        pending.insert(job.clone(), run);
+        drop(pending);
+        let journal = self.journal.clone();
+        let job = job.clone();
+        let interval = self.batch_interval;
+        tokio::spawn(async move {
+            tokio::time::sleep(interval).await;
+            if let Some(journal) = journal.upgrade() {
+                journal.settle(&job);
+            }
+        });
+    }
+
+    /// Sends the lines held for `job`, if any.
+    fn flush(&self, job: &JobId) {
+        let run = self.pending.lock().expect("pending batches").remove(job);
+        if let Some(run) = run {
+            self.send_run(job, &run);
+        }
+    }
+
+    fn send_run(&self, job: &JobId, run: &Pending) {
+        let Some(first) = run.events.first() else {
+            return;
+        };
+        for socket in self.io.to(job_batch_room(job)).sockets() {
+            if let Err(Emit::Full) = replay::emit_run(&socket, &run.events) {
+                self.catch_up(socket, job, first.seq());
+            }
+        }
     }
 }
 
 impl EventSink for Fanout {
     fn deliver(&self, job: &JobRecord, event: &Arc<Recorded>) {
-        let room = job_room(&job.id);
-        for socket in self.io.to(room).sockets() {
-            if let Err(Emit::Full) = replay::emit(&socket, event) {
-                self.catch_up(socket, &job.id, event.seq());
-            }
+        self.emit_to(job_room(&job.id), &job.id, event);
+        if event.kind == EventKind::Log {
+            self.hold(&job.id, event);
+        } else {
+            self.flush(&job.id);
+            self.emit_to(job_batch_room(&job.id), &job.id, event);
         }
         let Some(name) = event.kind.project_event() else {
             return;
@@ -97,5 +177,9 @@ impl EventSink for Fanout {
                 });
             }
         }
+    }
+
+    fn settle(&self, id: &JobId) {
+        self.flush(id);
     }
 }

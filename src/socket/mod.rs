@@ -9,7 +9,9 @@
 //! - [`subscriptions`]: `subscribe:*` / `unsubscribe:*` and their validation.
 //! - [`replay`]: attaching a socket to a job's history, then to its live events.
 //! - [`fanout`]: the one place recorded events become Socket.IO emits.
+//! - [`batch`]: the opt-in `job:logs` event (runs of log lines as one array).
 
+pub mod batch;
 pub mod fanout;
 pub mod replay;
 pub mod subscriptions;
@@ -37,9 +39,34 @@ pub mod client_events {
     pub const UNSUBSCRIBE_PROJECT: &str = "unsubscribe:project";
 }
 
-/// The room of a job's subscribers.
+/// The room of a job's subscribers that take one `job:log` per line.
 pub fn job_room(id: &JobId) -> String {
     format!("job:{id}")
+}
+
+/// The room of a job's subscribers that take log lines in `job:logs` runs (ids may
+/// contain `:`, so this prefix must differ from [`job_room`]'s).
+pub fn job_batch_room(id: &JobId) -> String {
+    format!("logs:{id}")
+}
+
+/// The room that delivers a subscription's live events.
+pub fn room_of(id: &JobId, subscription: Subscription) -> String {
+    if subscription.batch {
+        job_batch_room(id)
+    } else {
+        job_room(id)
+    }
+}
+
+/// One `subscribe:job` of a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subscription {
+    /// Distinguishes it from the socket's earlier subscriptions of the same job: a
+    /// replay that is no longer the latest stops.
+    pub generation: u64,
+    /// Log lines as `job:logs` runs instead of one `job:log` each.
+    pub batch: bool,
 }
 
 /// The room of a project's subscribers.
@@ -54,9 +81,8 @@ pub struct Session {
     pub principal: Principal,
     /// The socket's place in its user's connection count; released on disconnect.
     slot: Mutex<Option<ConnectionSlot>>,
-    /// For each job this socket follows, the generation of its latest
-    /// subscription: a replay that is no longer the latest stops.
-    following: Mutex<HashMap<JobId, u64>>,
+    /// For each job this socket follows, its latest subscription.
+    following: Mutex<HashMap<JobId, Subscription>>,
     /// Projects this socket follows.
     projects: Mutex<HashSet<ProjectId>>,
     /// Source of generations.
@@ -132,19 +158,22 @@ impl Session {
     }
 
     /// Starts a new subscription of `job`, superseding any earlier one.
-    pub fn follow(&self, job: &JobId) -> Result<u64, Refusal> {
-        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed) + 1;
+    pub fn follow(&self, job: &JobId, batch: bool) -> Result<Subscription, Refusal> {
+        let subscription = Subscription {
+            generation: self.next_generation.fetch_add(1, Ordering::Relaxed) + 1,
+            batch,
+        };
         let mut following = self.following.lock().expect("session");
         if !following.contains_key(job)
             && self.subscriptions_with(&following) >= self.max_subscriptions
         {
             return Err(Refusal::TooManySubscriptions(self.max_subscriptions));
         }
-        following.insert(job.clone(), generation);
-        Ok(generation)
+        following.insert(job.clone(), subscription);
+        Ok(subscription)
     }
 
-    fn subscriptions_with(&self, following: &HashMap<JobId, u64>) -> usize {
+    fn subscriptions_with(&self, following: &HashMap<JobId, Subscription>) -> usize {
         following.len() + self.projects.lock().expect("session").len()
     }
 
@@ -165,7 +194,11 @@ impl Session {
 
     /// Whether `generation` is still the current subscription of `job`.
     pub fn is_current(&self, job: &JobId, generation: u64) -> bool {
-        self.following.lock().expect("session").get(job) == Some(&generation)
+        self.following
+            .lock()
+            .expect("session")
+            .get(job)
+            .is_some_and(|s| s.generation == generation)
     }
 
     /// Ends the subscription of `job`.
@@ -174,7 +207,7 @@ impl Session {
     }
 
     /// The current subscription of `job`, if any.
-    pub fn generation(&self, job: &JobId) -> Option<u64> {
+    pub fn subscription(&self, job: &JobId) -> Option<Subscription> {
         self.following.lock().expect("session").get(job).copied()
     }
 

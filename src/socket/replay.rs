@@ -11,6 +11,9 @@
 //! The same path catches up a socket whose buffer overflowed during live delivery
 //! ([`super::fanout`]): it is taken out of the room and replayed from the event it
 //! missed.
+//!
+//! A subscription that chose `batch` gets the replayed log lines in `job:logs` runs
+//! too ([`super::batch`]), and joins the job's batch room.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,10 +21,13 @@ use std::time::Duration;
 use socketioxide::extract::SocketRef;
 use socketioxide::{SendError, SocketError};
 
-use super::{job_room, session};
+use super::batch::{LogRun, run_len};
+use super::{Subscription, job_batch_room, job_room, room_of, session};
 use crate::job::{JobId, JobRecord};
 use crate::journal::{Journal, Recorded, blocking};
 use crate::store::StoreError;
+use crate::wire::EventKind;
+use crate::wire::events::JOB_LOGS;
 
 /// Events read from the store per round trip.
 const PAGE: usize = 1000;
@@ -119,14 +125,19 @@ impl Pacer {
         Ok(())
     }
 
-    /// Sends one event, pausing as the budget and the queue require.
-    async fn send(&mut self, socket: &SocketRef, event: &Recorded) -> Result<(), AttachError> {
+    /// Sends one event or run of lines, pausing as the budget and the queue require.
+    async fn send(
+        &mut self,
+        socket: &SocketRef,
+        unit: &[Arc<Recorded>],
+        batch: bool,
+    ) -> Result<(), AttachError> {
         loop {
             if !self.may_send() {
                 self.pause(socket).await?;
                 continue;
             }
-            match emit(socket, event) {
+            match emit_unit(socket, unit, batch) {
                 Ok(()) => {
                     self.sent_one();
                     return Ok(());
@@ -147,12 +158,12 @@ impl Pacer {
 struct Current<'a> {
     socket: &'a SocketRef,
     id: &'a JobId,
-    generation: u64,
+    subscription: Subscription,
 }
 
 impl Current<'_> {
     fn still(&self) -> bool {
-        session(self.socket).is_current(self.id, self.generation)
+        session(self.socket).is_current(self.id, self.subscription.generation)
     }
 }
 
@@ -171,23 +182,26 @@ enum Step {
     NotLive,
 }
 
-/// Attaches `socket` to job `id` from `start`, as subscription `generation`.
+/// Attaches `socket` to job `id` from `start`, as `subscription`.
 pub async fn attach(
     journal: &Arc<Journal>,
     socket: &SocketRef,
     id: &JobId,
     start: Start,
-    generation: u64,
+    subscription: Subscription,
 ) -> Result<Attached, AttachError> {
-    let room = job_room(id);
+    let room = room_of(id, subscription);
+    let batch = subscription.batch;
+    let generation = subscription.generation;
     let session = session(socket);
     let current = Current {
         socket,
         id,
-        generation,
+        subscription,
     };
     wait_connected(socket, &session).await?;
-    socket.leave(room.clone());
+    // Out of both rooms: a new subscription may have switched between them.
+    socket.leave([job_room(id), job_batch_room(id)]);
     let mut pacer = Pacer::default();
     let mut gap = false;
     let mut cursor = match start {
@@ -216,13 +230,17 @@ pub async fn attach(
                         gap = true;
                     }
                     expected = event.seq() + 1;
+                }
+                let mut rest = &events[..];
+                while !rest.is_empty() {
+                    let (unit, after) = rest.split_at(run_len(rest, batch));
                     let paused = Step::Pause {
-                        cursor: event.seq() - 1,
+                        cursor: unit[0].seq() - 1,
                     };
                     if !pacer.may_send() {
                         return paused;
                     }
-                    match emit(socket, event) {
+                    match emit_unit(socket, unit, batch) {
                         Ok(()) => pacer.sent_one(),
                         Err(Emit::Full) => {
                             pacer.full();
@@ -230,6 +248,7 @@ pub async fn attach(
                         }
                         Err(Emit::Closed) => return Step::Done(Box::new(detached())),
                     }
+                    rest = after;
                 }
                 socket.join(room.clone());
                 if cursor
@@ -306,7 +325,11 @@ async fn replay_stored(
     mut since: u64,
     until: Option<u64>,
 ) -> Result<(u64, bool), AttachError> {
-    let Current { socket, id, .. } = *current;
+    let Current {
+        socket,
+        id,
+        subscription,
+    } = *current;
     let mut gap = false;
     loop {
         if !current.still() {
@@ -324,19 +347,32 @@ async fn replay_stored(
         if page.is_empty() {
             return Ok((since, gap));
         }
+        let mut events = Vec::with_capacity(page.len());
+        let mut done = false;
         for stored in page {
             if until.is_some_and(|u| stored.seq >= u) {
-                return Ok((since, gap));
+                done = true;
+                break;
             }
-            gap |= stored.seq != since + 1;
-            let event = Recorded {
+            events.push(Arc::new(Recorded {
                 seq: stored.seq,
                 kind: stored.kind,
                 json: serde_json::value::RawValue::from_string(stored.payload)
                     .map_err(|e| StoreError::Corrupt(format!("event {}: {e}", stored.seq)))?,
-            };
-            pacer.send(socket, &event).await?;
-            since = stored.seq;
+            }));
+        }
+        let mut rest = &events[..];
+        while !rest.is_empty() {
+            let (unit, after) = rest.split_at(run_len(rest, subscription.batch));
+            for event in unit {
+                gap |= event.seq != since + 1;
+                since = event.seq;
+            }
+            pacer.send(socket, unit, subscription.batch).await?;
+            rest = after;
+        }
+        if done {
+            return Ok((since, gap));
         }
     }
 }
@@ -351,7 +387,25 @@ pub(super) enum Emit {
 
 /// Emits a job event to one socket.
 pub(super) fn emit(socket: &SocketRef, event: &Recorded) -> Result<(), Emit> {
-    match socket.emit(event.kind.job_event(), &*event.json) {
+    outcome(socket.emit(event.kind.job_event(), &*event.json))
+}
+
+/// Emits a run of log lines to one socket as one `job:logs` event.
+pub(super) fn emit_run(socket: &SocketRef, run: &[Arc<Recorded>]) -> Result<(), Emit> {
+    outcome(socket.emit(JOB_LOGS, &LogRun(run)))
+}
+
+/// Emits what [`run_len`] grouped: a run of lines when batching, else one event.
+fn emit_unit(socket: &SocketRef, unit: &[Arc<Recorded>], batch: bool) -> Result<(), Emit> {
+    if batch && unit[0].kind == EventKind::Log {
+        emit_run(socket, unit)
+    } else {
+        emit(socket, &unit[0])
+    }
+}
+
+fn outcome(sent: Result<(), SendError>) -> Result<(), Emit> {
+    match sent {
         Ok(()) => Ok(()),
         Err(SendError::Socket(SocketError::InternalChannelFull)) => Err(Emit::Full),
         Err(SendError::Socket(SocketError::Closed)) => Err(Emit::Closed),

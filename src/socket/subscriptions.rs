@@ -31,23 +31,26 @@ pub struct JobRequest {
     pub since: Option<u64>,
     /// The history the client's `since` refers to.
     pub epoch: Option<String>,
+    /// Log lines as `job:logs` runs ([`super::batch`]).
+    pub batch: bool,
 }
 
-/// Reads `subscribe:job`'s payload: a job id, or `{ jobId, since?, epoch? }`.
+/// Reads `subscribe:job`'s payload: a job id, or `{ jobId, since?, epoch?, batch? }`.
 pub fn parse_job_request(payload: &Value) -> Result<JobRequest, String> {
     match payload {
         Value::String(_) => Ok(JobRequest {
             job_id: parse_id(payload, "job id", JobId::parse)?,
             since: None,
             epoch: None,
+            batch: false,
         }),
         Value::Object(fields) => {
             if let Some(unknown) = fields
                 .keys()
-                .find(|k| !["jobId", "since", "epoch"].contains(&k.as_str()))
+                .find(|k| !["jobId", "since", "epoch", "batch"].contains(&k.as_str()))
             {
                 return Err(format!(
-                    "unknown field {:?}; expected jobId, since and epoch",
+                    "unknown field {:?}; expected jobId, since, epoch and batch",
                     truncate(unknown)
                 ));
             }
@@ -72,14 +75,20 @@ pub fn parse_job_request(payload: &Value) -> Result<JobRequest, String> {
                     ));
                 }
             };
+            let batch = match fields.get("batch") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => return Err("batch must be true or false".into()),
+            };
             Ok(JobRequest {
                 job_id,
                 since,
                 epoch,
+                batch,
             })
         }
         _ => Err(format!(
-            "expected a job id string or {{ jobId, since, epoch }}, got {}",
+            "expected a job id string or {{ jobId, since, epoch, batch }}, got {}",
             kind(payload)
         )),
     }
@@ -170,8 +179,8 @@ pub async fn subscribe_job(
         tracing::info!(sid = %socket.id, job_id = %id, user = %session.principal.user, "subscription refused: forbidden");
         return answer(ack, Ack::<Empty>::err(FORBIDDEN));
     }
-    let generation = match session.follow(id) {
-        Ok(generation) => generation,
+    let subscription = match session.follow(id, request.batch) {
+        Ok(subscription) => subscription,
         Err(refusal) => return answer(ack, Ack::<Empty>::err(refusal.to_string())),
     };
 
@@ -200,7 +209,7 @@ pub async fn subscribe_job(
             _ => Start::After(since),
         },
     };
-    match replay::attach(journal, &socket, id, start, generation).await {
+    match replay::attach(journal, &socket, id, start, subscription).await {
         Ok(attached) => {
             if attached.gap && reason.is_none() {
                 reason = Some(
@@ -240,7 +249,7 @@ pub async fn unsubscribe_job(socket: SocketRef, TryData(data): TryData<Value>, a
     match checked {
         Ok((session, id)) => {
             session.unfollow(&id);
-            socket.leave(super::job_room(&id));
+            socket.leave([super::job_room(&id), super::job_batch_room(&id)]);
             tracing::info!(sid = %socket.id, job_id = %id, "unsubscribed from job");
             answer(ack, Ack::ok(Empty {}));
         }
@@ -328,6 +337,9 @@ mod tests {
         let r = parse_job_request(&json!({"jobId": "job-1", "since": 42, "epoch": "e1"})).unwrap();
         assert_eq!(r.since, Some(42));
         assert_eq!(r.epoch.as_deref(), Some("e1"));
+        assert!(!r.batch);
+        let r = parse_job_request(&json!({"jobId": "job-1", "batch": true})).unwrap();
+        assert!(r.batch);
     }
 
     #[test]
@@ -350,6 +362,8 @@ mod tests {
             json!({"jobId": "j", "since": 1.5}),
             json!({"jobId": "j", "epoch": 7}),
             json!({"jobId": "j", "extra": 1}),
+            json!({"jobId": "j", "batch": 1}),
+            json!({"jobId": "j", "batch": "yes"}),
         ] {
             let e = parse_job_request(&bad).unwrap_err();
             assert!(!e.is_empty(), "{bad}");
