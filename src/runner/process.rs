@@ -21,6 +21,41 @@ use crate::job::Stream;
 const MAX_LINE: usize = 16 * 1024;
 /// How long a signalled process group gets to exit before it is killed.
 const TERM_GRACE: Duration = Duration::from_secs(2);
+/// A step's reader lets other tasks run after this many lines ...
+const LINES_PER_TURN: u32 = 128;
+/// ... once it has also run this long.
+const TURN: Duration = Duration::from_millis(2);
+
+/// When a step's reader yields to the other tasks (HTTP, sockets).
+///
+/// Lines already buffered are read without waiting, so a flooding step would keep
+/// its worker thread. Tokio's own budget would yield every 128 reads however cheap
+/// they are: with a thousand busy socket tasks queued, cheap lines (held for
+/// `job:logs` runs, or with no subscriber) then trickle in 128 per scheduler round.
+/// The reader instead yields after [`LINES_PER_TURN`] lines *and* [`TURN`] of
+/// time: expensive lines (a fan-out to many per-line sockets) yield as often as
+/// before, cheap ones go on for a couple of milliseconds.
+struct Turn {
+    lines: u32,
+    started: Instant,
+}
+
+impl Turn {
+    fn new() -> Self {
+        Self {
+            lines: 0,
+            started: Instant::now(),
+        }
+    }
+
+    async fn line_done(&mut self) {
+        self.lines += 1;
+        if self.lines >= LINES_PER_TURN && self.started.elapsed() >= TURN {
+            tokio::task::yield_now().await;
+            *self = Self::new();
+        }
+    }
+}
 
 /// Environment variables never passed to a build: they hold the server's secrets.
 const SECRET_VARS: [&str; 5] = [
@@ -43,6 +78,18 @@ pub enum StepEnd {
 
 /// Runs `script` in `dir`, calling `on_line` for each line of output.
 pub async fn run_step(
+    script: &str,
+    dir: &Path,
+    env: &[(&str, &str)],
+    deadline: Instant,
+    cancel: &CancellationToken,
+    on_line: impl FnMut(Stream, String),
+) -> StepEnd {
+    // The reader yields by its own measure ([`Turn`]), not Tokio's budget.
+    tokio::task::unconstrained(step(script, dir, env, deadline, cancel, on_line)).await
+}
+
+async fn step(
     script: &str,
     dir: &Path,
     env: &[(&str, &str)],
@@ -74,6 +121,7 @@ pub async fn run_step(
     let (mut out_buf, mut err_buf) = (Vec::new(), Vec::new());
     let (mut out_open, mut err_open) = (true, true);
     let mut exit = None;
+    let mut turn = Turn::new();
 
     let end = loop {
         if exit.is_some() && !out_open && !err_open {
@@ -83,16 +131,14 @@ pub async fn run_step(
             line = next_line(&mut out, &mut out_buf), if out_open => match line {
                 Some(line) => {
                     on_line(Stream::Stdout, line);
-                    // Lines already buffered are read without waiting; let other
-                    // tasks (HTTP, sockets) run between them.
-                    tokio::task::consume_budget().await;
+                    turn.line_done().await;
                 }
                 None => out_open = false,
             },
             line = next_line(&mut err, &mut err_buf), if err_open => match line {
                 Some(line) => {
                     on_line(Stream::Stderr, line);
-                    tokio::task::consume_budget().await;
+                    turn.line_done().await;
                 }
                 None => err_open = false,
             },

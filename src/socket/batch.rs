@@ -21,7 +21,7 @@ use crate::wire::EventKind;
 pub const MAX_LINES: usize = 1000;
 /// Most payload bytes in one `job:logs` event (a run is cut after the line that
 /// reaches it).
-pub const MAX_BYTES: usize = 256 * 1024;
+pub const MAX_BYTES: usize = 64 * 1024;
 
 /// Recorded log lines, serialized as the JSON array that `job:logs` carries: each
 /// element is the line's `job:log` payload, as recorded.
@@ -101,9 +101,7 @@ mod tests {
 
         let many: Vec<_> = (1..=2500).map(|s| event(s, EventKind::Log, 1)).collect();
         assert_eq!(run_len(&many, true), MAX_LINES);
-        let big: Vec<_> = (1..=10)
-            .map(|s| event(s, EventKind::Log, 100_000))
-            .collect();
+        let big: Vec<_> = (1..=10).map(|s| event(s, EventKind::Log, 30_000)).collect();
         assert_eq!(
             run_len(&big, true),
             3,
