@@ -445,8 +445,13 @@ test('a live flood the socket cannot keep up with: caught up through REST, every
   const page = await newPage(browser, server);
   const jobId = await createJob(server, 'burst', 'burst');
   await page.goto(`${server.url}/jobs/${jobId}`);
-  // React to a small lag, and often, so that the socket is given up several times.
-  await page.evaluate(() => Object.assign(window.__buildcast.tuning, { lagLimitMs: 300, resyncCooldownMs: 1000 }));
+  // React to a small lag, and often, so that the socket is given up several times;
+  // one job:log per line (in job:logs runs the page keeps up with this flood).
+  await page.evaluate(() => {
+    Object.assign(window.__buildcast.tuning, { lagLimitMs: 300, resyncCooldownMs: 1000, batchLogs: false });
+    // Resubscribe with these settings: drop the transport; the page reconnects.
+    window.__buildcast.socket.io.engine.close();
+  });
   await waitStatus(page, 'completed', 120_000);
   const lines = await pageLines(page);
   assertEachOnce(lines);

@@ -90,12 +90,12 @@ test('model: sections follow progress steps, with durations', () => {
 
 test('feed: duplicates are dropped and resubscription resumes after the last seq', () => {
   const f = new JobFeed('j');
-  assert.deepEqual(f.subscribeRequest(), { jobId: 'j', since: 0 });
+  assert.deepEqual(f.subscribeRequest(), { jobId: 'j', since: 0, batch: true });
   for (const e of [progress(1, 'queued', 0), log(2, 'a'), log(3, 'b')]) assert.equal(f.receive(...e), true);
   assert.deepEqual(f.acknowledge({ ok: true, epoch: 'E1', recovered: true, lastSeq: 3, job: null }), {});
   assert.equal(f.receive(...log(3, 'b')), false, 'seq 3 again is a duplicate');
   f.drain();
-  assert.deepEqual(f.subscribeRequest(), { jobId: 'j', since: 3, epoch: 'E1' });
+  assert.deepEqual(f.subscribeRequest(), { jobId: 'j', since: 3, batch: true, epoch: 'E1' });
   f.receive(...log(4, 'c'));
   f.acknowledge({ ok: true, epoch: 'E1', recovered: true, lastSeq: 4 });
   f.drain();
@@ -110,7 +110,7 @@ test('feed: a replay that restarts from seq 1 (recovered: false) rebuilds the lo
   f.acknowledge({ ok: true, epoch: 'E1', recovered: true });
   f.drain();
   // reconnect: the server's history was recreated, it replays from seq 1
-  assert.deepEqual(f.subscribeRequest(), { jobId: 'j', since: 4, epoch: 'E1' });
+  assert.deepEqual(f.subscribeRequest(), { jobId: 'j', since: 4, batch: true, epoch: 'E1' });
   for (const e of [progress(1, 'queued', 0), log(2, 'new a')]) f.receive(...e);
   const r = f.acknowledge({ ok: true, epoch: 'E2', recovered: false, reason: 'epoch mismatch' });
   assert.equal(r.rebuilt, true);

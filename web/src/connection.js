@@ -63,6 +63,14 @@ export class Connection {
         if (fn) fn(name, d);
       });
     }
+    // Pages subscribe with `batch: true`: log lines come as runs, each line as job:log.
+    socket.on('job:logs', (lines) => {
+      if (!Array.isArray(lines)) return;
+      for (const d of lines) {
+        const fn = d && this.jobs.get(d.jobId);
+        if (fn) fn('job:log', d);
+      }
+    });
     for (const name of PROJECT_EVENTS) {
       socket.on(name, (d) => {
         for (const fn of this.projectListeners) fn(name, d);

@@ -23,6 +23,8 @@ export const tuning = {
   lagLimitMs: 3000,
   /** At most one such catch-up in this time. */
   resyncCooldownMs: 5000,
+  /** Subscribe with `batch: true`: log lines as `job:logs` runs. */
+  batchLogs: true,
 };
 
 export class JobPage {
@@ -98,7 +100,7 @@ export class JobPage {
     // Events of this subscription (replayed, then live) are watched for lag.
     this.minLag = Infinity;
     this.lagCheck = true;
-    const req = this.feed.subscribeRequest();
+    const req = this.feed.subscribeRequest({ batch: tuning.batchLogs });
     const ack = await this.conn.request('subscribe:job', req);
     if (this.destroyed || mine !== this.subscription) return;
     this.replaying = false;

@@ -206,12 +206,15 @@ export class JobFeed {
     this.gapLog = [];
   }
 
-  /** The payload of `subscribe:job`, resuming after the last event seen. */
-  subscribeRequest() {
+  /**
+   * The payload of `subscribe:job`, resuming after the last event seen; with
+   * `batch`, log lines come in `job:logs` runs (one message per run, not per line).
+   */
+  subscribeRequest({ batch = true } = {}) {
     this.abandon();
     this.pending = { since: this.lastSeq, held: [] };
     this.stats.subscriptions += 1;
-    const req = { jobId: this.jobId, since: this.lastSeq };
+    const req = { jobId: this.jobId, since: this.lastSeq, batch };
     if (this.epoch) req.epoch = this.epoch;
     return req;
   }
