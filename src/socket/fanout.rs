@@ -38,6 +38,9 @@ pub struct SocketStats {
     pub lagged: AtomicU64,
     /// Project subscribers disconnected because their buffer was full.
     pub dropped_project_sockets: AtomicU64,
+    /// Bumped whenever a socket joins or leaves a room, or disconnects: the fan-out
+    /// keeps each job room's socket list until this changes.
+    pub membership: AtomicU64,
 }
 
 /// Delivers recorded events to subscribed sockets.
@@ -50,6 +53,16 @@ pub struct Fanout {
     pending: Mutex<HashMap<JobId, Pending>>,
     /// `LOG_BATCH_INTERVAL_MS`: how long a line may be held.
     batch_interval: Duration,
+    /// Each job room's sockets, as of a [`SocketStats::membership`] version
+    /// (listing a room from socketioxide for every line costs a sixth of the
+    /// fan-out with thousands of subscribers).
+    audience: Mutex<HashMap<String, Audience>>,
+}
+
+/// The sockets of one room.
+struct Audience {
+    version: u64,
+    sockets: Arc<[SocketRef]>,
 }
 
 impl Fanout {
@@ -65,7 +78,34 @@ impl Fanout {
             stats,
             pending: Mutex::default(),
             batch_interval,
+            audience: Mutex::default(),
         }
+    }
+
+    /// The sockets in job room `room` now.
+    fn members(&self, room: String) -> Arc<[SocketRef]> {
+        let version = self.stats.membership.load(Ordering::Acquire);
+        if let Some(known) = self.audience.lock().expect("audience").get(&room)
+            && known.version == version
+        {
+            return known.sockets.clone();
+        }
+        let sockets: Arc<[SocketRef]> = self.io.to(room.clone()).sockets().into();
+        self.audience.lock().expect("audience").insert(
+            room,
+            Audience {
+                version,
+                sockets: sockets.clone(),
+            },
+        );
+        sockets
+    }
+
+    /// Forgets the socket lists of a job that ended.
+    fn forget(&self, job: &JobId) {
+        let mut audience = self.audience.lock().expect("audience");
+        audience.remove(&job_room(job));
+        audience.remove(&job_batch_room(job));
     }
 
     /// Switches a socket that missed the event `missed` to catch-up from just
@@ -75,7 +115,7 @@ impl Fanout {
         let Some(subscription) = session(&socket).subscription(job) else {
             return;
         };
-        socket.leave(room_of(job, subscription));
+        super::leave(&socket, room_of(job, subscription));
         let Some(journal) = self.journal.upgrade() else {
             return;
         };
@@ -89,11 +129,11 @@ impl Fanout {
         });
     }
 
-    /// Emits one event to every socket in `room`.
+    /// Emits one event to every socket in job room `room`.
     fn emit_to(&self, room: String, job: &JobId, event: &Recorded) {
-        for socket in self.io.to(room).sockets() {
-            if let Err(Emit::Full) = replay::emit(&socket, event) {
-                self.catch_up(socket, job, event.seq());
+        for socket in self.members(room).iter() {
+            if let Err(Emit::Full) = replay::emit(socket, event) {
+                self.catch_up(socket.clone(), job, event.seq());
             }
         }
     }
@@ -111,7 +151,7 @@ impl Fanout {
         }
         // The first line of a run: only worth holding if someone takes runs. (A
         // socket joins the batch room only after `settle`, under the job's lock.)
-        if self.io.to(job_batch_room(job)).sockets().is_empty() {
+        if self.members(job_batch_room(job)).is_empty() {
             return;
         }
         let mut run = Pending::default();
@@ -141,9 +181,9 @@ impl Fanout {
         let Some(first) = run.events.first() else {
             return;
         };
-        for socket in self.io.to(job_batch_room(job)).sockets() {
-            if let Err(Emit::Full) = replay::emit_run(&socket, &run.events) {
-                self.catch_up(socket, job, first.seq());
+        for socket in self.members(job_batch_room(job)).iter() {
+            if let Err(Emit::Full) = replay::emit_run(socket, &run.events) {
+                self.catch_up(socket.clone(), job, first.seq());
             }
         }
     }
@@ -157,6 +197,9 @@ impl EventSink for Fanout {
         } else {
             self.flush(&job.id);
             self.emit_to(job_batch_room(&job.id), &job.id, event);
+            if event.kind == EventKind::Completed {
+                self.forget(&job.id);
+            }
         }
         let Some(name) = event.kind.project_event() else {
             return;

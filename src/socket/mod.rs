@@ -30,6 +30,7 @@ use crate::auth::{ConnectionSlot, Principal};
 use crate::config::AuthConfig;
 use crate::job::{JobId, ProjectId};
 use crate::state::AppState;
+use fanout::SocketStats;
 
 /// Client events, as named on the wire.
 pub mod client_events {
@@ -48,6 +49,19 @@ pub fn job_room(id: &JobId) -> String {
 /// contain `:`, so this prefix must differ from [`job_room`]'s).
 pub fn job_batch_room(id: &JobId) -> String {
     format!("logs:{id}")
+}
+
+/// Puts `socket` in `room`, telling the fan-out that membership changed. (Every
+/// join and leave goes through here or [`leave`].)
+pub fn join(socket: &SocketRef, room: String) {
+    socket.join(room);
+    session(socket).membership_changed();
+}
+
+/// Takes `socket` out of `room`, telling the fan-out that membership changed.
+pub fn leave(socket: &SocketRef, room: String) {
+    socket.leave(room);
+    session(socket).membership_changed();
 }
 
 /// The room that delivers a subscription's live events.
@@ -99,6 +113,8 @@ pub struct Session {
     max_subscriptions: usize,
     /// `MAX_EVENTS_PER_SECOND`.
     max_events_per_second: u32,
+    /// Where room membership changes are counted.
+    stats: Arc<SocketStats>,
 }
 
 impl std::fmt::Debug for ConnectionSlot {
@@ -117,7 +133,12 @@ pub enum Refusal {
 }
 
 impl Session {
-    fn new(principal: Principal, slot: Option<ConnectionSlot>, limits: &AuthConfig) -> Self {
+    fn new(
+        principal: Principal,
+        slot: Option<ConnectionSlot>,
+        limits: &AuthConfig,
+        stats: Arc<SocketStats>,
+    ) -> Self {
         let now = Instant::now();
         Self {
             principal,
@@ -130,7 +151,13 @@ impl Session {
             closed: AtomicBool::new(false),
             max_subscriptions: limits.max_subscriptions_per_socket,
             max_events_per_second: limits.max_events_per_second,
+            stats,
         }
+    }
+
+    /// Counts a change of this socket's rooms (see [`SocketStats::membership`]).
+    fn membership_changed(&self) {
+        self.stats.membership.fetch_add(1, Ordering::Release);
     }
 
     /// Counts a client event against the rate limit and marks the socket active.
@@ -278,9 +305,12 @@ async fn prepare_socket(
     } else {
         None
     };
-    socket
-        .extensions
-        .insert(Arc::new(Session::new(principal, slot, &state.config.auth)));
+    socket.extensions.insert(Arc::new(Session::new(
+        principal,
+        slot,
+        &state.config.auth,
+        state.sockets.clone(),
+    )));
     socket.on(SUBSCRIBE_JOB, subscriptions::subscribe_job);
     socket.on(UNSUBSCRIBE_JOB, subscriptions::unsubscribe_job);
     socket.on(SUBSCRIBE_PROJECT, subscriptions::subscribe_project);
@@ -304,7 +334,10 @@ async fn on_disconnect(
     State(state): State<AppState>,
 ) {
     state.sockets.connected.fetch_sub(1, Ordering::Relaxed);
-    session(&socket).release();
+    let session = session(&socket);
+    session.release();
+    // socketioxide takes a closed socket out of its rooms.
+    session.membership_changed();
     tracing::info!(sid = %socket.id, %reason, "client disconnected");
 }
 

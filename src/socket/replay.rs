@@ -201,7 +201,8 @@ pub async fn attach(
     };
     wait_connected(socket, &session).await?;
     // Out of both rooms: a new subscription may have switched between them.
-    socket.leave([job_room(id), job_batch_room(id)]);
+    super::leave(socket, job_room(id));
+    super::leave(socket, job_batch_room(id));
     let mut pacer = Pacer::default();
     let mut gap = false;
     let mut cursor = match start {
@@ -250,7 +251,7 @@ pub async fn attach(
                     }
                     rest = after;
                 }
-                socket.join(room.clone());
+                super::join(socket, room.clone());
                 if cursor
                     .is_some_and(|c| expected <= view.record.last_seq && c < view.record.last_seq)
                 {
@@ -289,7 +290,7 @@ pub async fn attach(
                             replay_stored(journal, &current, &mut pacer, since, None).await?;
                         gap |= skipped;
                     }
-                    socket.join(room.clone());
+                    super::join(socket, room.clone());
                     return Ok(Attached {
                         job: Some(job),
                         gap,
@@ -297,7 +298,7 @@ pub async fn attach(
                 }
                 // Not created yet: join now, while no job can be created, so that
                 // its first event is not missed.
-                let joined = journal.if_not_live(id, || socket.join(room.clone()));
+                let joined = journal.if_not_live(id, || super::join(socket, room.clone()));
                 if joined.is_some() {
                     return Ok(Attached {
                         job: None,

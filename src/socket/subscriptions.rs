@@ -249,7 +249,8 @@ pub async fn unsubscribe_job(socket: SocketRef, TryData(data): TryData<Value>, a
     match checked {
         Ok((session, id)) => {
             session.unfollow(&id);
-            socket.leave([super::job_room(&id), super::job_batch_room(&id)]);
+            super::leave(&socket, super::job_room(&id));
+            super::leave(&socket, super::job_batch_room(&id));
             tracing::info!(sid = %socket.id, job_id = %id, "unsubscribed from job");
             answer(ack, Ack::ok(Empty {}));
         }
@@ -275,7 +276,7 @@ pub async fn subscribe_project(
         Ok(id) => id,
         Err(error) => return answer(ack, Ack::<Empty>::err(error)),
     };
-    socket.join(project_room(&id));
+    super::join(&socket, project_room(&id));
     tracing::info!(sid = %socket.id, project_id = %id, "subscribed to project");
     let filter = JobFilter {
         active: None,
@@ -306,7 +307,7 @@ pub async fn unsubscribe_project(socket: SocketRef, TryData(data): TryData<Value
     match checked {
         Ok((session, id)) => {
             session.unfollow_project(&id);
-            socket.leave(project_room(&id));
+            super::leave(&socket, project_room(&id));
             tracing::info!(sid = %socket.id, project_id = %id, "unsubscribed from project");
             answer(ack, Ack::ok(Empty {}));
         }
