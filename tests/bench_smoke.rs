@@ -4,6 +4,8 @@
 //! binary), the Node.js socket.io reference and the raw floor: 50 clients on two
 //! jobs, every fifth over HTTP long-polling, 100 lines per job at 20 lines/s
 //! (5 seconds). Each must deliver every line to every client exactly once, in order.
+//! buildcast runs it once more with batched `job:logs` and every client dropping its
+//! connection once, then resuming with `since`.
 //! It also runs the harness's own unit tests (the sequence checker must catch a
 //! lost, a duplicated and a reordered line; the packet scanner; WebSocket framing).
 //!
@@ -73,6 +75,11 @@ fn bench_unit_tests() {
 }
 
 fn smoke(server: &str) {
+    smoke_with(server, &[], &[]);
+}
+
+/// The smoke run with `extra` arguments; the result line must contain `expect` too.
+fn smoke_with(server: &str, extra: &[&str], expect: &[&str]) {
     let bin = match harness() {
         Ok(dir) => dir.clone(),
         Err(e) => panic!("{e}"),
@@ -91,6 +98,7 @@ fn smoke(server: &str) {
         ])
         .args(["--transport", "mixed", "--stall", "10", "--max-wait", "30"])
         .args(["--check", "--quiet"])
+        .args(extra)
         .arg("--buildcast")
         .arg(env!("CARGO_BIN_EXE_buildcast"))
         .arg("--node-dir")
@@ -122,11 +130,26 @@ fn smoke(server: &str) {
         result.contains("delivered=5000/5000 lost=0 dup=0 ooo=0"),
         "{result}"
     );
+    for e in expect {
+        assert!(result.contains(e), "{server}: expected {e:?} in\n{result}");
+    }
 }
 
 #[test]
 fn smoke_buildcast() {
     smoke("buildcast");
+}
+
+/// Batched `job:logs` (`--log-batch`), and resume: every client drops its connection
+/// once after 40 lines, reconnects and subscribes again with `since`; buildcast must
+/// replay exactly what the client missed.
+#[test]
+fn smoke_buildcast_batched_with_resume() {
+    smoke_with(
+        "buildcast",
+        &["--log-batch", "--drop-after", "40"],
+        &["reconnects=50 ", "batches="],
+    );
 }
 
 #[test]

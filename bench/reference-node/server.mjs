@@ -60,7 +60,10 @@ const io = new Server(httpServer, {
 });
 
 io.on('connection', (socket) => {
-  socket.on('subscribe:job', (jobId, ack) => {
+  socket.on('subscribe:job', (arg, ack) => {
+    // A job id, or { jobId, ... }: other keys (buildcast's since, epoch, batch) are
+    // ignored, there is no history to resume from and every line is its own job:log.
+    const jobId = arg !== null && typeof arg === 'object' ? arg.jobId : arg;
     if (typeof jobId !== 'string' || jobId.length === 0) {
       if (typeof ack === 'function') ack({ ok: false, error: 'jobId must be a non-empty string' });
       return;

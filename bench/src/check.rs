@@ -11,6 +11,8 @@
 //! A key seen twice is a duplicate; a key that arrives after a higher one is out of
 //! order.
 
+use crate::scan::JobEvent;
+
 /// A growable set of small integers.
 #[derive(Debug, Default, Clone)]
 struct Bits(Vec<u64>);
@@ -141,6 +143,11 @@ impl SeqChecker {
         }
     }
 
+    /// The highest seq seen, if any.
+    pub fn highest(&self) -> Option<u64> {
+        self.base.map(|_| self.highest)
+    }
+
     /// Seqs missing between the first and the highest seen.
     pub fn holes(&self) -> u64 {
         match self.base {
@@ -171,6 +178,19 @@ impl ClientCheck {
             lines: LineChecker::new(expected_lines),
             seq: SeqChecker::new(),
         }
+    }
+
+    /// Checks one event (one line of a `job:logs` batch is one event); returns the
+    /// time the line source wrote the line, when it is one of its lines.
+    pub fn record(&mut self, ev: &JobEvent) -> Option<u64> {
+        if let Some(seq) = ev.seq {
+            self.seq.record(seq);
+        }
+        let (Some(t), Some(n)) = (ev.t_ns, ev.n) else {
+            return None;
+        };
+        self.lines.record(n);
+        Some(t)
     }
 
     /// The worse of the two checks, for each kind of anomaly.
@@ -280,5 +300,86 @@ mod tests {
             c.seq.record(seq);
         }
         assert_eq!(c.anomalies(), Anomalies { lost: 1, ..CLEAN });
+    }
+    /// Feeds packets through the scanner into one client's check.
+    fn client(expected: u64, packets: &[&[u8]]) -> ClientCheck {
+        let mut c = ClientCheck::new(expected);
+        for p in packets {
+            let kind = crate::scan::job_events(p, |ev| {
+                c.record(&ev);
+            });
+            assert_ne!(kind, crate::scan::JobPacket::Other);
+        }
+        c
+    }
+
+    /// A `job:log` payload: line `n` with the server's `seq`.
+    fn payload(n: u64, seq: u64) -> String {
+        format!(
+            r#"{{"jobId":"j1","projectId":"p","stream":"stdout","message":"t={} n={n} xxxx","timestamp":"2024-11-21T10:00:00.123Z","seq":{seq}}}"#,
+            1_732_200_000_000_000_000 + n
+        )
+    }
+
+    /// A `job:logs` batch of the lines `(n, seq)`.
+    fn batch(lines: &[(u64, u64)]) -> Vec<u8> {
+        let items: Vec<String> = lines.iter().map(|&(n, seq)| payload(n, seq)).collect();
+        format!(r#"42["job:logs",[{}]]"#, items.join(",")).into_bytes()
+    }
+
+    fn single(n: u64, seq: u64) -> Vec<u8> {
+        format!(r#"42["job:log",{}]"#, payload(n, seq)).into_bytes()
+    }
+
+    #[test]
+    fn every_line_of_a_batch_is_checked() {
+        let b1 = batch(&[(0, 1), (1, 2), (2, 3)]);
+        let b2 = batch(&[(3, 4), (4, 5)]);
+        let c = client(5, &[&b1, &b2]);
+        assert_eq!(c.anomalies(), CLEAN);
+        assert!(c.lines.complete());
+        assert_eq!(c.seq.highest(), Some(5));
+        // Batches and single events mixed (a server that ignores `batch`).
+        let c = client(5, &[&b1, &single(3, 4), &single(4, 5)]);
+        assert_eq!(c.anomalies(), CLEAN);
+    }
+
+    #[test]
+    fn a_line_lost_inside_a_batch_is_caught() {
+        let c = client(4, &[&batch(&[(0, 1), (2, 3), (3, 4)])]);
+        assert_eq!(c.anomalies(), Anomalies { lost: 1, ..CLEAN });
+        // Between two batches, and at the end.
+        let c = client(5, &[&batch(&[(0, 1), (1, 2)]), &batch(&[(3, 4)])]);
+        assert_eq!(c.anomalies(), Anomalies { lost: 2, ..CLEAN });
+    }
+
+    #[test]
+    fn a_line_duplicated_inside_a_batch_is_caught() {
+        let c = client(3, &[&batch(&[(0, 1), (1, 2), (1, 2), (2, 3)])]);
+        assert_eq!(c.anomalies(), Anomalies { dup: 1, ..CLEAN });
+        // Replayed by the next batch (a resume from too early a seq).
+        let c = client(3, &[&batch(&[(0, 1), (1, 2)]), &batch(&[(1, 2), (2, 3)])]);
+        assert_eq!(c.anomalies(), Anomalies { dup: 1, ..CLEAN });
+    }
+
+    #[test]
+    fn a_line_reordered_inside_a_batch_is_caught() {
+        let c = client(4, &[&batch(&[(0, 1), (2, 3), (1, 2), (3, 4)])]);
+        assert_eq!(
+            c.anomalies(),
+            Anomalies {
+                out_of_order: 1,
+                ..CLEAN
+            }
+        );
+        // Across batches.
+        let c = client(4, &[&batch(&[(0, 1), (2, 3)]), &batch(&[(1, 2), (3, 4)])]);
+        assert_eq!(
+            c.anomalies(),
+            Anomalies {
+                out_of_order: 1,
+                ..CLEAN
+            }
+        );
     }
 }

@@ -9,10 +9,18 @@
 //! server: 2                       client: 3
 //! ```
 //!
+//! With `log_batch` the client subscribes with `{"jobId":"<id>","batch":true}` and
+//! accepts `42["job:logs",[{...},{...}]]` (one payload per line) as well as
+//! `job:log`. When its connection is closed or fails after it subscribed, it
+//! reconnects (a new Engine.IO session) and subscribes again; on buildcast (`resume`)
+//! with `since` = the last seq it received and the `epoch` of its first
+//! subscription, so nothing is lost; elsewhere lines sent in between are lost.
+//!
 //! Per delivered line a client records receive time minus the `t=` stamp in a
 //! shared histogram (sharded, one lock per read, not per message) and checks `n` and
-//! `seq` ([`crate::check`]). Nothing else of the JSON is parsed.
+//! `seq` ([`crate::check`]), across reconnections. Nothing else of the JSON is parsed.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,7 +41,21 @@ use crate::sys::{Rng, now_ns};
 use crate::ws;
 
 const SHARDS: usize = 32;
+/// Attempts to connect and subscribe the first time.
 const CONNECT_ATTEMPTS: u32 = 3;
+/// Attempts in a row to reconnect and subscribe again after a lost connection.
+const RECONNECT_ATTEMPTS: u32 = 5;
+
+/// How the clients subscribe and behave.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientOptions {
+    /// Subscribe with `batch: true` (buildcast then sends `job:logs`).
+    pub log_batch: bool,
+    /// The server resumes from `since` (buildcast): reconnect with it.
+    pub resume: bool,
+    /// Each client drops its connection once, after this many lines (tests resume).
+    pub drop_after: Option<u64>,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
@@ -54,12 +76,17 @@ pub struct Shared {
     pub complete_clients: AtomicUsize,
     /// When the latest line arrived (ns since the epoch).
     pub last_rx_ns: AtomicU64,
+    /// Reconnections after a lost connection, over all clients.
+    pub reconnects: AtomicU64,
+    /// `job:logs` batches received, over all clients.
+    pub batches: AtomicU64,
+    pub opts: ClientOptions,
     hists: Vec<Mutex<Hist>>,
     stop_tx: watch::Sender<bool>,
 }
 
 impl Shared {
-    pub fn new(addr: SocketAddr, path: &str, lines_per_job: u64) -> Arc<Self> {
+    pub fn new(addr: SocketAddr, path: &str, lines_per_job: u64, opts: ClientOptions) -> Arc<Self> {
         let path = if path.ends_with('/') {
             path.to_owned()
         } else {
@@ -72,6 +99,9 @@ impl Shared {
             delivered: AtomicU64::new(0),
             complete_clients: AtomicUsize::new(0),
             last_rx_ns: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            opts,
             hists: (0..SHARDS).map(|_| Mutex::new(Hist::new())).collect(),
             stop_tx: watch::channel(false).0,
         })
@@ -104,6 +134,10 @@ pub struct ClientResult {
     /// Why the client ended other than by being stopped.
     pub error: Option<String>,
     pub transport: Option<Transport>,
+    /// Times it reconnected after losing its connection.
+    pub reconnects: u64,
+    /// Why it lost its connection the first time.
+    pub first_disconnect: Option<String>,
 }
 
 /// Starts one client. The receiver says when it is subscribed (or why not).
@@ -119,28 +153,53 @@ pub fn spawn(
     let (tx, rx) = oneshot::channel();
     let handle = tokio::spawn(async move {
         let mut stop = shared.stop_tx.subscribe();
-        let mut tx = Some(tx);
-        let mut attempt = 0;
-        let mut client;
+        let mut client = Client::new(shared.clone(), id, job);
+        client.subscribed_tx = Some(tx);
+        // Attempts in a row that did not get subscribed.
+        let mut failures = 0;
         loop {
-            attempt += 1;
-            client = Client::new(shared.clone(), id, job.clone());
-            client.subscribed_tx = tx.take();
+            client.subscribed = false;
+            client.fatal = false;
             let outcome = match transport {
                 Transport::WebSocket => client.run_ws(&mut stop).await,
                 Transport::Polling => client.run_polling(&mut stop).await,
             };
-            match outcome {
+            // What the last read delivered before an error.
+            client.flush(now_ns());
+            let e = match outcome {
                 Ok(()) => break,
-                // Connection bursts can be refused or reset: retry until subscribed.
-                Err(_) if !client.subscribed && attempt < CONNECT_ATTEMPTS && !*stop.borrow() => {
-                    tx = client.subscribed_tx.take();
-                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                Err(e) => e,
+            };
+            if client.subscribed {
+                failures = 0;
+            } else {
+                failures += 1;
+            }
+            // Connection bursts can be refused or reset: retry until subscribed. Once
+            // subscribed, a lost connection is reconnected, like a real client does.
+            let retry = if client.ever_subscribed {
+                !client.fatal && failures < RECONNECT_ATTEMPTS
+            } else {
+                failures < CONNECT_ATTEMPTS
+            };
+            if !retry || *stop.borrow() {
+                client.error = Some(e);
+                break;
+            }
+            let delay = if client.ever_subscribed {
+                if client.subscribed {
+                    client.reconnects += 1;
+                    shared.reconnects.fetch_add(1, Ordering::Relaxed);
+                    client.first_disconnect.get_or_insert(e);
                 }
-                Err(e) => {
-                    client.error = Some(e);
-                    break;
-                }
+                // 100 ms, then doubling, plus up to 100 ms of jitter.
+                Duration::from_millis((100 << failures.min(4)) + client.rng.next_u64() % 100)
+            } else {
+                Duration::from_millis(200 * u64::from(failures))
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = stop.changed() => break,
             }
         }
         if let Some(tx) = client.subscribed_tx.take() {
@@ -157,6 +216,8 @@ pub fn spawn(
             complete: client.check.lines.complete(),
             error: client.error,
             transport: Some(transport),
+            reconnects: client.reconnects,
+            first_disconnect: client.first_disconnect,
         }
     });
     (handle, rx)
@@ -167,11 +228,26 @@ struct Client {
     id: usize,
     job: String,
     check: ClientCheck,
+    /// Subscribed in the current session...
     subscribed: bool,
+    /// ...or in any.
+    ever_subscribed: bool,
     subscribed_tx: Option<oneshot::Sender<Result<(), String>>>,
+    /// `lastSeq` and `epoch` of the first subscription's acknowledgement (buildcast).
+    ack_last_seq: Option<u64>,
+    epoch: Option<String>,
+    /// The last error must not be retried (the server refused, or disconnected the
+    /// socket on purpose).
+    fatal: bool,
+    /// `drop_after` done.
+    dropped: bool,
+    reconnects: u64,
+    first_disconnect: Option<String>,
     complete: bool,
-    /// Latencies and line count of the current read, flushed once per read.
+    /// Latencies and line count of the current read, flushed once per read...
     lat: Vec<u64>,
+    /// ...and the `job:logs` batches it had.
+    batches: u64,
     error: Option<String>,
     rng: Rng,
 }
@@ -185,9 +261,17 @@ impl Client {
             job,
             check: ClientCheck::new(lines),
             subscribed: false,
+            ever_subscribed: false,
             subscribed_tx: None,
+            ack_last_seq: None,
+            epoch: None,
+            fatal: false,
+            dropped: false,
+            reconnects: 0,
+            first_disconnect: None,
             complete: false,
             lat: Vec::new(),
+            batches: 0,
             error: None,
             rng: Rng::seeded(now_ns() ^ (id as u64).rotate_left(32)),
         }
@@ -196,27 +280,37 @@ impl Client {
     /// Handles one packet, queueing the replies it needs in `out`.
     fn on_packet(&mut self, p: &[u8], now: u64, out: &mut Vec<Vec<u8>>) -> Result<(), String> {
         match scan::packet(p) {
-            Packet::Event(p) => self.on_event(p, now),
+            Packet::Event(p) => return self.on_event(p, now),
             Packet::Ping => out.push(b"3".to_vec()),
             Packet::Open(_) => out.push(b"40".to_vec()),
-            Packet::Connect => {
-                out.push(format!("420[\"subscribe:job\",\"{}\"]", self.job).into_bytes());
-            }
+            Packet::Connect => out.push(self.subscribe_packet()),
             Packet::Ack { id: 0, body } => {
                 if scan::find(body, b"\"ok\":true").is_none() {
+                    self.fatal = true;
                     return Err(format!(
                         "subscribe:job refused: {}",
                         String::from_utf8_lossy(body)
                     ));
                 }
                 self.subscribed = true;
+                if !self.ever_subscribed {
+                    self.ever_subscribed = true;
+                    self.ack_last_seq = scan::u64_after_last(body, b"\"lastSeq\":");
+                    self.epoch = scan::str_after(body, b"\"epoch\":\"")
+                        .map(|e| String::from_utf8_lossy(e).into_owned());
+                }
                 if let Some(tx) = self.subscribed_tx.take() {
                     let _ = tx.send(Ok(()));
                 }
             }
-            Packet::Disconnect => return Err("the server disconnected the socket (41)".into()),
+            Packet::Disconnect => {
+                // A real client does not reconnect after `io server disconnect`.
+                self.fatal = true;
+                return Err("the server disconnected the socket (41)".into());
+            }
             Packet::Close => return Err("the server closed the session (1)".into()),
             Packet::ConnectError(b) => {
+                self.fatal = true;
                 return Err(format!(
                     "connect refused (44): {}",
                     String::from_utf8_lossy(b)
@@ -227,25 +321,71 @@ impl Client {
         Ok(())
     }
 
-    fn on_event(&mut self, p: &[u8], now: u64) {
-        let Some(ev) = scan::job_event(p) else {
-            return;
+    /// `420["subscribe:job",...]`: the job id alone, or `{jobId, batch, since,
+    /// epoch}` when batching or resuming.
+    fn subscribe_packet(&self) -> Vec<u8> {
+        let opts = self.shared.opts;
+        let since = if opts.resume && self.ever_subscribed {
+            self.check.seq.highest().or(self.ack_last_seq)
+        } else {
+            None
         };
-        if let Some(seq) = ev.seq {
-            self.check.seq.record(seq);
+        if !opts.log_batch && since.is_none() {
+            return format!("420[\"subscribe:job\",\"{}\"]", self.job).into_bytes();
         }
-        if let (Some(t), Some(n)) = (ev.t_ns, ev.n) {
-            self.check.lines.record(n);
-            self.lat.push(now.saturating_sub(t));
-            if !self.complete && self.check.lines.complete() {
-                self.complete = true;
-                self.shared.complete_clients.fetch_add(1, Ordering::Relaxed);
+        let mut p = format!("420[\"subscribe:job\",{{\"jobId\":\"{}\"", self.job);
+        if opts.log_batch {
+            p.push_str(",\"batch\":true");
+        }
+        if let Some(since) = since {
+            let _ = write!(p, ",\"since\":{since}");
+            if let Some(epoch) = &self.epoch {
+                let _ = write!(p, ",\"epoch\":\"{epoch}\"");
             }
         }
+        p.push_str("}]");
+        p.into_bytes()
+    }
+
+    /// One event packet: a `job:*` event, or a `job:logs` batch of lines.
+    fn on_event(&mut self, p: &[u8], now: u64) -> Result<(), String> {
+        let Self {
+            check,
+            lat,
+            complete,
+            shared,
+            ..
+        } = self;
+        let kind = scan::job_events(p, |ev| {
+            if let Some(t) = check.record(&ev) {
+                lat.push(now.saturating_sub(t));
+                if !*complete && check.lines.complete() {
+                    *complete = true;
+                    shared.complete_clients.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        if kind == scan::JobPacket::Batch {
+            self.batches += 1;
+        }
+        if let Some(after) = self.shared.opts.drop_after
+            && !self.dropped
+            && self.check.lines.distinct() >= after
+        {
+            self.dropped = true;
+            return Err(format!("dropped by the load generator after {after} lines"));
+        }
+        Ok(())
     }
 
     /// Publishes what the last read delivered.
     fn flush(&mut self, now: u64) {
+        if self.batches > 0 {
+            self.shared
+                .batches
+                .fetch_add(self.batches, Ordering::Relaxed);
+            self.batches = 0;
+        }
         if self.lat.is_empty() {
             return;
         }

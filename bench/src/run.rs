@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::load::{self, Shared, Transport};
+use crate::load::{self, ClientOptions, Shared, Transport};
 use crate::scan;
 use crate::sys::{self, now_ns};
 
@@ -95,6 +95,9 @@ pub struct Scenario {
     pub idle_hold: Option<Duration>,
     /// Runs per server; the table shows medians.
     pub repeat: usize,
+    /// Clients subscribe with `batch: true` (`--log-batch`): buildcast sends
+    /// `job:logs` batches, the others ignore it and send `job:log`.
+    pub log_batch: bool,
 }
 
 impl Scenario {
@@ -117,9 +120,14 @@ impl Scenario {
             format!("{} clients", self.clients)
         };
         format!(
-            "{jobs} ({}), {} lines per job, {rate}",
+            "{jobs} ({}), {} lines per job, {rate}{}",
             self.mix.label(),
-            self.lines
+            self.lines,
+            if self.log_batch {
+                ", subscribed with batch: true"
+            } else {
+                ""
+            }
         )
     }
 }
@@ -136,13 +144,24 @@ pub fn suite(scale: f64, repeat: usize) -> Vec<Scenario> {
         mix,
         idle_hold: None,
         repeat: 1,
+        log_batch: false,
     };
     vec![
         s("1k-100lps", 1000, 1, 1000, 100, Mix::WebSocket),
         s("5k-100lps", 5000, 1, 500, 100, Mix::WebSocket),
         Scenario {
+            log_batch: true,
+            ..s("5k-100lps-batch", 5000, 1, 500, 100, Mix::WebSocket)
+        },
+        Scenario {
             repeat,
             ..s("saturation", 1000, 1, 10_000, 0, Mix::WebSocket)
+        },
+        // Half the lines of `saturation`: node takes ~100 s for 10,000.
+        Scenario {
+            repeat,
+            log_batch: true,
+            ..s("saturation-batch", 1000, 1, 5_000, 0, Mix::WebSocket)
         },
         Scenario {
             idle_hold: Some(Duration::from_secs(5)),
@@ -151,6 +170,8 @@ pub fn suite(scale: f64, repeat: usize) -> Vec<Scenario> {
         },
         s("200jobs", 1000, 200, 500, 50, Mix::WebSocket),
         s("polling-500", 500, 1, 500, 50, Mix::Polling),
+        // Node takes ~10 s, buildcast ~14 s (per line), the floor ~2 s.
+        s("polling-saturation", 500, 1, 10_000, 0, Mix::Polling),
     ]
 }
 
@@ -177,6 +198,8 @@ pub struct Options {
     pub ping_interval_ms: u64,
     /// Keep each run's directory (server log, buildcast's data) instead of removing it.
     pub keep: bool,
+    /// Each client drops its connection once after this many lines (`--drop-after`).
+    pub drop_after: Option<u64>,
     pub verbose: bool,
 }
 
@@ -189,6 +212,7 @@ impl Default for Options {
             rust_log: None,
             ping_interval_ms: 25_000,
             keep: false,
+            drop_after: None,
             verbose: false,
         }
     }
@@ -210,6 +234,12 @@ pub struct RunResult {
     pub lost: u64,
     pub dup: u64,
     pub out_of_order: u64,
+    /// Reconnections after a lost connection, over all clients.
+    pub reconnects: u64,
+    /// Why a client lost its connection the first time.
+    pub first_disconnect: Option<String>,
+    /// `job:logs` batches received (buildcast with `--log-batch`), over all clients.
+    pub batches: u64,
     /// Seconds from "go" to the last line received.
     pub window_s: f64,
     pub msgs_per_s: f64,
@@ -248,7 +278,7 @@ impl RunResult {
 
     pub fn summary(&self) -> String {
         let mut s = format!(
-            "{} {}: clients={} failed={} delivered={}/{} lost={} dup={} ooo={} window={:.2}s msgs/s={:.0} p50={:.2}ms p99={:.2}ms max={:.2}ms connect={:.2}s server_cpu={:.2}s cpu_us/msg={:.2} rss_start={}KiB rss_subscribed={}KiB peak_rss={}KiB rss/conn={:.1}KiB loadgen_cpu={:.2}s",
+            "{} {}: clients={} failed={} delivered={}/{} lost={} dup={} ooo={} reconnects={} window={:.2}s msgs/s={:.0} p50={:.2}ms p99={:.2}ms max={:.2}ms connect={:.2}s server_cpu={:.2}s cpu_us/msg={:.2} rss_start={}KiB rss_subscribed={}KiB peak_rss={}KiB rss/conn={:.1}KiB loadgen_cpu={:.2}s",
             self.scenario,
             self.server,
             self.clients,
@@ -258,6 +288,7 @@ impl RunResult {
             self.lost,
             self.dup,
             self.out_of_order,
+            self.reconnects,
             self.window_s,
             self.msgs_per_s,
             self.p50_ms,
@@ -275,11 +306,22 @@ impl RunResult {
         if let Some(l) = self.lagged {
             let _ = write!(s, " lagged_catch_ups={l}");
         }
+        if self.batches > 0 {
+            let _ = write!(
+                s,
+                " batches={} lines/batch={:.1}",
+                self.batches,
+                self.delivered as f64 / self.batches as f64
+            );
+        }
         if let Some(e) = &self.ended {
             let _ = write!(s, " ended={e:?}");
         }
         if let Some(e) = &self.first_error {
             let _ = write!(s, " first_error={e:?}");
+        }
+        if let Some(e) = &self.first_disconnect {
+            let _ = write!(s, " first_disconnect={e:?}");
         }
         s
     }
@@ -524,7 +566,16 @@ async fn drive(
     }
 
     // Clients, in batches; each batch is subscribed before the next connects.
-    let shared = Shared::new(addr, "/ws/", sc.lines);
+    let shared = Shared::new(
+        addr,
+        "/ws/",
+        sc.lines,
+        ClientOptions {
+            log_batch: sc.log_batch,
+            resume: server == Server::Buildcast,
+            drop_after: opts.drop_after,
+        },
+    );
     let cpu_before_connect = sys::proc_cpu_secs(pid).unwrap_or(0.0);
     let t_connect = Instant::now();
     let mut handles = Vec::with_capacity(sc.clients);
@@ -654,6 +705,9 @@ async fn drive(
     r.lost = results.iter().map(|c| c.anomalies.lost).sum::<u64>() + missing_clients * sc.lines;
     r.dup = results.iter().map(|c| c.anomalies.dup).sum();
     r.out_of_order = results.iter().map(|c| c.anomalies.out_of_order).sum();
+    r.reconnects = shared.reconnects.load(Ordering::Relaxed);
+    r.batches = shared.batches.load(Ordering::Relaxed);
+    r.first_disconnect = results.iter().find_map(|c| c.first_disconnect.clone());
     let lat = shared.latencies();
     r.p50_ms = ms(lat.quantile(0.50));
     r.p99_ms = ms(lat.quantile(0.99));
@@ -698,6 +752,9 @@ pub fn combine(runs: &[RunResult]) -> RunResult {
         lost: runs.iter().map(|r| r.lost).sum(),
         dup: runs.iter().map(|r| r.dup).sum(),
         out_of_order: runs.iter().map(|r| r.out_of_order).sum(),
+        reconnects: runs.iter().map(|r| r.reconnects).sum(),
+        batches: m(|r| r.batches as f64) as u64,
+        first_disconnect: runs.iter().find_map(|r| r.first_disconnect.clone()),
         window_s: m(|r| r.window_s),
         msgs_per_s: m(|r| r.msgs_per_s),
         p50_ms: m(|r| r.p50_ms),
@@ -752,6 +809,9 @@ pub fn table(scenarios: &[Scenario], rows: &[RunResult]) -> String {
             let mut anomalies = format!("{}/{}/{}", r.lost, r.dup, r.out_of_order);
             if r.failed_clients > 0 {
                 let _ = write!(anomalies, " ({} clients failed)", r.failed_clients);
+            }
+            if r.reconnects > 0 {
+                let _ = write!(anomalies, " ({} reconnects)", r.reconnects);
             }
             if let Some(e) = &r.ended {
                 // The run did not end with every client complete: see "Every run".

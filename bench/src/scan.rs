@@ -112,7 +112,24 @@ pub struct JobEvent {
     pub n: Option<u64>,
 }
 
-/// Reads a `42["job:...",{...}]` packet; `None` for other events.
+/// The `t=<ns> n=<i>` the line source wrote at the start of a message (`s` starts
+/// right after the message's opening quote), and how many bytes that took.
+fn stamp(s: &[u8]) -> (Option<u64>, Option<u64>, usize) {
+    let Some(rest) = s.strip_prefix(b"t=") else {
+        return (None, None, 0);
+    };
+    let Some((t, len)) = leading_u64(rest) else {
+        return (None, None, 0);
+    };
+    let used = 2 + len;
+    match rest[len..].strip_prefix(b" n=").and_then(leading_u64) {
+        Some((n, nlen)) => (Some(t), Some(n), used + 3 + nlen),
+        None => (Some(t), None, used),
+    }
+}
+
+/// Reads a `42["job:...",{...}]` packet; `None` for other events. A batch
+/// (`job:logs`) is read by [`job_events`].
 pub fn job_event(p: &[u8]) -> Option<JobEvent> {
     const PREFIX: &[u8] = b"[\"job:";
     // `42` and an optional ack id or namespace are before the array.
@@ -128,16 +145,90 @@ pub fn job_event(p: &[u8]) -> Option<JobEvent> {
         ..JobEvent::default()
     };
     if is_log && let Some(at) = find(p, b"\"message\":\"t=") {
-        let rest = &p[at + b"\"message\":\"t=".len()..];
-        if let Some((t, len)) = leading_u64(rest) {
-            ev.t_ns = Some(t);
-            let rest = &rest[len..];
-            if let Some(rest) = rest.strip_prefix(b" n=") {
-                ev.n = leading_u64(rest).map(|(n, _)| n);
-            }
-        }
+        (ev.t_ns, ev.n, _) = stamp(&p[at + b"\"message\":\"".len()..]);
     }
     Some(ev)
+}
+
+/// What [`job_events`] read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobPacket {
+    /// Not a `job:*` event.
+    Other,
+    /// One event.
+    Event,
+    /// A `job:logs` batch.
+    Batch,
+}
+
+/// Reads a job event packet and calls `f` once per event: once for
+/// `42["job:log",{...}]` and the other `job:*` events, once per line for a batch
+/// `42["job:logs",[{...},{...}]]` (in the order of the array).
+pub fn job_events(p: &[u8], mut f: impl FnMut(JobEvent)) -> JobPacket {
+    const PREFIX: &[u8] = b"[\"job:logs\",";
+    let Some(start) = p.iter().position(|&b| b == b'[') else {
+        return JobPacket::Other;
+    };
+    if p[start..].starts_with(PREFIX) {
+        batch_lines(&p[start + PREFIX.len()..], f);
+        return JobPacket::Batch;
+    }
+    match job_event(p) {
+        Some(ev) => {
+            f(ev);
+            JobPacket::Event
+        }
+        None => JobPacket::Other,
+    }
+}
+
+/// The lines of a `job:logs` array. No JSON is parsed: only the keys `"seq":` and
+/// `"message":"` are looked for, and only where a key can be (right after `{` or
+/// `,`): inside a string a quote is escaped (`\"seq\":`), so text in a message can
+/// never pass for a key. An object ends where the key it already has comes again
+/// (or at the end), so the order of the keys within an object does not matter.
+fn batch_lines(body: &[u8], mut f: impl FnMut(JobEvent)) {
+    const SEQ: &[u8] = b"seq\":";
+    const MESSAGE: &[u8] = b"message\":\"";
+    let line = || JobEvent {
+        is_log: true,
+        ..JobEvent::default()
+    };
+    let mut cur = line();
+    let (mut has_seq, mut has_message) = (false, false);
+    let mut i = 0;
+    while let Some(q) = body[i..].iter().position(|&b| b == b'"') {
+        let at = i + q;
+        i = at + 1;
+        if at == 0 || !matches!(body[at - 1], b'{' | b',') {
+            continue;
+        }
+        let key = &body[i..];
+        if let Some(rest) = key.strip_prefix(SEQ) {
+            if has_seq {
+                f(std::mem::replace(&mut cur, line()));
+                has_message = false;
+            }
+            has_seq = true;
+            i += SEQ.len();
+            if let Some((seq, len)) = leading_u64(rest) {
+                cur.seq = Some(seq);
+                i += len;
+            }
+        } else if let Some(rest) = key.strip_prefix(MESSAGE) {
+            if has_message {
+                f(std::mem::replace(&mut cur, line()));
+                has_seq = false;
+            }
+            has_message = true;
+            let used;
+            (cur.t_ns, cur.n, used) = stamp(rest);
+            i += MESSAGE.len() + used;
+        }
+    }
+    if has_seq || has_message {
+        f(cur);
+    }
 }
 
 #[cfg(test)]
@@ -203,6 +294,76 @@ mod tests {
                 seq: Some(9),
                 ..JobEvent::default()
             })
+        );
+    }
+    fn events(p: &[u8]) -> Vec<JobEvent> {
+        let mut v = Vec::new();
+        assert_ne!(job_events(p, |ev| v.push(ev)), JobPacket::Other);
+        v
+    }
+
+    fn line(seq: u64, t: u64, n: u64) -> JobEvent {
+        JobEvent {
+            is_log: true,
+            seq: Some(seq),
+            t_ns: Some(t),
+            n: Some(n),
+        }
+    }
+
+    #[test]
+    fn reads_every_line_of_a_job_logs_batch() {
+        let p = br#"42["job:logs",[{"jobId":"j1","projectId":"p","stream":"stdout","message":"t=100 n=0 xxxx","timestamp":"2024-11-21T10:00:00.123Z","seq":5},{"jobId":"j1","projectId":"p","stream":"stdout","message":"t=200 n=1 xxxx","timestamp":"2024-11-21T10:00:00.124Z","seq":6}]]"#;
+        assert_eq!(events(p), vec![line(5, 100, 0), line(6, 200, 1)]);
+        // One line, and an empty batch.
+        assert_eq!(
+            events(br#"42["job:logs",[{"message":"t=7 n=3","seq":9}]]"#),
+            vec![line(9, 7, 3)]
+        );
+        assert_eq!(events(br#"42["job:logs",[]]"#), vec![]);
+        // job:log and the other events go through job_event.
+        assert_eq!(
+            events(br#"42["job:log",{"message":"t=7 n=3","seq":9}]"#),
+            vec![line(9, 7, 3)]
+        );
+        assert_eq!(
+            events(br#"42["job:completed",{"jobId":"j","seq":10}]"#),
+            vec![JobEvent {
+                seq: Some(10),
+                ..JobEvent::default()
+            }]
+        );
+        assert_eq!(
+            job_events(br#"42["project:progress",{"seq":3}]"#, |_| {}),
+            JobPacket::Other
+        );
+        assert_eq!(
+            job_events(br#"42["job:logs",[]]"#, |_| {}),
+            JobPacket::Batch
+        );
+    }
+
+    #[test]
+    fn a_batch_is_not_fooled_by_keys_inside_messages() {
+        // What a message says about seq is escaped; a message may end in `,` or `{`;
+        // a system line has no stamp; the keys may come in any order.
+        let p = br#"42["job:logs",[{"message":"t=1 n=0 {\"seq\":99,\"message\":\"t=5 n=5","seq":3},{"message":"echo {,","stream":"system","seq":4},{"seq":5,"message":"t=2 n=1 ,\"seq\":77"},{"seq":6,"message":""}]]"#;
+        assert_eq!(
+            events(p),
+            vec![
+                line(3, 1, 0),
+                JobEvent {
+                    is_log: true,
+                    seq: Some(4),
+                    ..JobEvent::default()
+                },
+                line(5, 2, 1),
+                JobEvent {
+                    is_log: true,
+                    seq: Some(6),
+                    ..JobEvent::default()
+                },
+            ]
         );
     }
 }

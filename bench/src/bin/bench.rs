@@ -6,6 +6,8 @@
 //!     bench scenarios
 //!
 //! Common options: --buildcast PATH, --node-dir DIR, --raw PATH, --linegen PATH,
+//! --log-batch (subscribe with batch: true, accept job:logs), --drop-after N (each
+//! client drops its connection once after N lines, then reconnects and resumes),
 //! --batch N (clients connecting at once), --stall SECS, --max-wait SECS,
 //! --rust-log FILTER (buildcast's RUST_LOG), --ping-interval-ms N (every server),
 //! --keep (keep each run's directory: server log, data), --threads N, --quiet.
@@ -23,7 +25,7 @@ struct Cli {
     switches: Vec<String>,
 }
 
-const SWITCHES: &[&str] = &["--check", "--quiet", "--keep"];
+const SWITCHES: &[&str] = &["--check", "--quiet", "--keep", "--log-batch"];
 
 fn parse_cli() -> Result<Cli, String> {
     let mut args = std::env::args().skip(1);
@@ -103,6 +105,10 @@ impl Cli {
             rust_log: self.get("--rust-log").map(String::from),
             ping_interval_ms: self.num("--ping-interval-ms", d.ping_interval_ms)?,
             keep: self.has("--keep"),
+            drop_after: match self.num("--drop-after", 0u64)? {
+                0 => None,
+                n => Some(n),
+            },
             verbose: !self.has("--quiet"),
         })
     }
@@ -153,12 +159,14 @@ fn servers(cli: &Cli) -> Result<Vec<Server>, String> {
 fn scenario_from_flags(cli: &Cli) -> Result<Scenario, String> {
     if let Some(name) = cli.get("--scenario") {
         let scale = cli.num("--scale", 1.0)?;
-        return run::suite(scale, 1)
+        let mut sc = run::suite(scale, 1)
             .into_iter()
             .find(|s| s.name == name)
             .ok_or(format!(
                 "unknown scenario {name} (bench scenarios lists them)"
-            ));
+            ))?;
+        sc.log_batch |= cli.has("--log-batch");
+        return Ok(sc);
     }
     let clients = cli.num("--clients", 50usize)?;
     let jobs = cli.num("--jobs", 1usize)?.clamp(1, clients.max(1));
@@ -176,6 +184,7 @@ fn scenario_from_flags(cli: &Cli) -> Result<Scenario, String> {
         mix: Mix::parse(cli.get("--transport").unwrap_or("ws"))?,
         idle_hold: (idle > 0).then(|| Duration::from_secs(idle)),
         repeat: 1,
+        log_batch: cli.has("--log-batch"),
     })
 }
 
@@ -246,6 +255,9 @@ async fn suite(cli: &Cli) -> Result<bool, String> {
         if scenarios.is_empty() {
             return Err(format!("--only {only}: no such scenario"));
         }
+    }
+    if cli.has("--log-batch") {
+        scenarios.iter_mut().for_each(|s| s.log_batch = true);
     }
     let started = std::time::Instant::now();
     let started_at = sys::iso8601_millis(sys::now_ns());
@@ -362,7 +374,7 @@ fn main() {
             "run" => run_one(&cli).await,
             "scenarios" => {
                 for s in run::suite(cli.num("--scale", 1.0)?, cli.num("--repeat", 3)?) {
-                    println!("{:<12} {}", s.name, s.describe());
+                    println!("{:<19} {}", s.name, s.describe());
                 }
                 Ok(true)
             }

@@ -122,10 +122,20 @@ impl App {
         }
     }
 
-    /// `42<ack>["subscribe:job","<id>"]`.
+    /// `42<ack>["subscribe:job","<id>"]`, or `42<ack>["subscribe:job",{"jobId":"<id>",...}]`
+    /// (other keys, such as `batch` or `since`, are ignored).
     fn on_event(&self, p: &[u8], conn: &Conn<'_>) {
+        const EVENT: &[u8] = b"[\"subscribe:job\",";
         let ack = scan::leading_u64(&p[2..]).map(|(id, _)| id);
-        let Some(at) = scan::find(p, b"[\"subscribe:job\",\"") else {
+        let job = scan::find(p, EVENT).and_then(|at| {
+            let arg = &p[at + EVENT.len()..];
+            match arg.first() {
+                Some(b'"') => scan::str_after(arg, b"\""),
+                Some(b'{') => scan::str_after(arg, b"\"jobId\":\""),
+                _ => None,
+            }
+        });
+        let Some(job) = job else {
             if let Some(id) = ack {
                 conn.send(
                     format!("43{id}[{{\"ok\":false,\"error\":\"unknown event\"}}]").as_bytes(),
@@ -133,11 +143,7 @@ impl App {
             }
             return;
         };
-        let rest = &p[at + b"[\"subscribe:job\",\"".len()..];
-        let Some(end) = rest.iter().position(|&b| b == b'"') else {
-            return;
-        };
-        let job = String::from_utf8_lossy(&rest[..end]).into_owned();
+        let job = String::from_utf8_lossy(job).into_owned();
         let sub = match conn {
             Conn::Ws(sid, tx) => Sub::Ws(*sid, (*tx).clone()),
             Conn::Poll(s) => Sub::Poll(s.sid, (*s).clone()),
