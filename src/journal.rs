@@ -197,9 +197,14 @@ pub struct LiveView<'a> {
 }
 
 impl LiveView<'_> {
-    /// The events with `seq > since` if memory still holds all of them, else the
-    /// lowest seq memory holds (the rest must come from the store first).
-    pub fn events_after(&self, since: u64) -> Result<Vec<Arc<Recorded>>, u64> {
+    /// The first `limit` events with `seq > since` and whether more follow, if
+    /// memory still holds all of them; else the lowest seq memory holds (the rest
+    /// must come from the store first).
+    pub fn events_after(
+        &self,
+        since: u64,
+        limit: usize,
+    ) -> Result<(Vec<Arc<Recorded>>, bool), u64> {
         let first = self
             .state
             .window
@@ -209,14 +214,14 @@ impl LiveView<'_> {
             return Err(first);
         }
         let skip = usize::try_from(since + 1 - first).unwrap_or(usize::MAX);
-        Ok(self
+        let mut after = self
             .state
             .window
             .iter()
             .skip(skip)
-            .filter(|e| !self.state.log.is_dropped(e.seq(), e.kind))
-            .cloned()
-            .collect())
+            .filter(|e| !self.state.log.is_dropped(e.seq(), e.kind));
+        let events: Vec<_> = after.by_ref().take(limit).cloned().collect();
+        Ok((events, after.next().is_some()))
     }
 
     /// The part of the log dropped from history, if any.

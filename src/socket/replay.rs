@@ -21,7 +21,7 @@ use std::time::Duration;
 use socketioxide::extract::SocketRef;
 use socketioxide::{SendError, SocketError};
 
-use super::batch::{LogRun, run_len};
+use super::batch::{LogRun, MAX_LINES, run_len};
 use super::{Subscription, job_batch_room, job_room, room_of, session};
 use crate::job::{JobId, JobRecord};
 use crate::journal::{Journal, Recorded, blocking};
@@ -88,6 +88,13 @@ struct Pacer {
 impl Pacer {
     fn may_send(&self) -> bool {
         self.budget.is_none_or(|budget| self.sent < budget)
+    }
+
+    /// How many more events the current burst may send (most [`PAGE`] at a time).
+    fn room(&self) -> usize {
+        self.budget
+            .map_or(PAGE, |budget| budget.saturating_sub(self.sent))
+            .min(PAGE)
     }
 
     fn sent_one(&mut self) {
@@ -178,6 +185,10 @@ enum Step {
     Pause {
         cursor: u64,
     },
+    /// Sent all that was taken from the window up to this position; more follows.
+    More {
+        cursor: u64,
+    },
     /// The job is not in memory; look in the store.
     NotLive,
 }
@@ -216,11 +227,14 @@ pub async fn attach(
         if session.is_closed() {
             return Err(AttachError::Closed);
         }
+        let limit = pacer.room().max(1) * if batch { MAX_LINES } else { 1 };
         let step = journal
             .with_live(id, |view| {
-                let events = match cursor {
-                    None => Vec::new(),
-                    Some(since) => match view.events_after(since) {
+                // Only what this burst may send is taken from the window: a long
+                // catch-up must not copy the whole window at every pause.
+                let (events, more) = match cursor {
+                    None => (Vec::new(), false),
+                    Some(since) => match view.events_after(since, limit) {
                         Ok(events) => events,
                         Err(first) => return Step::FromStore { until: first },
                     },
@@ -251,6 +265,11 @@ pub async fn attach(
                     }
                     rest = after;
                 }
+                if more {
+                    return Step::More {
+                        cursor: expected - 1,
+                    };
+                }
                 super::join(socket, room.clone());
                 if cursor
                     .is_some_and(|c| expected <= view.record.last_seq && c < view.record.last_seq)
@@ -271,6 +290,12 @@ pub async fn attach(
             Step::Pause { cursor: at } => {
                 cursor = Some(at);
                 pacer.pause(socket).await?;
+            }
+            Step::More { cursor: at } => {
+                cursor = Some(at);
+                if !pacer.may_send() {
+                    pacer.pause(socket).await?;
+                }
             }
             Step::FromStore { until } => {
                 let since = cursor.expect("store replay needs a position");
