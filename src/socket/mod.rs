@@ -9,8 +9,11 @@
 //! - [`subscriptions`]: `subscribe:*` / `unsubscribe:*` and their validation.
 //! - [`replay`]: attaching a socket to a job's history, then to its live events.
 //! - [`fanout`]: the one place recorded events become Socket.IO emits.
+//! - [`head`]: copies a Socket.IO request's head out of hyper's read buffer, which
+//!   the session would otherwise keep alive.
 
 pub mod fanout;
+pub mod head;
 pub mod replay;
 pub mod subscriptions;
 
