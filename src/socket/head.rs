@@ -7,10 +7,14 @@
 //! session's whole life (`SocketRef::req_parts`), so those slices would keep the
 //! whole buffer alive: 16 KiB per connection for a head of a few hundred bytes.
 //! Copying the URI (and axum's [`OriginalUri`], a clone of it) and the header values
-//! into allocations of their own lets hyper's buffer go once the connection is
-//! upgraded. Nothing else changes: same URI, same headers in the same order, same
-//! sensitivity flags.
+//! into one buffer of their own lets hyper's buffer go once the connection is
+//! upgraded. One buffer rather than one per value: the copies are what the session
+//! keeps, and engineioxide clones the head once more. Nothing else changes: same
+//! URI, same headers in the same order, same sensitivity flags.
 
+use std::ops::Range;
+
+use axum::body::Bytes;
 use axum::extract::OriginalUri;
 use axum::http::{HeaderValue, Request, Uri};
 
@@ -21,15 +25,44 @@ pub fn is_socket_io_path(path: &str, req_path: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || req_path.ends_with('/'))
 }
 
-/// `req` with its URI and header values copied into buffers of their own.
+/// `req` with its URI and header values copied into a buffer of their own.
 pub fn detach<B>(mut req: Request<B>) -> Request<B> {
-    copy_uri(req.uri_mut());
+    let uri = req.uri().to_string();
+    let original = req
+        .extensions()
+        .get::<OriginalUri>()
+        .map(|OriginalUri(original)| original.to_string())
+        .filter(|original| *original != uri);
+    let values: usize = req.headers().values().map(|v| v.len()).sum();
+    let mut head =
+        Vec::with_capacity(uri.len() + original.as_ref().map_or(0, String::len) + values);
+    let uri_at = push(&mut head, uri.as_bytes());
+    let original_at = original.map(|original| push(&mut head, original.as_bytes()));
+    let value_at: Vec<Range<usize>> = req
+        .headers()
+        .values()
+        .map(|v| push(&mut head, v.as_bytes()))
+        .collect();
+    let head = Bytes::from(head);
+
+    // Parsing what `Uri` printed gives the same URI; a failure keeps the original.
+    let Ok(copy) = Uri::from_maybe_shared(head.slice(uri_at)) else {
+        return req;
+    };
+    *req.uri_mut() = copy.clone();
     if let Some(OriginalUri(original)) = req.extensions_mut().get_mut::<OriginalUri>() {
-        copy_uri(original);
+        match original_at {
+            None => *original = copy,
+            Some(at) => {
+                if let Ok(copy) = Uri::from_maybe_shared(head.slice(at)) {
+                    *original = copy;
+                }
+            }
+        }
     }
-    for value in req.headers_mut().values_mut() {
-        // `from_bytes` copies; it accepts every value hyper accepted.
-        if let Ok(mut copy) = HeaderValue::from_bytes(value.as_bytes()) {
+    for (value, at) in req.headers_mut().values_mut().zip(value_at) {
+        // Every value hyper accepted is accepted again.
+        if let Ok(mut copy) = HeaderValue::from_maybe_shared(head.slice(at)) {
             copy.set_sensitive(value.is_sensitive());
             *value = copy;
         }
@@ -37,17 +70,16 @@ pub fn detach<B>(mut req: Request<B>) -> Request<B> {
     req
 }
 
-fn copy_uri(uri: &mut Uri) {
-    // `TryFrom<&str>` copies; re-parsing what `Uri` printed gives the same URI.
-    if let Ok(copy) = Uri::try_from(uri.to_string().as_str()) {
-        *uri = copy;
-    }
+/// Appends `bytes` to `head`; where they are.
+fn push(head: &mut Vec<u8>, bytes: &[u8]) -> Range<usize> {
+    let start = head.len();
+    head.extend_from_slice(bytes);
+    start..head.len()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::body::Bytes;
     use axum::http::header;
 
     fn inside(buf: &Bytes, bytes: &[u8]) -> bool {
@@ -107,6 +139,31 @@ mod tests {
             .body(())
             .unwrap();
         assert_eq!(detach(req).uri(), "http://example.com:3001/ws/?EIO=4");
+    }
+
+    #[test]
+    fn an_original_uri_other_than_the_uri_is_kept() {
+        let req = Request::builder()
+            .uri("/?EIO=4")
+            .extension(OriginalUri(Uri::from_static("/ws/?EIO=4")))
+            .header(header::COOKIE, "a=b")
+            .body(())
+            .unwrap();
+        let req = detach(req);
+        assert_eq!(req.uri(), "/?EIO=4");
+        assert_eq!(
+            req.extensions().get::<OriginalUri>().unwrap().0,
+            "/ws/?EIO=4"
+        );
+        assert_eq!(req.headers()[header::COOKIE], "a=b");
+    }
+
+    #[test]
+    fn a_request_without_headers_is_fine() {
+        let req = Request::builder().uri("/ws/").body(()).unwrap();
+        let req = detach(req);
+        assert_eq!(req.uri(), "/ws/");
+        assert!(req.headers().is_empty());
     }
 
     #[test]
