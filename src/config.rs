@@ -141,8 +141,10 @@ pub struct WebsocketConfig {
     /// `WEBSOCKET_MAX_BUFFER_SIZE`: packets queued per socket before it counts as lagging.
     /// A lagging socket is never silently skipped: it is caught up from history.
     pub max_buffer_size: usize,
-    /// `WEBSOCKET_READ_BUFFER_SIZE`: bytes of read buffer per WebSocket connection;
-    /// clients send little, so a small buffer saves memory per idle connection.
+    /// `WEBSOCKET_READ_BUFFER_SIZE`: bytes of read buffer per WebSocket connection
+    /// (default 256). Clients send little (subscriptions, pongs), so a small buffer
+    /// saves memory on every idle connection; a larger message still arrives whole,
+    /// the buffer grows for it, read this many bytes at a time.
     pub ws_read_buffer_size: usize,
     /// `LOG_BATCH_INTERVAL_MS`: longest a log line is held for subscribers that
     /// chose `job:logs` runs (`subscribe:job` with `batch: true`).
@@ -250,7 +252,7 @@ impl Config {
                 ping_timeout: env.millis("WEBSOCKET_PING_TIMEOUT_MS", "20000")?,
                 max_payload: env.positive("WEBSOCKET_MAX_PAYLOAD", "1000000")?,
                 max_buffer_size: env.positive("WEBSOCKET_MAX_BUFFER_SIZE", "1024")?,
-                ws_read_buffer_size: env.positive("WEBSOCKET_READ_BUFFER_SIZE", "4096")?,
+                ws_read_buffer_size: env.positive("WEBSOCKET_READ_BUFFER_SIZE", "256")?,
                 log_batch_interval: env.parse_with("LOG_BATCH_INTERVAL_MS", "20", |v| {
                     match v.parse::<u64>() {
                         Ok(ms @ 1..=1000) => Ok(Duration::from_millis(ms)),
@@ -502,6 +504,8 @@ mod tests {
         assert!(c.websocket.enabled);
         assert_eq!(c.cors, CorsOrigins::Any);
         assert_eq!(c.max_concurrent_jobs, 2);
+        assert_eq!(c.websocket.max_buffer_size, 1024);
+        assert_eq!(c.websocket.ws_read_buffer_size, 256);
     }
 
     #[test]

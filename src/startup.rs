@@ -13,11 +13,13 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::Router;
-use axum::http::{HeaderName, Method, header};
+use axum::body::Body;
+use axum::http::{HeaderName, Method, Request, header};
 use socketioxide::SocketIo;
 use socketioxide::layer::SocketIoLayer;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
+use tower::util::MapRequestLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
@@ -120,7 +122,16 @@ impl Application {
                 state.sockets.clone(),
                 config.websocket.log_batch_interval,
             )));
-            router = router.layer(layer);
+            let path: Arc<str> = config.websocket.path.as_str().into();
+            router = router
+                .layer(layer)
+                .layer(MapRequestLayer::new(move |req: Request<Body>| {
+                    if crate::socket::head::is_socket_io_path(req.uri().path(), &path) {
+                        crate::socket::head::detach(req)
+                    } else {
+                        req
+                    }
+                }));
             Some(io)
         } else {
             None

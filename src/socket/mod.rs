@@ -10,9 +10,12 @@
 //! - [`replay`]: attaching a socket to a job's history, then to its live events.
 //! - [`fanout`]: the one place recorded events become Socket.IO emits.
 //! - [`batch`]: the opt-in `job:logs` event (runs of log lines as one array).
+//! - [`head`]: copies a Socket.IO request's head out of hyper's read buffer, which
+//!   the session would otherwise keep alive.
 
 pub mod batch;
 pub mod fanout;
+pub mod head;
 pub mod replay;
 pub mod subscriptions;
 
