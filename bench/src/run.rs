@@ -170,8 +170,12 @@ pub fn suite(scale: f64, repeat: usize) -> Vec<Scenario> {
         },
         s("200jobs", 1000, 200, 500, 50, Mix::WebSocket),
         s("polling-500", 500, 1, 500, 50, Mix::Polling),
-        // Node takes ~10 s, buildcast ~14 s (per line), the floor ~2 s.
+        // Node takes ~5-10 s, buildcast ~8 s (per line), the floor ~1-2 s.
         s("polling-saturation", 500, 1, 10_000, 0, Mix::Polling),
+        Scenario {
+            log_batch: true,
+            ..s("polling-saturation-batch", 500, 1, 10_000, 0, Mix::Polling)
+        },
     ]
 }
 
