@@ -17,6 +17,7 @@ import {
   getJob,
   getJson,
   waitForJobFinished,
+  waitForMidStream,
   assertSeqSeries,
   assertEventShape,
   progressTable,
@@ -24,7 +25,6 @@ import {
   DEFAULT_PIPELINES,
   SUCCESS_PHASES,
   JOB_EVENTS,
-  FINISHED,
 } from './helpers.mjs';
 
 const PIPELINES = `${DEFAULT_PIPELINES}
@@ -102,14 +102,7 @@ test('live: a batching subscriber gets every line in runs, in the same order as 
 
 test('replay: since:0 mid-build sends history and live lines in runs, no gap, no duplicate', async () => {
   const jobId = await createJob(server.url, newProjectId('batch-mid'), 'burst');
-  await waitFor(
-    async () => {
-      const j = await getJob(server.url, jobId);
-      return j.lastSeq >= 400 && !FINISHED.has(j.status);
-    },
-    20_000,
-    { interval: 20, what: 'burst job to be mid-stream' },
-  );
+  await waitForMidStream(server.url, jobId, 400);
   for (const transports of [['websocket'], ['polling']]) {
     const socket = await connect(server.url, { transports });
     const got = collectBatched(socket);

@@ -456,6 +456,18 @@ export async function getJob(url, jobId) {
 
 export const FINISHED = new Set(['completed', 'failed', 'cancelled']);
 
+/** Waits until a running job has recorded at least `seq` events (and is not finished). */
+export function waitForMidStream(url, jobId, seq, timeoutMs = 20_000) {
+  return waitFor(
+    async () => {
+      const j = await getJob(url, jobId);
+      return j.lastSeq >= seq && !FINISHED.has(j.status);
+    },
+    timeoutMs,
+    { interval: 20, what: `job ${jobId} to be mid-stream (seq ${seq})` },
+  );
+}
+
 export async function waitForJobFinished(url, jobId, timeoutMs = 60_000) {
   return waitFor(
     async () => {

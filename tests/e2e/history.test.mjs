@@ -17,6 +17,7 @@ import {
   createJob,
   getJob,
   waitForJobFinished,
+  waitForMidStream,
   fetchAllEvents,
   jobEvents,
   assertSeqSeries,
@@ -25,7 +26,6 @@ import {
   projectId as newProjectId,
   SUCCESS_PHASES,
   JOB_EVENTS,
-  FINISHED,
 } from './helpers.mjs';
 
 let server;
@@ -92,14 +92,7 @@ test('late subscriber with since:0 after the job finished gets the whole history
 test('late subscriber mid-build gets history then live events with no gap or duplicate', async () => {
   const projectId = newProjectId('mid');
   const jobId = await createJob(server.url, projectId, 'burst');
-  await waitFor(
-    async () => {
-      const j = await getJob(server.url, jobId);
-      return j.lastSeq >= 400 && !FINISHED.has(j.status);
-    },
-    20_000,
-    { interval: 20, what: 'burst job to be mid-stream' },
-  );
+  await waitForMidStream(server.url, jobId, 400);
   for (const transports of [['websocket'], ['polling']]) {
     const socket = await connect(server.url, { transports });
     const got = collect(socket, JOB_EVENTS);
