@@ -596,36 +596,28 @@ impl Journal {
 
     /// Ids of mirrored jobs in memory that have not finished.
     pub fn mirrored_unfinished(&self) -> Vec<JobId> {
+        self.unfinished_where(|job| job.mirrored)
+    }
+
+    /// Ids of jobs in memory that have not finished.
+    pub fn unfinished(&self) -> Vec<JobId> {
+        self.unfinished_where(|_| true)
+    }
+
+    fn unfinished_where(&self, keep: impl Fn(&LiveJob) -> bool) -> Vec<JobId> {
         self.live
             .read()
             .expect("journal map")
             .iter()
-            .filter(|(_, j)| {
-                j.mirrored
-                    && j.state
+            .filter(|(_, job)| {
+                keep(job)
+                    && job
+                        .state
                         .lock()
                         .expect("job state")
                         .record
                         .finished_at
                         .is_none()
-            })
-            .map(|(id, _)| id.clone())
-            .collect()
-    }
-
-    /// Ids of jobs in memory that have not finished.
-    pub fn unfinished(&self) -> Vec<JobId> {
-        self.live
-            .read()
-            .expect("journal map")
-            .iter()
-            .filter(|(_, j)| {
-                j.state
-                    .lock()
-                    .expect("job state")
-                    .record
-                    .finished_at
-                    .is_none()
             })
             .map(|(id, _)| id.clone())
             .collect()

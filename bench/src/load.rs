@@ -602,17 +602,7 @@ async fn request(
         None => builder.method("GET").body(Full::new(Bytes::new())),
     }
     .map_err(|e| format!("request: {e}"))?;
-    let res = http
-        .send_request(req)
-        .await
-        .map_err(|e| format!("http: {e}"))?;
-    let status = res.status();
-    let body = res
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("http body: {e}"))?
-        .to_bytes();
+    let (status, body) = send(http, req).await?;
     if !status.is_success() {
         return Err(format!(
             "{uri}: HTTP {status}: {}",
@@ -646,17 +636,27 @@ pub async fn http_once(
     let req = b
         .body(Full::new(Bytes::from(json.unwrap_or("").to_owned())))
         .map_err(|e| format!("request: {e}"))?;
+    let sent = send(&mut http, req).await;
+    driver.abort();
+    let (status, body) = sent?;
+    Ok((status.as_u16(), body))
+}
+
+/// Sends `req` and reads the whole response body.
+async fn send(
+    http: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    req: hyper::Request<Full<Bytes>>,
+) -> Result<(hyper::StatusCode, Bytes), String> {
     let res = http
         .send_request(req)
         .await
         .map_err(|e| format!("http: {e}"))?;
-    let status = res.status().as_u16();
+    let status = res.status();
     let body = res
         .into_body()
         .collect()
         .await
         .map_err(|e| format!("http body: {e}"))?
         .to_bytes();
-    driver.abort();
     Ok((status, body))
 }

@@ -246,6 +246,15 @@ impl App {
     }
 }
 
+/// The whole request body (empty if it could not be read).
+async fn read_body(req: Request<Incoming>) -> Bytes {
+    req.into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default()
+}
+
 fn respond(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     Response::builder()
         .status(status)
@@ -267,12 +276,7 @@ async fn handle(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path();
     if path == "/api/jobs" && req.method() == hyper::Method::POST {
-        let body = req
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
+        let body = read_body(req).await;
         let project = scan::str_after(&body, b"\"projectId\":\"")
             .map(|p| String::from_utf8_lossy(p).into_owned())
             .unwrap_or_else(|| "bench".into());
@@ -425,12 +429,7 @@ async fn polling(app: Arc<App>, req: Request<Incoming>) -> Response<Full<Bytes>>
         );
     };
     if is_post {
-        let body = req
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
+        let body = read_body(req).await;
         let conn = Conn::Poll(&session);
         for p in body.split(|&b| b == 0x1e) {
             app.on_packet(p, &conn);
