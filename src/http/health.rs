@@ -25,6 +25,7 @@ async fn health(State(state): State<AppState>) -> Json<Value> {
         },
         "delivery": {
             "lagged_catch_ups": stats.lagged.load(Ordering::Relaxed),
+            "project_catch_ups": stats.project_catch_ups.load(Ordering::Relaxed),
             "dropped_project_sockets": stats.dropped_project_sockets.load(Ordering::Relaxed),
         },
     });

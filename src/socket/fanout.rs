@@ -10,19 +10,23 @@
 //!
 //! A socket whose buffer is full never silently misses a line: it is taken out of
 //! its job room and caught up from history ([`super::replay`]), then rejoins live.
-//! A project subscriber that overflows is disconnected instead (project rooms have
-//! no per-socket history); its client reconnects and gets a fresh snapshot.
+//! A project subscriber whose buffer is full gets a backlog of its own: the
+//! project events it could not take wait there, in order, and go out as its
+//! client reads again. Only a backlog past [`MAX_PROJECT_BACKLOG`] ends the
+//! connection, and that ending is retried until it has happened: no socket stays
+//! connected without being delivered to.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use socketioxide::SocketIo;
 use socketioxide::extract::SocketRef;
+use socketioxide::socket::Sid;
+use socketioxide::{SocketError, SocketIo};
 
 use super::batch::Pending;
-use super::replay::{self, Emit, Start};
+use super::replay::{self, AttachError, Emit, Start};
 use super::{job_batch_room, job_room, project_room, room_of, session};
 use crate::job::{JobId, JobRecord};
 use crate::journal::{EventSink, Journal, Recorded};
@@ -36,12 +40,24 @@ pub struct SocketStats {
     pub connected: Arc<std::sync::atomic::AtomicUsize>,
     /// Times a socket's buffer was full and it was switched to catch-up.
     pub lagged: AtomicU64,
-    /// Project subscribers disconnected because their buffer was full.
+    /// Times a project subscriber's buffer was full and its project events were
+    /// kept in a backlog for it.
+    pub project_catch_ups: AtomicU64,
+    /// Project subscribers disconnected because their backlog passed
+    /// [`MAX_PROJECT_BACKLOG`].
     pub dropped_project_sockets: AtomicU64,
     /// Bumped whenever a socket joins or leaves a room, or disconnects: the fan-out
     /// keeps each job room's socket list until this changes.
     pub membership: AtomicU64,
 }
+
+/// Most project events held for one socket whose buffer is full. Past it the
+/// client has fallen hopelessly behind: it is disconnected, reconnects and takes a
+/// fresh snapshot.
+pub const MAX_PROJECT_BACKLOG: usize = 4096;
+
+/// A project event waiting for a socket: the event's name and what was recorded.
+type ProjectEvent = (&'static str, Arc<Recorded>);
 
 /// Delivers recorded events to subscribed sockets.
 pub struct Fanout {
@@ -57,6 +73,9 @@ pub struct Fanout {
     /// (listing a room from socketioxide for every line costs a sixth of the
     /// fan-out with thousands of subscribers).
     audience: Mutex<HashMap<String, Audience>>,
+    /// Project events waiting for sockets whose buffer was full, oldest first.
+    /// While a socket has an entry, its new project events queue behind it.
+    project_backlogs: Arc<Mutex<HashMap<Sid, VecDeque<ProjectEvent>>>>,
 }
 
 /// The sockets of one room.
@@ -79,6 +98,7 @@ impl Fanout {
             pending: Mutex::default(),
             batch_interval,
             audience: Mutex::default(),
+            project_backlogs: Arc::default(),
         }
     }
 
@@ -123,8 +143,17 @@ impl Fanout {
         let job = job.clone();
         tokio::spawn(async move {
             let from = Start::After(missed.saturating_sub(1));
-            if let Err(e) = replay::attach(&journal, &socket, &job, from, subscription).await {
-                tracing::debug!(sid = %socket.id, job_id = %job, error = %e, "catch-up ended");
+            match replay::attach(&journal, &socket, &job, from, subscription).await {
+                Ok(_) => {}
+                Err(e @ (AttachError::Closed | AttachError::Superseded)) => {
+                    tracing::debug!(sid = %socket.id, job_id = %job, error = %e, "catch-up ended");
+                }
+                Err(e @ AttachError::Store(_)) => {
+                    // Out of the room and not caught up: the only honest thing
+                    // left is to end the connection, so the client resumes.
+                    tracing::error!(sid = %socket.id, job_id = %job, error = %e, "catch-up failed; disconnecting the client so it resumes");
+                    disconnect(socket).await;
+                }
             }
         });
     }
@@ -189,6 +218,101 @@ impl Fanout {
     }
 }
 
+impl Fanout {
+    /// Emits a project event to one socket, or queues it behind the socket's
+    /// backlog.
+    fn emit_project(&self, socket: SocketRef, name: &'static str, event: &Arc<Recorded>) {
+        let mut backlogs = self.project_backlogs.lock().expect("project backlogs");
+        if let Some(backlog) = backlogs.get_mut(&socket.id) {
+            if backlog.len() < MAX_PROJECT_BACKLOG {
+                backlog.push_back((name, event.clone()));
+                return;
+            }
+            backlogs.remove(&socket.id);
+            drop(backlogs);
+            self.stats
+                .dropped_project_sockets
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(sid = %socket.id, "project subscriber fell {MAX_PROJECT_BACKLOG} events behind; disconnecting it so it resubscribes");
+            tokio::spawn(disconnect(socket));
+            return;
+        }
+        match replay::outcome(socket.emit(name, &*event.json)) {
+            Ok(()) | Err(Emit::Closed) => {}
+            Err(Emit::Full) => {
+                self.stats.project_catch_ups.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(sid = %socket.id, "project subscriber's buffer full; keeping its project events until it reads");
+                backlogs.insert(socket.id, VecDeque::from([(name, event.clone())]));
+                tokio::spawn(drain_project_backlog(self.project_backlogs.clone(), socket));
+            }
+        }
+    }
+}
+
+/// Sends a socket's waiting project events, in order, as its client reads them;
+/// ends when they are all sent or the socket has closed.
+async fn drain_project_backlog(
+    backlogs: Arc<Mutex<HashMap<Sid, VecDeque<ProjectEvent>>>>,
+    socket: SocketRef,
+) {
+    let mut stalled = 0;
+    loop {
+        tokio::time::sleep(replay::pause_after(stalled)).await;
+        let mut all = backlogs.lock().expect("project backlogs");
+        if session(&socket).is_closed() {
+            all.remove(&socket.id);
+            return;
+        }
+        let Some(backlog) = all.get_mut(&socket.id) else {
+            // Dropped for growing too long: the socket is being disconnected.
+            return;
+        };
+        let before = backlog.len();
+        while let Some((name, event)) = backlog.front() {
+            match replay::outcome(socket.emit(*name, &*event.json)) {
+                Ok(()) => {
+                    backlog.pop_front();
+                }
+                Err(Emit::Full) => break,
+                Err(Emit::Closed) => {
+                    all.remove(&socket.id);
+                    return;
+                }
+            }
+        }
+        if backlog.is_empty() {
+            all.remove(&socket.id);
+            return;
+        }
+        stalled = if backlog.len() == before {
+            stalled + 1
+        } else {
+            0
+        };
+    }
+}
+
+/// Disconnects a socket, retrying while its buffer is too full to take the
+/// DISCONNECT packet, until it is gone. (socketioxide's `disconnect` fails on a
+/// full buffer and leaves the socket connected; a client that never reads again is
+/// dropped by the Engine.IO heartbeat meanwhile.)
+pub(super) async fn disconnect(socket: SocketRef) {
+    let mut stalled = 0;
+    loop {
+        match socket.clone().disconnect() {
+            Ok(()) => return,
+            Err(SocketError::Closed) => return,
+            Err(SocketError::InternalChannelFull) => {
+                if session(&socket).is_closed() {
+                    return;
+                }
+                tokio::time::sleep(replay::pause_after(stalled)).await;
+                stalled += 1;
+            }
+        }
+    }
+}
+
 impl EventSink for Fanout {
     fn deliver(&self, job: &JobRecord, event: &Arc<Recorded>) {
         self.emit_to(job_room(&job.id), &job.id, event);
@@ -205,20 +329,7 @@ impl EventSink for Fanout {
             return;
         };
         for socket in self.io.to(project_room(&job.project_id)).sockets() {
-            if let Err(e) = socket.emit(name, &*event.json)
-                && matches!(
-                    e,
-                    socketioxide::SendError::Socket(socketioxide::SocketError::InternalChannelFull)
-                )
-            {
-                self.stats
-                    .dropped_project_sockets
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(sid = %socket.id, project_id = %job.project_id, "project subscriber's buffer full; disconnecting it so it resubscribes");
-                tokio::spawn(async move {
-                    let _ = socket.disconnect();
-                });
-            }
+            self.emit_project(socket, name, event);
         }
     }
 

@@ -364,7 +364,13 @@ pub async fn sweep_idle(
                 .and_then(|s| s.idle_for());
             if idle.is_some_and(|idle| idle >= timeout) {
                 tracing::info!(sid = %socket.id, "disconnecting idle client");
-                let _ = socket.disconnect();
+                if let Err(e) = socket.clone().disconnect()
+                    && !matches!(e, socketioxide::SocketError::Closed)
+                {
+                    // Its buffer is full: the next round tries again (and a client
+                    // that reads nothing is dropped by the heartbeat meanwhile).
+                    tracing::warn!(sid = %socket.id, error = %e, "could not disconnect an idle client yet");
+                }
             }
         }
     }

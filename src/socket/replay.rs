@@ -14,6 +14,13 @@
 //!
 //! A subscription that chose `batch` gets the replayed log lines in `job:logs` runs
 //! too ([`super::batch`]), and joins the job's batch room.
+//!
+//! A catch-up never gives up on a connected socket: however long its client stops
+//! reading, delivery goes on once it reads again. A client that never reads again
+//! is dropped by Engine.IO's heartbeat (its ping cannot be queued or is never
+//! answered), which closes the transport for real, so the client reconnects and
+//! resumes. There is no state in which a socket stays connected and is no longer
+//! delivered to.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,8 +40,9 @@ use crate::wire::events::JOB_LOGS;
 const PAGE: usize = 1000;
 /// Pause between bursts of a catch-up.
 const PAUSE: Duration = Duration::from_millis(10);
-/// A socket whose buffer stays full this long is disconnected (it can resume with `since`).
-const STALL_LIMIT: Duration = Duration::from_secs(30);
+/// Longest pause while the client takes nothing: the pause doubles from [`PAUSE`]
+/// up to this, so a stalled client costs a few wake-ups a second, not a hundred.
+const STALLED_PAUSE: Duration = Duration::from_millis(320);
 
 /// Where the replay of a job starts.
 #[derive(Debug, Clone, Copy)]
@@ -62,8 +70,6 @@ pub enum AttachError {
     Closed,
     #[error("a newer subscription replaced this one")]
     Superseded,
-    #[error("the client did not read its events for {STALL_LIMIT:?}")]
-    Stalled,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -81,8 +87,8 @@ struct Pacer {
     budget: Option<usize>,
     /// Events sent in the current burst.
     sent: usize,
-    /// When the client last took an event, once it stopped taking them.
-    stalled: Option<tokio::time::Instant>,
+    /// Pauses in a row after which the queue was still full.
+    stalled: u32,
 }
 
 impl Pacer {
@@ -99,18 +105,20 @@ impl Pacer {
 
     fn sent_one(&mut self) {
         self.sent += 1;
-        self.stalled = None;
+        self.stalled = 0;
     }
 
     /// The queue is full: the next bursts are smaller.
     fn full(&mut self) {
         self.budget = Some((self.sent / 2).max(1));
+        if self.sent == 0 {
+            self.stalled = self.stalled.saturating_add(1);
+        }
         self.sent = 0;
-        self.stalled.get_or_insert_with(tokio::time::Instant::now);
     }
 
-    /// Waits between bursts; disconnects a client that takes nothing for
-    /// [`STALL_LIMIT`] (it can resume with `since`).
+    /// Waits between bursts, longer while the client takes nothing. Ends only when
+    /// the socket has closed.
     async fn pause(&mut self, socket: &SocketRef) -> Result<(), AttachError> {
         if let Some(budget) = self.budget
             && self.sent >= budget
@@ -118,16 +126,9 @@ impl Pacer {
             self.budget = Some(budget + budget / 4 + 1);
         }
         self.sent = 0;
-        tokio::time::sleep(PAUSE).await;
+        tokio::time::sleep(pause_after(self.stalled)).await;
         if session(socket).is_closed() {
             return Err(AttachError::Closed);
-        }
-        if self
-            .stalled
-            .is_some_and(|since| since.elapsed() > STALL_LIMIT)
-        {
-            let _ = socket.clone().disconnect();
-            return Err(AttachError::Stalled);
         }
         Ok(())
     }
@@ -157,6 +158,12 @@ impl Pacer {
             }
         }
     }
+}
+
+/// How long to pause after `stalled` full pauses in a row: [`PAUSE`], doubling up
+/// to [`STALLED_PAUSE`].
+pub(super) fn pause_after(stalled: u32) -> Duration {
+    PAUSE.saturating_mul(1 << stalled.min(8)).min(STALLED_PAUSE)
 }
 
 /// The subscription a replay serves; it stops once a newer one (or an
@@ -430,13 +437,14 @@ fn emit_unit(socket: &SocketRef, unit: &[Arc<Recorded>], batch: bool) -> Result<
     }
 }
 
-fn outcome(sent: Result<(), SendError>) -> Result<(), Emit> {
+pub(super) fn outcome(sent: Result<(), SendError>) -> Result<(), Emit> {
     match sent {
         Ok(()) => Ok(()),
         Err(SendError::Socket(SocketError::InternalChannelFull)) => Err(Emit::Full),
         Err(SendError::Socket(SocketError::Closed)) => Err(Emit::Closed),
         Err(e) => {
             tracing::error!(error = %e, "could not encode an event");
+            // Nothing was queued, and sending again would fail the same way.
             Ok(())
         }
     }
