@@ -3,7 +3,8 @@
 //!
 //! `AUTH_MODE=none` gives every caller the anonymous principal (all projects,
 //! admin). `AUTH_MODE=jwt` verifies a JWT (HS256 with `JWT_SECRET`, or RS256/ES256
-//! with `JWT_PUBLIC_KEY_FILE`): `exp` is required, `iss`/`aud` are checked when
+//! with `JWT_PUBLIC_KEY_FILE`): `exp` is required, `nbf` is checked when present
+//! (both with `JWT_LEEWAY_SECS` of leeway), `iss`/`aud` are checked when
 //! configured, and only the configured algorithm is accepted (so `alg: none` and
 //! algorithm swaps are refused). Claims: `sub` (user id), optional `projects` (the
 //! project ids the user may see; absent = all) and optional `role`
@@ -208,6 +209,8 @@ fn jwt_verifier(config: &JwtConfig) -> Result<(DecodingKey, Validation), ConfigE
     required.extend(config.audience.as_ref().map(|_| "aud"));
     validation.set_required_spec_claims(&required);
     validation.validate_exp = true;
+    // A token not valid yet (`nbf` in the future, past the leeway) is refused.
+    validation.validate_nbf = true;
     match &config.issuer {
         Some(iss) => validation.set_issuer(&[iss]),
         None => validation.iss = None,
@@ -361,6 +364,33 @@ mod tests {
     fn query_tokens_are_decoded() {
         assert_eq!(query_token(Some("a=1&token=x%2By+z")), Some("x+y z".into()));
         assert_eq!(query_token(Some("EIO=4&transport=polling")), None);
+    }
+
+    #[test]
+    fn tokens_not_valid_yet_are_refused_past_the_leeway() {
+        const SECRET: &str = "a-secret-that-is-long-enough-for-hs256";
+        let auth = Authenticator::new(&AuthMode::Jwt(JwtConfig {
+            key: JwtKey::Secret(SECRET.into()),
+            issuer: None,
+            audience: None,
+            leeway_secs: 30,
+        }))
+        .unwrap();
+        let now = jsonwebtoken::get_current_timestamp();
+        let token = |nbf: u64| {
+            jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(Algorithm::HS256),
+                &serde_json::json!({ "sub": "a", "exp": now + 600, "nbf": nbf }),
+                &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+            )
+            .unwrap()
+        };
+        assert!(auth.verify(Some(&token(now + 3600))).is_err());
+        assert!(
+            auth.verify(Some(&token(now + 10))).is_ok(),
+            "within the leeway"
+        );
+        assert!(auth.verify(Some(&token(now - 10))).is_ok());
     }
 
     #[test]

@@ -97,7 +97,7 @@ pub struct JwtConfig {
     pub issuer: Option<String>,
     /// `JWT_AUDIENCE`: required `aud`, when set.
     pub audience: Option<String>,
-    /// `JWT_LEEWAY_SECS`: clock skew allowed on `exp`.
+    /// `JWT_LEEWAY_SECS`: clock skew allowed on `exp` and `nbf`.
     pub leeway_secs: u64,
 }
 

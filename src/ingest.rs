@@ -15,6 +15,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::artifact;
 use crate::job::{JobEvent, JobId, JobRecord, Outcome, Phase, ProjectId, Stream};
 use crate::journal::{Journal, RecordError};
 
@@ -238,10 +239,19 @@ pub fn parse_event(item: &Value) -> Result<WorkerEvent, String> {
                 None => Vec::new(),
                 Some(Value::Array(items)) => items
                     .iter()
-                    .map(|s| {
-                        str_field(Some(s), "artifacts[]").and_then(|s| short_text(s, "artifacts[]"))
+                    .enumerate()
+                    .map(|(i, s)| {
+                        let name = str_field(Some(s), "artifacts[]")
+                            .and_then(|s| short_text(s, "artifacts[]"))?;
+                        artifact::validate_name(&name).map_err(|e| {
+                            format!(
+                                "data.artifacts[{i}] {:?} is not a relative path inside the job's artifacts folder: {e}",
+                                truncate(&name)
+                            )
+                        })?;
+                        Ok(name)
                     })
-                    .collect::<Result<_, _>>()?,
+                    .collect::<Result<_, String>>()?,
                 Some(_) => return Err("data.artifacts must be an array of strings".into()),
             };
             WorkerEventKind::Complete {
@@ -483,5 +493,29 @@ mod tests {
         ] {
             assert!(parse_batch(&bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn artifact_names_must_stay_inside_the_artifacts_folder() {
+        for bad in [
+            "/etc/passwd",
+            "../../x",
+            "a/../../b",
+            "C:\\x",
+            "\\\\server\\share",
+            "a\0b",
+            "",
+        ] {
+            let body = json!([
+                {"type": "log", "data": {"log_line": "x"}},
+                {"type": "complete", "data": {"artifacts": ["ok.txt", bad]}},
+            ]);
+            let e = parse_batch(&body).unwrap_err();
+            assert_eq!(e.index, 1, "{bad:?}");
+            assert!(e.reason.starts_with("data.artifacts[1] "), "{e}");
+        }
+        let ok =
+            parse_batch(&json!({"type": "complete", "data": {"artifacts": ["dist/app.tar.gz"]}}));
+        assert!(ok.is_ok());
     }
 }

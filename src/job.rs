@@ -22,9 +22,25 @@ pub enum IdError {
     TooLong,
     #[error("id may only contain letters, digits, '.', '_', ':' and '-'")]
     BadCharacter,
+    /// `.`, `..`, `.hidden`, `x.`: a path component, a hidden file, or a name some
+    /// systems silently shorten.
+    #[error("id may not start or end with '.'")]
+    Dot,
+    /// A name a shell command would take for an option.
+    #[error("id may not start with '-'")]
+    Dash,
+    /// `CON`, `NUL`, `COM1`, … (with any extension): device names on Windows.
+    #[error("id is a reserved device name (CON, PRN, AUX, NUL, COM0-9, LPT0-9)")]
+    Reserved,
 }
 
-/// Checks an id: 1 to 128 characters of `[A-Za-z0-9._:-]`.
+/// Device names Windows reserves in every folder, whatever follows a `.` or `:`.
+const RESERVED: [&str; 4] = ["CON", "PRN", "AUX", "NUL"];
+const RESERVED_NUMBERED: [&str; 2] = ["COM", "LPT"];
+
+/// Checks an id: 1 to 128 characters of `[A-Za-z0-9._:-]`, usable as a file name
+/// anywhere: not starting or ending with `.` (so never `.` or `..`), not starting
+/// with `-`, not a reserved device name.
 pub fn validate_id(id: &str) -> Result<(), IdError> {
     if id.is_empty() {
         Err(IdError::Empty)
@@ -35,9 +51,25 @@ pub fn validate_id(id: &str) -> Result<(), IdError> {
         .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
     {
         Err(IdError::BadCharacter)
+    } else if id.starts_with('.') || id.ends_with('.') {
+        Err(IdError::Dot)
+    } else if id.starts_with('-') {
+        Err(IdError::Dash)
+    } else if is_reserved(id) {
+        Err(IdError::Reserved)
     } else {
         Ok(())
     }
+}
+
+fn is_reserved(id: &str) -> bool {
+    let stem = id.split(['.', ':']).next().unwrap_or(id);
+    RESERVED.iter().any(|r| stem.eq_ignore_ascii_case(r))
+        || RESERVED_NUMBERED.iter().any(|r| {
+            stem.len() == 4
+                && stem[..3].eq_ignore_ascii_case(r)
+                && stem.as_bytes()[3].is_ascii_digit()
+        })
 }
 
 macro_rules! id_type {
@@ -337,6 +369,26 @@ mod tests {
         for bad in ["a/b", "a b", "../x", "é", "a\nb"] {
             assert_eq!(validate_id(bad), Err(IdError::BadCharacter), "{bad}");
         }
+    }
+
+    #[test]
+    fn ids_that_are_dangerous_as_file_names_are_refused() {
+        for bad in [".", "..", ".hidden", "...", "x.", "a.."] {
+            assert_eq!(validate_id(bad), Err(IdError::Dot), "{bad}");
+        }
+        for bad in ["-", "-rf", "--x"] {
+            assert_eq!(validate_id(bad), Err(IdError::Dash), "{bad}");
+        }
+        for bad in ["CON", "nul", "Aux.txt", "com1", "LPT9.tar.gz", "prn:x"] {
+            assert_eq!(validate_id(bad), Err(IdError::Reserved), "{bad}");
+        }
+        for good in [
+            "a.b", "x-", "a-.b", "console", "com10", "com", "nul_x", "lpt1a", "v1.2.3",
+        ] {
+            assert!(validate_id(good).is_ok(), "{good}");
+        }
+        assert_eq!(JobId::parse("."), Err(IdError::Dot));
+        assert_eq!(ProjectId::parse(".."), Err(IdError::Dot));
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! - [`wire`]: the exact JSON clients see.
 //! - [`runner`]: pipelines, the queue, child processes, artifacts. Produces `JobEvent`s.
 //! - [`ingest`]: events from external workers, validated and turned into `JobEvent`s.
+//! - [`artifact`]: the rule for artifact names, and opening an artifact confined to its job's folder.
 //! - [`journal`]: numbers, records and hands on every event of a job.
 //! - [`cluster`]: several nodes sharing events and history through Redis.
 //! - [`store`]: durable jobs and history (SQLite), written in batches.
@@ -25,6 +26,7 @@
 //! An event flows: runner → [`journal::Journal::record`] → store writer and
 //! [`socket::fanout::Fanout`] → sockets in the job's and project's rooms.
 
+pub mod artifact;
 pub mod auth;
 pub mod cluster;
 pub mod config;

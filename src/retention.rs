@@ -44,10 +44,7 @@ pub async fn sweep(
     for id in &expired {
         journal.writer().send(WriteOp::DeleteJob(id.clone()));
         journal.forget(id);
-        let dir = runner.job_dir(id);
-        if let Err(e) = tokio::fs::remove_dir_all(&dir).await
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
+        if let Err(e) = runner.remove_job_files(id).await {
             tracing::warn!(job_id = %id, error = %e, "could not remove a job's files");
         }
     }

@@ -31,6 +31,7 @@ use crate::journal::Journal;
 use crate::runner::Runner;
 use crate::runner::pipeline::Pipelines;
 use crate::socket::fanout::{Fanout, SocketStats};
+use crate::socket::origin::OriginGuard;
 use crate::state::AppState;
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
@@ -132,6 +133,13 @@ impl Application {
                         req
                     }
                 }));
+            if let CorsOrigins::List(allowed) = &config.cors {
+                let guard = OriginGuard::new(&config.websocket.path, allowed);
+                router = router.layer(axum::middleware::from_fn_with_state(
+                    guard,
+                    crate::socket::origin::check,
+                ));
+            }
             Some(io)
         } else {
             None

@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio_util::io::ReaderStream;
 
-use super::{job_id, visible_job};
+use super::{job_id, job_not_found, visible_job};
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, ApiJson, ApiQuery};
 use crate::job::{JobId, ProjectId, Status};
@@ -136,6 +136,9 @@ async fn cancel(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let id = job_id(&id)?;
     if let Some(job) = state.journal.job(&id).await? {
+        if !caller.can_see(&job.project_id) {
+            return Err(job_not_found(&id));
+        }
         caller.require(Role::Builder, &job.project_id)?;
     }
     match state.runner.cancel(&id).await {
@@ -143,7 +146,7 @@ async fn cancel(
             StatusCode::ACCEPTED,
             Json(serde_json::json!({ "jobId": id, "status": "cancelling" })),
         )),
-        Err(CancelError::NotFound) => Err(ApiError::NotFound(format!("job {id} not found"))),
+        Err(CancelError::NotFound) => Err(job_not_found(&id)),
         Err(CancelError::Finished) => {
             Err(ApiError::Conflict(format!("job {id} has already finished")))
         }
@@ -175,10 +178,14 @@ async fn artifact(
             "job {id} has no artifact {name:?}"
         )));
     };
-    let path = state.runner.artifacts_dir(&id).join(name);
-    let file = tokio::fs::File::open(&path)
-        .await
-        .map_err(|_| ApiError::NotFound(format!("artifact {name:?} is no longer stored")))?;
+    // The recorded name may predate the naming rule, or the folder may hold a
+    // symlink: the file is opened confined to the job's artifacts folder.
+    let file = state.runner.open_artifact(&id, name).await.map_err(|e| {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(job_id = %id, artifact = ?name, error = %e, "artifact not served");
+        }
+        ApiError::NotFound(format!("artifact {name:?} is no longer stored"))
+    })?;
     let length = file.metadata().await.map(|m| m.len()).ok();
     let mime = mime_guess::from_path(name).first_or_octet_stream();
     let mut response = (

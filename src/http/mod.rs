@@ -43,6 +43,10 @@ async fn not_found() -> ApiError {
 }
 
 /// The job named by a path segment, if it exists and `caller` may act on it with `role`.
+///
+/// A job outside the caller's projects is answered exactly like one that does not
+/// exist ([`job_not_found`]), so that a restricted caller cannot learn which ids
+/// exist; a caller who can see the job but lacks `role` gets 403.
 pub async fn visible_job(
     state: &AppState,
     caller: &Principal,
@@ -54,9 +58,15 @@ pub async fn visible_job(
         .journal
         .job(&id)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))?;
+        .filter(|job| caller.can_see(&job.project_id))
+        .ok_or_else(|| job_not_found(&id))?;
     caller.require(role, &job.project_id)?;
     Ok(job)
+}
+
+/// The answer for a job that does not exist, or that the caller may not see.
+pub fn job_not_found(id: &JobId) -> ApiError {
+    ApiError::NotFound(format!("job {id} not found"))
 }
 
 /// Reads a job id from a path segment.

@@ -96,6 +96,37 @@ impl Runner {
         self.jobs_dir.join(id.as_str())
     }
 
+    /// Opens artifact `name` of job `id` for reading, confined to the job's
+    /// artifacts folder (see [`crate::artifact::open`]).
+    pub async fn open_artifact(&self, id: &JobId, name: &str) -> std::io::Result<tokio::fs::File> {
+        let jobs_dir = self.jobs_dir.clone();
+        let (id, name) = (id.clone(), name.to_owned());
+        let file =
+            tokio::task::spawn_blocking(move || crate::artifact::open(&jobs_dir, &id, &name))
+                .await
+                .map_err(std::io::Error::other)??;
+        Ok(tokio::fs::File::from_std(file))
+    }
+
+    /// Deletes everything job `id` left on disk. Refuses, without touching
+    /// anything, a folder that is not a direct child of the jobs folder named by the
+    /// id (ids are validated, so this is a second guard); a folder already gone is fine.
+    pub async fn remove_job_files(&self, id: &JobId) -> std::io::Result<()> {
+        let Some(dir) = job_folder(&self.jobs_dir, id.as_str()) else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "refusing to remove the files of job {id:?}: not a folder directly inside {}",
+                    self.jobs_dir.display()
+                ),
+            ));
+        };
+        match tokio::fs::remove_dir_all(&dir).await {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            result => result,
+        }
+    }
+
     /// Queues a new job of `pipeline` for `project_id`.
     pub fn submit(
         self: &Arc<Self>,
@@ -342,5 +373,27 @@ fn system(message: String) -> JobEvent {
     JobEvent::Log {
         stream: Stream::System,
         message,
+    }
+}
+
+/// `jobs_dir/id`, if that is a folder directly inside `jobs_dir` named exactly `id`
+/// (not `.`, `..`, an absolute path or several components).
+fn job_folder(jobs_dir: &Path, id: &str) -> Option<PathBuf> {
+    let dir = jobs_dir.join(id);
+    (dir.parent() == Some(jobs_dir) && dir.file_name() == Some(std::ffi::OsStr::new(id)))
+        .then_some(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_direct_children_of_the_jobs_folder_are_job_folders() {
+        let jobs = Path::new("/data/jobs");
+        assert_eq!(job_folder(jobs, "j1"), Some(PathBuf::from("/data/jobs/j1")));
+        for bad in [".", "..", "", "a/b", "/etc", "a/..", "./a", "a/."] {
+            assert_eq!(job_folder(jobs, bad), None, "{bad:?}");
+        }
     }
 }

@@ -12,10 +12,13 @@
 //! - [`batch`]: the opt-in `job:logs` event (runs of log lines as one array).
 //! - [`head`]: copies a Socket.IO request's head out of hyper's read buffer, which
 //!   the session would otherwise keep alive.
+//! - [`origin`]: refuses Socket.IO requests from origins outside
+//!   `WEBSOCKET_CORS_ORIGIN` (cross-site WebSocket hijacking).
 
 pub mod batch;
 pub mod fanout;
 pub mod head;
+pub mod origin;
 pub mod replay;
 pub mod subscriptions;
 

@@ -4,3 +4,4 @@ mod helpers;
 mod history;
 mod jobs;
 mod restart;
+mod security;

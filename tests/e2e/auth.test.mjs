@@ -170,11 +170,12 @@ test('a restricted user cannot subscribe to, replay or read jobs of other projec
   assert.equal(allowed.ok, true);
   await waitFor(() => got.some((e) => e.event === 'job:completed' && e.data.jobId === own.json.jobId), 30_000);
 
-  // REST: 401 without token, 403 outside the projects, filtered listings.
+  // REST: 401 without token, 404 (like an unknown id) for jobs outside the projects,
+  // 403 for a project outside them, filtered listings.
   assert.equal((await api(server.url, 'GET', `/api/jobs/${own.json.jobId}`)).status, 401);
-  assert.equal((await api(server.url, 'GET', `/api/jobs/${other.json.jobId}`, { token: viewer })).status, 403);
-  assert.equal((await api(server.url, 'GET', `/api/jobs/${other.json.jobId}/events?since=0`, { token: viewer })).status, 403);
-  assert.equal((await api(server.url, 'GET', `/api/jobs/${other.json.jobId}/log`, { token: viewer })).status, 403);
+  assert.equal((await api(server.url, 'GET', `/api/jobs/${other.json.jobId}`, { token: viewer })).status, 404);
+  assert.equal((await api(server.url, 'GET', `/api/jobs/${other.json.jobId}/events?since=0`, { token: viewer })).status, 404);
+  assert.equal((await api(server.url, 'GET', `/api/jobs/${other.json.jobId}/log`, { token: viewer })).status, 404);
   assert.equal((await api(server.url, 'GET', `/api/jobs?projectId=${theirs}`, { token: viewer })).status, 403);
   const listed = await api(server.url, 'GET', '/api/jobs', { token: viewer });
   assert.equal(listed.status, 200);
@@ -207,7 +208,8 @@ test('roles: viewers read, builders start and cancel in their projects, admins e
   assert.equal((await api(server.url, 'POST', `/api/jobs/${job.json.jobId}/cancel`, { token: builder })).status, 202);
   const other = await api(server.url, 'POST', '/api/jobs', { token: admin, body: { projectId: 'elsewhere', pipeline: 'slow' } });
   assert.equal(other.status, 201);
-  assert.equal((await api(server.url, 'POST', `/api/jobs/${other.json.jobId}/cancel`, { token: builder })).status, 403);
+  // A job outside the builder's projects is answered like one that does not exist.
+  assert.equal((await api(server.url, 'POST', `/api/jobs/${other.json.jobId}/cancel`, { token: builder })).status, 404);
   assert.equal((await api(server.url, 'POST', `/api/jobs/${other.json.jobId}/cancel`, { token: admin })).status, 202);
 });
 
