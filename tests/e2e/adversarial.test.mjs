@@ -136,3 +136,59 @@ test('kill -9 mid-build under write load: after a restart every line any client 
   assert.equal((await health(s2.url)).status, 'ok');
   await s2.stop();
 });
+
+// ---------------------------------------------------------------------------
+// 2. Reconnect storm
+
+test('reconnect storm: 200 clients (half websocket, half polling) each drop their transport 3 times and resume; each ends with exactly 1..lastSeq', async () => {
+  const CLIENTS = 200;
+  const DROPS = 3;
+  const server = await startServer({ pipelines: PIPELINES, env: { MAX_CONCURRENT_JOBS: '2' } });
+  const jobId = await createJob(server.url, newProjectId('storm'), 'storm');
+  const followers = [];
+  const timers = [];
+  let drops = 0;
+  for (let i = 0; i < CLIENTS; i++) {
+    const f = followResumable(server.url, jobId, { transports: i % 2 === 0 ? ['websocket'] : ['polling'] });
+    followers.push(f);
+    // Drop at random moments over the job's ~6 s (some during the first replay).
+    for (let d = 0; d < DROPS; d++) {
+      timers.push(
+        setTimeout(() => {
+          if (f.socket.connected) {
+            drops++;
+            f.socket.io.engine.close();
+          }
+        }, 200 + Math.random() * 6_000),
+      );
+    }
+  }
+  try {
+    await waitFor(() => followers.every((f) => f.completed), 120_000, {
+      interval: 200,
+      what: `every client to see job:completed; stuck: ${followers.filter((f) => !f.completed).slice(0, 3).map((f) => f.describe()).join(' | ')}`,
+    });
+  } finally {
+    timers.forEach(clearTimeout);
+  }
+  await sleep(300);
+  const job = await getJob(server.url, jobId);
+  assert.equal(job.status, 'completed');
+  const history = await fetchAllEvents(server.url, jobId);
+  assert.ok(drops >= CLIENTS, `transports were dropped (${drops})`);
+  const reconnected = followers.filter((f) => f.connects > 1).length;
+  assert.ok(reconnected >= CLIENTS / 2, `most clients reconnected at least once (${reconnected})`);
+  followers.forEach((f, i) => {
+    const label = `client ${i} (${i % 2 === 0 ? 'websocket' : 'polling'})`;
+    assertComplete(f, job.lastSeq, label);
+    assert.deepEqual(f.duplicates.slice(0, 10), [], `${label}: no seq twice (${f.describe()})`);
+    assertMatchesHistory(f, history, label);
+    for (const { payload, ack } of f.acks) {
+      if (ack && payload.since > 0) assert.equal(ack.recovered, true, `${label}: resume from ${payload.since}: ${JSON.stringify(ack)}`);
+    }
+  });
+  followers.forEach((f) => f.close());
+  await waitFor(async () => (await health(server.url)).websocket.connected_clients === 0, 10_000, { what: 'every client to be counted out' });
+  assert.equal((await health(server.url)).status, 'ok');
+  await server.stop();
+});
