@@ -192,3 +192,156 @@ test('reconnect storm: 200 clients (half websocket, half polling) each drop thei
   assert.equal((await health(server.url)).status, 'ok');
   await server.stop();
 });
+
+// ---------------------------------------------------------------------------
+// 3. Malformed input
+
+/** A well-behaved client following a job for the whole of a hostile case. */
+async function bystander(url, pipeline = 'storm') {
+  const jobId = await createJob(url, newProjectId('bystander'), pipeline);
+  const follower = followResumable(url, jobId, { transports: ['websocket'], reconnection: false });
+  let disconnected = null;
+  follower.socket.on('disconnect', (reason) => (disconnected = reason));
+  await waitFor(() => follower.received > 0, 10_000, { what: 'the bystander to receive its first event' });
+  return {
+    follower,
+    /** It saw the whole job, 1..lastSeq, and was never disconnected. */
+    async assertUnharmed(server) {
+      await waitFor(() => follower.completed, 60_000, { what: `the bystander's job:completed (${follower.describe()})` });
+      await sleep(100);
+      assert.equal(disconnected, null, 'the bystander was never disconnected');
+      assert.equal(follower.connects, 1);
+      const job = await getJob(url, jobId);
+      assertComplete(follower, job.lastSeq, 'bystander');
+      assert.equal(server.proc.exitCode, null, 'the server is still running');
+      assert.equal((await health(url)).status, 'ok');
+      follower.close();
+    },
+  };
+}
+
+const HUGE = 'x'.repeat(200_000);
+const BAD_SUBSCRIBE_PAYLOADS = [
+  ['a number', 42],
+  ['a float', 1.5e308],
+  ['true', true],
+  ['null', null],
+  ['an array', ['job-a', 'job-b']],
+  ['an empty object', {}],
+  ['jobId ../x', { jobId: '../x' }],
+  ['jobId with a slash', { jobId: 'a/b' }],
+  ['jobId with a NUL', { jobId: 'a\u0000b' }],
+  ['jobId with a newline', { jobId: 'a\nb' }],
+  ['a 10 KB jobId', { jobId: 'a'.repeat(10_240) }],
+  ['a 10 KB string', 'a'.repeat(10_240)],
+  ['a nested huge string', { jobId: { nested: [HUGE] } }],
+  ['a __proto__ key', JSON.parse('{"jobId":"x","__proto__":{"since":0,"admin":true}}')],
+  ['a constructor key', { jobId: 'x', constructor: { prototype: { ok: true } } }],
+  ['since negative', { jobId: 'x', since: -1 }],
+  ['since a string', { jobId: 'x', since: '0' }],
+  ['since 2^64', { jobId: 'x', since: 18446744073709551616 }],
+  ['since fractional', { jobId: 'x', since: 1.5 }],
+  ['epoch an object', { jobId: 'x', epoch: { $ne: null } }],
+  ['batch a string', { jobId: 'x', batch: 'yes' }],
+  ['an unknown field', { jobId: 'x', role: 'admin' }],
+];
+
+test('malformed Socket.IO input over a raw websocket and polling: error acks or a closed connection, never a crash; a bystander keeps receiving', async () => {
+  const server = await startServer({ pipelines: PIPELINES, env: { WEBSOCKET_MAX_PAYLOAD: '100000', MAX_EVENTS_PER_SECOND: '1000' } });
+  const watcher = await bystander(server.url);
+
+  // Invalid subscribe payloads: an error ack, the connection stays up.
+  const raw = rawWebSocket(server.url);
+  await raw.open();
+  const problems = [];
+  for (const [label, payload] of BAD_SUBSCRIBE_PAYLOADS) {
+    for (const event of ['subscribe:job', 'unsubscribe:job', 'subscribe:project']) {
+      const ack = await raw.emitAck(event, [payload]);
+      if (!Array.isArray(ack) || ack[0]?.ok !== false || typeof ack[0]?.error !== 'string' || ack[0].error === '') {
+        problems.push(`${event} with ${label}: ack ${JSON.stringify(ack)?.slice(0, 200)}`);
+      }
+    }
+  }
+  // No payload at all, extra arguments, and an unknown event.
+  for (const [label, encoded] of [
+    ['no payload', '["subscribe:job"]'],
+    ['an unknown event', '["admin:shutdown",{}]'],
+    ['an event named __proto__', '["__proto__",{}]'],
+  ]) {
+    const ack = await raw.emitAck(null, [], { encoded });
+    if (!Array.isArray(ack) || ack[0]?.ok !== false || typeof ack[0]?.error !== 'string') problems.push(`${label}: ack ${JSON.stringify(ack)}`);
+  }
+  assert.deepEqual(problems, [], 'every invalid event is answered {ok:false, error}');
+  assert.equal(raw.closed, false, 'invalid payloads do not close the connection');
+  // `.` is a valid id by the documented character set: a subscription to a job that does not exist.
+  const dot = await raw.emitAck('subscribe:job', [{ jobId: '.', since: 0 }]);
+  assert.equal(dot?.[0]?.ok, true, JSON.stringify(dot));
+  assert.equal(dot[0].job, null);
+
+  // Protocol-level garbage: the server may close that connection, and nothing else.
+  const garbage = [
+    'hello',
+    '9',
+    '4',
+    '42',
+    '42[',
+    '42["subscribe:job"',
+    '42{}',
+    '42[]',
+    '42[1]',
+    '42[null]',
+    '42/admin,["subscribe:job","x"]',
+    '40/admin,',
+    '451-["subscribe:job",{"_placeholder":true,"num":0}]',
+    '452-["subscribe:job",{"_placeholder":true,"num":7}]',
+    '45999999999-["x"]',
+    '431[{"ok":true}]',
+    '43999999["x"]',
+    '46',
+    '41',
+    `4${HUGE}`,
+    `42["subscribe:job","${HUGE}"]`,
+    `420["subscribe:job",{"jobId":"${'['.repeat(5_000)}"}]`,
+    `42${'['.repeat(10_000)}`,
+    Buffer.from([0xff, 0x00, 0x42, 0x13]),
+  ];
+  for (const item of garbage) {
+    const r = rawWebSocket(server.url);
+    await r.open();
+    if (typeof item === 'string') r.send(item);
+    else r.ws.send(item);
+    await sleep(50);
+    r.close();
+  }
+  // The first raw connection still answers, after all that.
+  const again = await raw.emitAck('subscribe:job', [{ jobId: 'still-here', since: 0 }]);
+  assert.equal(again?.[0]?.ok, true, `the first raw connection still works: ${JSON.stringify(again)}`);
+  raw.close();
+
+  // Polling: garbage and oversized POST bodies are 4xx, never 5xx.
+  const statuses = [];
+  for (const body of ['garbage', '42[', '42["subscribe:job",', '451-["a",{"_placeholder":true,"num":0}]', '', `4${'y'.repeat(150_000)}`, '\u0000\u0001', '40/nope,']) {
+    const session = await rawPollingSession(server.url);
+    const connected = await session.post('40');
+    assert.equal(connected.status, 200);
+    const res = await session.post(body);
+    statuses.push([body.slice(0, 30), res.status]);
+  }
+  const unknownSid = await fetch(`${server.url}/ws/?EIO=4&transport=polling&sid=does-not-exist`, { method: 'POST', body: '40' });
+  await unknownSid.arrayBuffer();
+  statuses.push(['unknown sid', unknownSid.status]);
+  const badEio = await fetch(`${server.url}/ws/?EIO=99&transport=polling`);
+  await badEio.arrayBuffer();
+  statuses.push(['EIO=99', badEio.status]);
+  const badTransport = await fetch(`${server.url}/ws/?EIO=4&transport=carrier-pigeon`);
+  await badTransport.arrayBuffer();
+  statuses.push(['unknown transport', badTransport.status]);
+  for (const [label, status] of statuses) assert.ok(status < 500, `polling ${JSON.stringify(label)}: ${status}`);
+  assert.ok(statuses.filter(([, s]) => s >= 400).length >= 4, `malformed polling bodies are refused: ${JSON.stringify(statuses)}`);
+
+  // A valid polling session still works.
+  const fine = await connect(server.url, { transports: ['polling'] });
+  assert.equal((await emitAck(fine, 'subscribe:project', 'fine')).ok, true);
+  closeSocket(fine);
+  await watcher.assertUnharmed(server);
+});
