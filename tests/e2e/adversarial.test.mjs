@@ -8,6 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import http from 'node:http';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -344,4 +345,154 @@ test('malformed Socket.IO input over a raw websocket and polling: error acks or 
   assert.equal((await emitAck(fine, 'subscribe:project', 'fine')).ok, true);
   closeSocket(fine);
   await watcher.assertUnharmed(server);
+});
+
+const WORKER_TOKEN = 'adversarial-worker-token-0123456789';
+
+/**
+ * A REST call over node:http, which sends the path exactly as written (fetch would
+ * normalise `%2e%2e` away). The body is parsed as JSON when it is JSON.
+ */
+function rest(url, route, { method = 'GET', body, headers = {} } = {}) {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve) => {
+    const req = http.request({ host: hostname, port, path: route, method, headers, agent: false }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString();
+        let json = null;
+        try {
+          json = JSON.parse(text);
+        } catch {}
+        resolve({ status: res.statusCode, json, text, type: res.headers['content-type'] ?? '' });
+      });
+    });
+    req.on('error', (e) => resolve({ status: `network error: ${e.code ?? e.message}`, json: null, text: '' }));
+    req.end(body);
+  });
+}
+
+const JSON_HEADERS = { 'content-type': 'application/json' };
+const WORKER_HEADERS = { ...JSON_HEADERS, authorization: `Bearer ${WORKER_TOKEN}` };
+
+test('hostile REST requests get a clear 4xx {"error"} (bad JSON, content type, size, ids, paths, queries, worker fields), never a 5xx', async () => {
+  const server = await startServer({ pipelines: PIPELINES, env: { WORKER_TOKEN, REST_BODY_LIMIT: '4096' } });
+  const watcher = await bystander(server.url);
+  const done = await createJob(server.url, newProjectId('rest'), 'quick');
+  await waitForJobFinished(server.url, done);
+  const post = (route, body, headers = JSON_HEADERS) => rest(server.url, route, { method: 'POST', body, headers });
+  const evil = (items) => post('/api/jobs/hostile-worker/events', JSON.stringify(items), WORKER_HEADERS);
+  const start = { type: 'status', data: { status: 'running' }, projectId: 'hostile' };
+  const tenK = 'a'.repeat(10_240);
+
+  // [label, request, expected status (or list), error must match]
+  const cases = [
+    ['bad JSON', () => post('/api/jobs', '{"projectId": "p", '), 400, /JSON/i],
+    ['truncated JSON', () => post('/api/jobs', '{"projectId":"p","pipeline":"qu'), 400, /JSON/i],
+    ['JSON with trailing garbage', () => post('/api/jobs', '{"projectId":"p","pipeline":"quick"} xyz'), 400, /JSON/i],
+    ['text/plain', () => post('/api/jobs', '{"projectId":"p","pipeline":"quick"}', { 'content-type': 'text/plain' }), 415, /Content-Type/i],
+    ['no content type', () => post('/api/jobs', '{"projectId":"p","pipeline":"quick"}', {}), 415, /Content-Type/i],
+    ['form content type', () => post('/api/jobs', 'projectId=p&pipeline=quick', { 'content-type': 'application/x-www-form-urlencoded' }), 415, /Content-Type/i],
+    ['a JSON array', () => post('/api/jobs', '[1,2,3]'), 422, /object/i],
+    ['a JSON string', () => post('/api/jobs', '"quick"'), 422, /./],
+    ['a __proto__ field', () => post('/api/jobs', '{"projectId":"p","pipeline":"quick","__proto__":{"role":"admin"}}'), 422, /__proto__/],
+    ['projectId ../x', () => post('/api/jobs', JSON.stringify({ projectId: '../x', pipeline: 'quick' })), 400, /projectId/],
+    ['projectId 10 KB', () => post('/api/jobs', JSON.stringify({ projectId: 'p'.repeat(3_000), pipeline: 'quick' })), 400, /projectId/],
+    ['pipeline ../../etc/passwd', () => post('/api/jobs', JSON.stringify({ projectId: 'p', pipeline: '../../etc/passwd' })), 400, /pipeline/],
+    ['pipeline as object', () => post('/api/jobs', JSON.stringify({ projectId: 'p', pipeline: { $ne: 1 } })), [400, 422], /pipeline|invalid/],
+    ['a body over REST_BODY_LIMIT', () => post('/api/jobs', JSON.stringify({ projectId: 'p', pipeline: 'quick', pad: 'x'.repeat(64_000) })), 413, /./],
+    ['job id %2e%2e', () => rest(server.url, '/api/jobs/%2e%2e'), 404, /not found/],
+    ['job id ..%2F..%2Fetc', () => rest(server.url, '/api/jobs/..%2F..%2Fetc'), 400, /invalid job id/],
+    ['job id %2F', () => rest(server.url, '/api/jobs/%2Fetc%2Fpasswd/events?since=0'), 400, /invalid job id/],
+    ['job id with NUL', () => rest(server.url, '/api/jobs/a%00b'), 400, /invalid job id/],
+    ['job id 10 KB', () => rest(server.url, `/api/jobs/${tenK}`), 400, /invalid job id/],
+    ['log of ..%2F', () => rest(server.url, '/api/jobs/..%2F..%2Fbuildcast.db/log'), 400, /invalid job id/],
+    ['limit=-1', () => rest(server.url, '/api/jobs?limit=-1'), 400, /limit/],
+    ['limit=abc', () => rest(server.url, '/api/jobs?limit=abc'), 400, /limit/],
+    ['status=evil', () => rest(server.url, '/api/jobs?status=evil'), 400, /status/],
+    ['projectId=../x', () => rest(server.url, '/api/jobs?projectId=..%2Fx'), 400, /projectId/],
+    ['since=-1', () => rest(server.url, `/api/jobs/${done}/events?since=-1`), 400, /since/],
+    ['since=2^70', () => rest(server.url, `/api/jobs/${done}/events?since=1180591620717411303424`), 400, /since/],
+    ['limit=10^20', () => rest(server.url, `/api/jobs/${done}/events?limit=100000000000000000000`), 400, /limit/],
+    ['artifact %2e%2e', () => rest(server.url, `/api/jobs/${done}/artifacts/%2e%2e`), 404, /artifact/],
+    ['artifact %2e%2e%2f..%2fbuildcast.db', () => rest(server.url, `/api/jobs/${done}/artifacts/%2e%2e%2f%2e%2e%2f%2e%2e%2fbuildcast.db`), 404, /artifact/],
+    ['artifact %2Fetc%2Fpasswd', () => rest(server.url, `/api/jobs/${done}/artifacts/%2Fetc%2Fpasswd`), 404, /artifact/],
+    ['artifact 10 KB name', () => rest(server.url, `/api/jobs/${done}/artifacts/${tenK}`), [400, 404], /artifact|name/],
+    ['cancel a finished job', () => post(`/api/jobs/${done}/cancel`, undefined, {}), 409, /./],
+    ['ingest without token', () => post('/api/jobs/hostile-worker/events', JSON.stringify([start]), JSON_HEADERS), 401, /./],
+    ['ingest with a wrong token', () => post('/api/jobs/hostile-worker/events', JSON.stringify([start]), { ...JSON_HEADERS, authorization: 'Bearer nope' }), 401, /./],
+    ['ingest progress 1e308', () => evil([start, { type: 'progress', data: { progress: 1e308 } }]), 400, /^event 1: .*progress/],
+    ['ingest progress -1', () => evil([start, { type: 'progress', data: { progress: -1 } }]), 400, /^event 1: .*progress/],
+    ['ingest progress "50"', () => evil([start, { type: 'progress', data: { progress: '50' } }]), 400, /^event 1: .*progress/],
+    ['ingest unknown type', () => evil([start, { type: 'rm -rf', data: {} }]), 400, /^event 1: .*type/],
+    ['ingest type __proto__', () => evil([start, JSON.parse('{"type":"__proto__","data":{}}')]), 400, /^event 1: /],
+    ['ingest status "admin"', () => evil([{ ...start, data: { status: 'admin' } }]), 400, /^event 0: .*status/],
+    ['ingest stream "kernel"', () => evil([start, { type: 'log', data: { log_line: 'x', stream: 'kernel' } }]), 400, /^event 1: .*stream/],
+    ['ingest log_line a number', () => evil([start, { type: 'log', data: { log_line: 12 } }]), 400, /^event 1: .*log_line/],
+    ['ingest data an array', () => evil([start, { type: 'log', data: ['x'] }]), 400, /^event 1: /],
+    ['ingest projectId ../x', () => evil([{ ...start, projectId: '../x' }]), 400, /projectId/],
+    ['ingest artifacts not strings', () => evil([start, { type: 'complete', data: { status: 'completed', artifacts: [{ path: '/etc/passwd' }] } }]), 400, /^event 1: .*artifacts/],
+    ['ingest 1001 events', () => evil([start, ...Array.from({ length: 1_000 }, () => ({ type: 'log', data: { log_line: 'x' } }))]), [400, 413], /./],
+    ['ingest job id ..%2Fx', () => post('/api/jobs/..%2Fx/events', JSON.stringify([start]), WORKER_HEADERS), 400, /invalid job id/],
+  ];
+  const problems = [];
+  for (const [label, call, want, errorRe] of cases) {
+    const res = await call();
+    const wanted = Array.isArray(want) ? want : [want];
+    if (typeof res.status !== 'number' || res.status >= 500) problems.push(`${label}: ${res.status} ${res.text.slice(0, 200)}`);
+    else if (!wanted.includes(res.status)) problems.push(`${label}: status ${res.status}, expected ${wanted.join('/')}: ${res.text.slice(0, 200)}`);
+    else if (typeof res.json?.error !== 'string' || !errorRe.test(res.json.error)) problems.push(`${label}: ${res.status} without a JSON error matching ${errorRe}: ${res.text.slice(0, 200)}`);
+    if (/root:x:0:0|SQLite format/.test(res.text)) problems.push(`${label}: leaked file contents`);
+  }
+  assert.deepEqual(problems, [], 'every hostile request is refused clearly');
+  // A rejected batch records nothing.
+  assert.equal((await rest(server.url, '/api/jobs/hostile-worker')).status, 404, 'no rejected worker batch was recorded');
+  await watcher.assertUnharmed(server);
+});
+
+test('worker-controlled artifact names never serve a file outside DATA_DIR (/etc/passwd, ../ escapes, absolute paths)', async () => {
+  // DATA_DIR inside a folder of ours, with a canary file next to it.
+  const outer = makeTempDir('buildcast-adv-outer-');
+  const dataDir = path.join(outer, 'data');
+  mkdirSync(dataDir);
+  const canary = path.join(outer, 'canary.txt');
+  writeFileSync(canary, 'CANARY-outside-data-dir\n');
+  const server = await startServer({ pipelines: PIPELINES, dataDir, env: { WORKER_TOKEN } });
+  const names = ['/etc/passwd', '../../x', '../../../canary.txt', '../../../../canary.txt', canary, '..', '.', 'a/../../../../canary.txt'];
+  const jobId = `hostile-art-${Date.now()}`;
+  const res = await rest(server.url, `/api/jobs/${jobId}/events`, {
+    method: 'POST',
+    headers: WORKER_HEADERS,
+    body: JSON.stringify([
+      { type: 'status', data: { status: 'running' }, projectId: 'hostile' },
+      { type: 'complete', data: { status: 'completed', artifacts: names } },
+    ]),
+  });
+  assert.ok([200, 400].includes(res.status), `the batch is accepted or refused clearly: ${res.status} ${res.text}`);
+  const leaks = [];
+  for (const name of names) {
+    for (const encoded of [encodeURIComponent(name), encodeURIComponent(name).replaceAll('.', '%2e')]) {
+      const r = await rest(server.url, `/api/jobs/${jobId}/artifacts/${encoded}`);
+      if (typeof r.status !== 'number' || r.status >= 500) leaks.push(`${name}: ${r.status}`);
+      if (r.status === 200 || /root:x:0:0|CANARY-outside/.test(r.text)) leaks.push(`${name} (${encoded}): ${r.status} ${JSON.stringify(r.text.slice(0, 60))}`);
+    }
+  }
+  assert.deepEqual(leaks, [], 'no artifact name a worker sends reaches a file outside the job’s artifacts');
+  assert.equal((await health(server.url)).status, 'ok');
+});
+
+test('worker ingest refuses job ids that are path components (".", ".."), which would name DATA_DIR/jobs or DATA_DIR itself', async () => {
+  const server = await startServer({ pipelines: PIPELINES, env: { WORKER_TOKEN } });
+  const body = JSON.stringify([{ type: 'status', data: { status: 'running' }, projectId: 'hostile' }]);
+  const answers = [];
+  for (const id of ['%2e%2e', '%2e', '.%2e']) {
+    const r = await rest(server.url, `/api/jobs/${id}/events`, { method: 'POST', headers: WORKER_HEADERS, body });
+    answers.push([id, r.status, r.json?.error ?? r.text.slice(0, 80)]);
+  }
+  for (const [id, status, error] of answers) {
+    assert.ok(typeof status === 'number' && status >= 400 && status < 500, `POST /api/jobs/${id}/events is refused: ${JSON.stringify(answers)}`);
+    assert.ok(error, `with a JSON error: ${JSON.stringify(answers)}`);
+  }
+  assert.equal((await rest(server.url, '/api/jobs/%2e%2e')).status, 404, 'no job ".." was created');
 });
