@@ -9,6 +9,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import http from 'node:http';
+import crypto from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -192,6 +193,25 @@ test('reconnect storm: 200 clients (half websocket, half polling) each drop thei
   await waitFor(async () => (await health(server.url)).websocket.connected_clients === 0, 10_000, { what: 'every client to be counted out' });
   assert.equal((await health(server.url)).status, 'ok');
   await server.stop();
+});
+
+test('clients that disconnect the moment they are connected are not left counted in /health', async () => {
+  const server = await startServer({ pipelines: PIPELINES, env: { WEBSOCKET_PING_INTERVAL_MS: '500', WEBSOCKET_PING_TIMEOUT_MS: '500' } });
+  for (let i = 0; i < 100; i++) {
+    await new Promise((resolve, reject) => {
+      const socket = makeSocket(server.url, { transports: i % 4 === 3 ? ['polling'] : ['websocket'] });
+      socket.on('connect', () => {
+        closeSocket(socket);
+        resolve();
+      });
+      socket.on('connect_error', reject);
+    });
+  }
+  // Well past a heartbeat, so even a client the server missed would have timed out.
+  await sleep(2_000);
+  const h = await health(server.url);
+  assert.equal(h.websocket.connected_clients, 0, `connected_clients after 100 connect-then-disconnect clients: ${JSON.stringify(h.websocket)}`);
+  assert.equal(h.status, 'ok');
 });
 
 // ---------------------------------------------------------------------------
@@ -495,4 +515,102 @@ test('worker ingest refuses job ids that are path components (".", ".."), which 
     assert.ok(error, `with a JSON error: ${JSON.stringify(answers)}`);
   }
   assert.equal((await rest(server.url, '/api/jobs/%2e%2e')).status, 404, 'no job ".." was created');
+});
+
+// ---------------------------------------------------------------------------
+// 4. Forged tokens
+
+test('forged JWTs (alg none, wrong secret, expired, tampered, key confusion, no sub, oversize) are refused on Socket.IO and REST; the valid one is accepted', async () => {
+  const SECRET = 'adversarial-secret-long-enough-for-hs256!!';
+  const { publicKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const pem = publicKey.export({ type: 'spki', format: 'pem' });
+  const now = Math.floor(Date.now() / 1000);
+  const valid = mintHmacJwt({ sub: 'alice', role: 'admin' }, SECRET);
+  const [vh, vp, vs] = valid.split('.');
+  const forged = {
+    'alg none': `${b64url({ alg: 'none', typ: 'JWT' })}.${b64url({ sub: 'mallory', role: 'admin', exp: now + 600 })}.`,
+    'alg None with the valid signature': `${b64url({ alg: 'None', typ: 'JWT' })}.${vp}.${vs}`,
+    'wrong secret': mintHmacJwt({ sub: 'mallory' }, 'another-secret-that-is-long-enough!!'),
+    'empty secret': mintHmacJwt({ sub: 'mallory' }, ''),
+    expired: mintHmacJwt({ sub: 'alice' }, SECRET, { exp: now - 3_600 }),
+    'tampered payload (role upgraded, old signature)': `${vh}.${b64url({ sub: 'alice', role: 'admin', projects: ['x'], exp: now + 600 })}.${vs}`,
+    'tampered signature': `${vh}.${vp}.${vs.slice(0, -4)}AAAA`,
+    'no signature': `${vh}.${vp}.`,
+    'HS256 signed with the RSA public key (key confusion)': mintHmacJwt({ sub: 'mallory' }, pem),
+    'HS512': mintHmacJwt({ sub: 'alice' }, SECRET, { alg: 'HS512' }),
+    'no sub': mintHmacJwt({ role: 'admin' }, SECRET),
+    'empty sub': mintHmacJwt({ sub: '' }, SECRET),
+    'sub a number': mintHmacJwt({ sub: 42 }, SECRET),
+    'no exp': mintHmacJwt({ sub: 'alice' }, SECRET, { exp: null }),
+    'exp a string': mintHmacJwt({ sub: 'alice', exp: 'never' }, SECRET, { exp: null }),
+    'oversize (40 KB claims, wrong secret)': mintHmacJwt({ sub: 'alice', role: 'admin', pad: 'x'.repeat(40_000) }, 'another-secret-that-is-long-enough!!'),
+    'oversize garbage (200 KB)': 'e'.repeat(100_000) + '.' + 'f'.repeat(100_000),
+    'two tokens joined': `${valid} ${valid}`,
+    'four segments': `${valid}.${vs}`,
+    'garbage': '!!!.@@@.###',
+  };
+  // The RS256 server for key confusion is the same binary with a public key.
+  const keyFile = path.join(makeTempDir('buildcast-adv-key-'), 'key.pem');
+  writeFileSync(keyFile, pem);
+  const server = await startServer({ pipelines: PIPELINES, env: { AUTH_MODE: 'jwt', JWT_SECRET: SECRET } });
+  const rsServer = await startServer({ pipelines: PIPELINES, env: { AUTH_MODE: 'jwt', JWT_PUBLIC_KEY_FILE: keyFile } });
+
+  const attempt = (url, opts) =>
+    new Promise((resolve) => {
+      const socket = makeSocket(url, { reconnection: false, ...opts });
+      const timer = setTimeout(() => resolve('no answer'), 10_000);
+      socket.on('connect', () => {
+        clearTimeout(timer);
+        closeSocket(socket);
+        resolve('connected');
+      });
+      socket.on('connect_error', (err) => {
+        clearTimeout(timer);
+        closeSocket(socket);
+        resolve(err.message);
+      });
+    });
+
+  const problems = [];
+  for (const [name, token] of Object.entries(forged)) {
+    const url = name.includes('key confusion') ? rsServer.url : server.url;
+    const ways = [
+      ['auth, websocket', { auth: { token }, transports: ['websocket'] }],
+      ['auth, polling', { auth: { token }, transports: ['polling'] }],
+    ];
+    // The query carries short tokens only (a 40 KB URL is refused before Socket.IO sees it).
+    if (token.length < 4_000) ways.push(['query', { query: { token }, transports: ['websocket'] }]);
+    // A forged token in auth is not rescued by a valid one in the query.
+    ways.push(['auth forged, query valid', { auth: { token }, query: { token: valid }, transports: ['websocket'] }]);
+    for (const [how, opts] of ways) {
+      const result = await attempt(url, opts);
+      if (result !== 'Authentication error') problems.push(`${name} (${how}): ${result}`);
+    }
+    const r = await rest(url, '/api/jobs', { headers: { authorization: `Bearer ${token}` } });
+    if (r.status !== 401 || !/authentication/.test(r.json?.error ?? '')) problems.push(`${name} (REST): ${r.status} ${r.text.slice(0, 120)}`);
+  }
+  assert.deepEqual(problems, [], 'every forged token is refused with "Authentication error" / 401');
+  assert.equal((await health(server.url)).websocket.connected_clients, 0, 'no refused client is counted as connected');
+
+  // The valid token: accepted by auth, query and header, and by REST.
+  for (const opts of [{ auth: { token: valid } }, { query: { token: valid } }, { auth: { token: valid }, transports: ['polling'] }]) {
+    assert.equal(await attempt(server.url, { transports: ['websocket'], ...opts }), 'connected', JSON.stringify(Object.keys(opts)));
+  }
+  assert.equal((await rest(server.url, '/api/jobs', { headers: { authorization: `Bearer ${valid}` } })).status, 200);
+  assert.equal(server.proc.exitCode, null);
+  assert.equal((await health(server.url)).status, 'ok');
+  await rsServer.stop();
+});
+
+test('a JWT whose nbf is an hour in the future is refused (RFC 7519 4.1.5) on Socket.IO and REST', async () => {
+  const SECRET = 'adversarial-secret-long-enough-for-hs256!!';
+  const server = await startServer({ pipelines: PIPELINES, env: { AUTH_MODE: 'jwt', JWT_SECRET: SECRET } });
+  const token = mintHmacJwt({ sub: 'alice', nbf: Math.floor(Date.now() / 1000) + 3_600 }, SECRET);
+  const result = await new Promise((resolve) => {
+    const socket = makeSocket(server.url, { auth: { token }, transports: ['websocket'] });
+    socket.on('connect', () => resolve('connected'));
+    socket.on('connect_error', (err) => resolve(err.message));
+  });
+  const r = await rest(server.url, '/api/jobs', { headers: { authorization: `Bearer ${token}` } });
+  assert.deepEqual({ socket: result, rest: r.status }, { socket: 'Authentication error', rest: 401 }, 'a token not valid yet is refused');
 });
