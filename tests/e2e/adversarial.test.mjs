@@ -663,3 +663,71 @@ test('Redis killed until the job has finished: the owner’s clients see everyth
   assert.deepEqual((await fetchAllEvents(other.url, jobId)).map((e) => e.data), history.map((e) => e.data), 'both nodes store the same history');
   assert.equal((await health(owner.url)).cluster.unpublished_events, 0);
 });
+
+// ---------------------------------------------------------------------------
+// 6. Slow consumers
+
+/** Spawns adversarial-client.mjs following `jobId`; records what it prints. */
+function spawnClient(url, jobId) {
+  const proc = spawn(process.execPath, [path.join(here, 'adversarial-client.mjs'), url, jobId], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const client = { proc, seqs: new Map(), log: [], done: false, lastSeen: 0 };
+  let buf = '';
+  proc.stdout.on('data', (chunk) => {
+    buf += chunk;
+    const lines = buf.split('\n');
+    buf = lines.pop();
+    for (const line of lines) {
+      if (line.startsWith('event ')) {
+        const [, seq, name] = line.split(' ');
+        client.seqs.set(Number(seq), (client.seqs.get(Number(seq)) ?? 0) + 1);
+        client.lastSeen = Math.max(client.lastSeen, Number(seq));
+        if (name === 'job:completed') client.done = true;
+      } else {
+        client.log.push(line);
+      }
+    }
+  });
+  proc.stderr.on('data', (c) => client.log.push(`stderr: ${c}`));
+  client.exited = new Promise((r) => proc.on('exit', r));
+  client.describe = () => `received ${client.seqs.size} distinct, lastSeen ${client.lastSeen}, log ${JSON.stringify(client.log.slice(-8))}`;
+  return client;
+}
+
+test('a client frozen (SIGSTOP) past the heartbeat during a 20 MB burst: others get everything promptly; resumed, it ends with every event', async () => {
+  const server = await startServer({
+    pipelines: PIPELINES,
+    env: { WEBSOCKET_PING_INTERVAL_MS: '500', WEBSOCKET_PING_TIMEOUT_MS: '500', WEBSOCKET_MAX_BUFFER_SIZE: '64' },
+  });
+  const jobId = await createJob(server.url, newProjectId('frozen'), 'flood');
+  const others = [followResumable(server.url, jobId), followResumable(server.url, jobId)];
+  const frozen = spawnClient(server.url, jobId);
+  try {
+    await waitFor(() => frozen.lastSeen >= 200, 20_000, { what: `the child client to be mid-burst (${frozen.describe()})` });
+    frozen.proc.kill('SIGSTOP');
+    const before = others.map((f) => f.received);
+    await sleep(4_000); // eight heartbeats
+    const during = others.map((f, i) => f.received - before[i]);
+    frozen.proc.kill('SIGCONT');
+    assert.ok(during.every((n) => n > 1_000), `the other clients kept receiving while one was frozen: ${JSON.stringify(during)}`);
+
+    const job = await waitForJobFinished(server.url, jobId, 60_000);
+    await waitFor(() => others.every((f) => f.completed), 10_000, { what: 'the other clients to see job:completed' });
+    for (const [i, f] of others.entries()) {
+      assertComplete(f, job.lastSeq, `other client ${i}`);
+      assert.equal(f.connects, 1, `other client ${i} was never disconnected`);
+      const lag = f.bySeq.get(job.lastSeq).at - Date.parse(f.completed.timestamp);
+      assert.ok(lag < 3_000, `other client ${i} got job:completed ${lag} ms after it happened`);
+    }
+    // Staying connected and receiving nothing more is the failure this is about.
+    await waitFor(() => frozen.done, 45_000, { what: `the resumed client to end with job:completed (${frozen.describe()})` });
+    const seqs = [...frozen.seqs.keys()].sort((a, b) => a - b);
+    assertSeqSeries(seqs, 1, job.lastSeq, `the resumed client's union of seqs (${frozen.describe()})`);
+    const twice = [...frozen.seqs].filter(([, n]) => n > 1).map(([s]) => s);
+    assert.deepEqual(twice.slice(0, 10), [], 'no seq twice');
+    assert.equal((await health(server.url)).status, 'ok');
+  } finally {
+    frozen.proc.kill('SIGCONT');
+    frozen.proc.kill('SIGKILL');
+    others.forEach((f) => f.close());
+  }
+});
