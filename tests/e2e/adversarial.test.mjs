@@ -731,3 +731,46 @@ test('a client frozen (SIGSTOP) past the heartbeat during a 20 MB burst: others 
     others.forEach((f) => f.close());
   }
 });
+
+// ---------------------------------------------------------------------------
+// 7. SIGTERM with websocket, polling and stalled clients
+
+test('SIGTERM with websocket, polling and stalled clients: exits 0 within the grace period; websocket and polling clients both get the final job:completed', async () => {
+  const GRACE_SECS = 3;
+  const server = await startServer({ pipelines: PIPELINES, env: { SHUTDOWN_GRACE_SECS: String(GRACE_SECS), MAX_CONCURRENT_JOBS: '2' } });
+  const slowId = await createJob(server.url, newProjectId('term'), 'slow');
+  const floodId = await createJob(server.url, newProjectId('term-flood'), 'flood');
+  const ws = followResumable(server.url, slowId, { transports: ['websocket'], reconnection: false });
+  const polling = followResumable(server.url, slowId, { transports: ['polling'], reconnection: false });
+  // A client that subscribes to the 20 MB job and then stops reading its socket.
+  const stalled = rawWebSocket(server.url);
+  await stalled.open();
+  const ack = await stalled.emitAck('subscribe:job', [{ jobId: floodId, since: 0 }], { timeoutMs: 10_000 });
+  assert.equal(ack?.[0]?.ok, true, JSON.stringify(ack));
+  stalled.ws._socket.pause();
+  await waitForMidStream(server.url, floodId, 5_000, 30_000);
+  await waitFor(() => ws.lastSeen >= 20 && polling.lastSeen >= 20, 20_000, { what: `both clients to follow the slow job (${ws.describe()} | ${polling.describe()})` });
+
+  const started = Date.now();
+  // A server that hangs is SIGKILLed by stop() after the grace period plus 10 s.
+  const code = await server.stop('SIGTERM', (GRACE_SECS + 10) * 1_000).catch((e) => e.message);
+  const took = Date.now() - started;
+  await waitFor(() => ws.completed && polling.completed, 3_000).catch(() => {});
+  assert.deepEqual(
+    {
+      exit: code,
+      withinGrace: took < (GRACE_SECS + 5) * 1_000 ? 'yes' : `no: ${took} ms`,
+      websocketGotCompleted: !!ws.completed,
+      pollingGotCompleted: !!polling.completed,
+    },
+    { exit: 0, withinGrace: 'yes', websocketGotCompleted: true, pollingGotCompleted: true },
+    `SIGTERM outcome (grace ${GRACE_SECS} s; websocket: ${ws.describe()} | polling: ${polling.describe()})`,
+  );
+  for (const [label, f] of [['websocket', ws], ['polling', polling]]) {
+    assert.equal(f.completed.status, 'failed', `${label}: the interrupted build ends failed`);
+    assert.equal(f.completed.success, false);
+    assertSeqSeries(f.seqs(), 1, f.completed.seq, `${label}: every event up to the final one`);
+    f.close();
+  }
+  stalled.close();
+});
