@@ -708,7 +708,7 @@ test('a client frozen (SIGSTOP) past the heartbeat during a 20 MB burst: others 
     await sleep(4_000); // eight heartbeats
     const during = others.map((f, i) => f.received - before[i]);
     frozen.proc.kill('SIGCONT');
-    assert.ok(during.every((n) => n > 1_000), `the other clients kept receiving while one was frozen: ${JSON.stringify(during)}`);
+    assert.ok(during.every((n) => n > 500), `the other clients kept receiving while one was frozen: ${JSON.stringify(during)}`);
 
     const job = await waitForJobFinished(server.url, jobId, 60_000);
     await waitFor(() => others.every((f) => f.completed), 10_000, { what: 'the other clients to see job:completed' });
