@@ -3,7 +3,9 @@
 // Every test file imports from here. The server binary comes from
 // BUILDCAST_BIN, or the debug build of this repository.
 
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import crypto from 'node:crypto';
+import net from 'node:net';
 import { mkdtempSync, writeFileSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -11,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { io } from 'socket.io-client';
+import WebSocket from 'ws';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -580,4 +583,276 @@ let idCounter = 0;
 export function projectId(tag = 'p') {
   idCounter += 1;
   return `${tag}-${process.pid}-${Date.now().toString(36)}-${idCounter}`;
+}
+
+// ---------------------------------------------------------------------------
+// A resumable follower: what a careful frontend does. On every (re)connect it
+// subscribes with since = the highest seq it has seen (and the epoch it was
+// given), and it keeps one payload per seq so tests can check that nothing was
+// lost, doubled or changed.
+
+/**
+ * Follow `jobId` on `url`, resuming on every reconnect.
+ * @returns the follower's state: `bySeq` (seq → {event, data}), `duplicates`
+ *   (seqs received again), `mismatches` (seqs received again with other content),
+ *   `acks`, `connects`, `completed`, `lastSeen`, `seqs()`, `socket`, `close()`.
+ */
+export function followResumable(url, jobId, { transports = ['websocket'], ...opts } = {}) {
+  const socket = makeSocket(url, {
+    transports,
+    reconnection: true,
+    reconnectionDelay: 100,
+    reconnectionDelayMax: 500,
+    randomizationFactor: 0.5,
+    ...opts,
+  });
+  const state = {
+    socket,
+    jobId,
+    bySeq: new Map(),
+    received: 0,
+    duplicates: [],
+    mismatches: [],
+    lastSeen: 0,
+    epoch: undefined,
+    acks: [],
+    connects: 0,
+    completed: null,
+    lastAt: 0,
+  };
+  for (const event of JOB_EVENTS) {
+    socket.on(event, (data) => {
+      if (data?.jobId !== jobId) return;
+      state.received += 1;
+      state.lastAt = Date.now();
+      const prev = state.bySeq.get(data.seq);
+      if (prev) {
+        state.duplicates.push(data.seq);
+        if (prev.event !== event || JSON.stringify(prev.data) !== JSON.stringify(data)) state.mismatches.push({ seq: data.seq, first: prev, again: { event, data } });
+      } else {
+        state.bySeq.set(data.seq, { event, data, at: Date.now() });
+      }
+      state.lastSeen = Math.max(state.lastSeen, data.seq);
+      if (event === 'job:completed') state.completed = data;
+    });
+  }
+  socket.on('connect', () => {
+    state.connects += 1;
+    const payload = { jobId, since: state.lastSeen };
+    if (state.epoch) payload.epoch = state.epoch;
+    socket.timeout(15_000).emit('subscribe:job', payload, (err, ack) => {
+      state.acks.push({ payload, ack: ack ?? null, error: err?.message ?? null });
+      if (ack?.epoch) state.epoch = ack.epoch;
+    });
+  });
+  state.seqs = () => [...state.bySeq.keys()].sort((a, b) => a - b);
+  state.close = () => closeSocket(socket);
+  state.describe = () =>
+    `connected=${socket.connected} connects=${state.connects} received=${state.received} distinct=${state.bySeq.size} ` +
+    `lastSeen=${state.lastSeen} duplicates=${state.duplicates.length} completed=${!!state.completed} ` +
+    `acks=${JSON.stringify(state.acks.slice(-4).map((a) => [a.payload.since, a.ack && { ok: a.ack.ok, lastSeq: a.ack.lastSeq, recovered: a.ack.recovered, reason: a.ack.reason, error: a.ack.error }, a.error]))}`;
+  return state;
+}
+
+/** Assert that every payload a follower received equals the stored event with that seq. */
+export function assertMatchesHistory(follower, history, label = 'client') {
+  const bySeq = new Map(history.map((e) => [e.seq, e]));
+  const problems = [];
+  for (const [seq, { event, data }] of follower.bySeq) {
+    const stored = bySeq.get(seq);
+    if (!stored) problems.push(`${label}: seq ${seq} (${event} ${JSON.stringify(data.message ?? data.status)}) was seen but is not in the history`);
+    else if (stored.event !== event || JSON.stringify(stored.data) !== JSON.stringify(data)) {
+      problems.push(`${label}: seq ${seq} differs: seen ${event} ${JSON.stringify(data)}, stored ${stored.event} ${JSON.stringify(stored.data)}`);
+    }
+    if (problems.length >= 10) break;
+  }
+  assert.deepEqual(problems, [], `${label}: what the client saw is what the history holds`);
+  assert.deepEqual(follower.mismatches.slice(0, 5), [], `${label}: one content per seq`);
+}
+
+// ---------------------------------------------------------------------------
+// Redis, for suites that need a real redis-server (started on a free port).
+
+export const REDIS_SERVER = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' }).stdout.trim();
+const redisProcesses = new Set();
+process.on('exit', () => {
+  for (const p of redisProcesses) {
+    try {
+      p.kill('SIGKILL');
+    } catch {}
+  }
+});
+after(() => {
+  for (const p of redisProcesses) p.kill('SIGKILL');
+});
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+    srv.on('error', reject);
+  });
+}
+
+/** Starts redis-server on `port` (a free one by default); resolves once it answers. */
+export async function startRedis(port) {
+  port ??= await freePort();
+  const proc = spawn(REDIS_SERVER, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+    stdio: 'ignore',
+  });
+  redisProcesses.add(proc);
+  const exited = new Promise((r) => proc.once('exit', r));
+  await waitFor(
+    () =>
+      new Promise((resolve) => {
+        const sock = net.connect(port, '127.0.0.1', () => {
+          sock.end();
+          resolve(true);
+        });
+        sock.on('error', () => resolve(false));
+      }),
+    10_000,
+    { what: 'redis-server to listen' },
+  );
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    /** SIGKILL: Redis dies without a word, as a crashed or partitioned one would. */
+    async kill() {
+      proc.kill('SIGKILL');
+      redisProcesses.delete(proc);
+      await exited;
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------
+// JWT (HS256 and friends) minted by hand, so tests can also forge bad ones.
+
+const b64url = (o) => Buffer.from(typeof o === 'string' ? o : JSON.stringify(o)).toString('base64url');
+
+/** A JWT signed with HMAC (`alg` HS256/384/512) over `secret`; `header` adds header fields. */
+export function mintHmacJwt(claims, secret, { alg = 'HS256', header = {}, exp = Math.floor(Date.now() / 1000) + 600 } = {}) {
+  const head = b64url({ alg, typ: 'JWT', ...header });
+  const body = b64url(exp === null ? claims : { exp, ...claims });
+  const hash = { HS256: 'sha256', HS384: 'sha384', HS512: 'sha512' }[alg] ?? 'sha256';
+  const sig = crypto.createHmac(hash, secret).update(`${head}.${body}`).digest('base64url');
+  return `${head}.${body}.${sig}`;
+}
+
+export { b64url };
+
+// ---------------------------------------------------------------------------
+// Raw Engine.IO v4 / Socket.IO v5, for sending what no well-behaved client would.
+
+/**
+ * A raw WebSocket to the Socket.IO endpoint. It answers pings, records every text
+ * message and, after `open()`, is connected to the default namespace.
+ */
+export function rawWebSocket(url, { path: wsPath = '/ws/', query = {} } = {}) {
+  const u = new URL(url);
+  u.protocol = 'ws:';
+  u.pathname = wsPath;
+  u.search = new URLSearchParams({ EIO: '4', transport: 'websocket', ...query }).toString();
+  const ws = new WebSocket(u.toString());
+  const raw = { ws, messages: [], closed: false, closeCode: null, error: null, answerPings: true };
+  const waiters = new Set();
+  ws.on('message', (data, isBinary) => {
+    const text = isBinary ? data : data.toString();
+    if (text === '2' && raw.answerPings && ws.readyState === WebSocket.OPEN) ws.send('3');
+    raw.messages.push(text);
+    for (const w of waiters) w();
+  });
+  ws.on('error', (e) => {
+    raw.error = e;
+  });
+  raw.closedPromise = new Promise((resolve) =>
+    ws.on('close', (code) => {
+      raw.closed = true;
+      raw.closeCode = code;
+      for (const w of waiters) w();
+      resolve(code);
+    }),
+  );
+  /** Resolves with the first message (from index `from`) matching `pred`, or null on close/timeout. */
+  raw.next = (pred, { from = 0, timeoutMs = 5_000 } = {}) =>
+    new Promise((resolve) => {
+      const check = () => {
+        const m = raw.messages.slice(from).find((x) => typeof x === 'string' && pred(x));
+        if (m !== undefined || raw.closed) {
+          clearTimeout(timer);
+          waiters.delete(check);
+          resolve(m ?? null);
+        }
+      };
+      const timer = setTimeout(() => {
+        waiters.delete(check);
+        resolve(null);
+      }, timeoutMs);
+      waiters.add(check);
+      check();
+    });
+  raw.send = (text) => {
+    if (ws.readyState === WebSocket.OPEN) ws.send(text);
+  };
+  /** Engine.IO handshake, then CONNECT to `/` (with `auth` if given). */
+  raw.open = async (auth) => {
+    await new Promise((resolve, reject) => {
+      ws.once('open', resolve);
+      ws.once('error', reject);
+    });
+    const hello = await raw.next((m) => m.startsWith('0{'));
+    assert.ok(hello, 'Engine.IO open packet');
+    const from = raw.messages.length;
+    raw.send(auth ? `40${JSON.stringify(auth)}` : '40');
+    const connected = await raw.next((m) => m.startsWith('40') || m.startsWith('44'), { from });
+    assert.ok(connected?.startsWith('40{'), `Socket.IO CONNECT answered: ${connected}`);
+    return raw;
+  };
+  let ackId = 1000;
+  /** Sends `42<id>[event, ...args]` and resolves with the ack's arguments, or null. */
+  raw.emitAck = async (event, args = [], { timeoutMs = 3_000, encoded = null } = {}) => {
+    const id = ackId++;
+    const from = raw.messages.length;
+    raw.send(`42${id}${encoded ?? JSON.stringify([event, ...args])}`);
+    const ack = await raw.next((m) => m.startsWith(`43${id}[`), { from, timeoutMs });
+    return ack === null ? null : JSON.parse(ack.slice(`43${id}`.length));
+  };
+  raw.close = () => {
+    try {
+      ws.terminate();
+    } catch {}
+  };
+  liveRaw.add(raw);
+  raw.closedPromise.then(() => liveRaw.delete(raw));
+  return raw;
+}
+
+const liveRaw = new Set();
+after(() => {
+  for (const r of liveRaw) r.close();
+});
+
+/** An Engine.IO polling session: `post(body)` and `get()` return {status, text}. */
+export async function rawPollingSession(url, { path: wsPath = '/ws/' } = {}) {
+  const base = `${url}${wsPath}?EIO=4&transport=polling`;
+  const open = await fetch(base);
+  const text = await open.text();
+  assert.equal(open.status, 200, `polling handshake: ${text}`);
+  const sid = JSON.parse(text.slice(1)).sid;
+  const at = `${base}&sid=${encodeURIComponent(sid)}`;
+  return {
+    sid,
+    async post(body, headers = { 'content-type': 'text/plain;charset=UTF-8' }) {
+      const res = await fetch(at, { method: 'POST', body, headers });
+      return { status: res.status, text: await res.text() };
+    },
+    async get(signal) {
+      const res = await fetch(at, { signal });
+      return { status: res.status, text: await res.text() };
+    },
+  };
 }
