@@ -249,12 +249,16 @@ impl Session {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Gives the socket's connection slot back.
-    fn release(&self) {
-        self.closed.store(true, Ordering::Release);
+    /// Marks the socket closed and gives its connection slot back; `true` only
+    /// the first time, so that a close seen twice is counted once.
+    fn release(&self) -> bool {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return false;
+        }
         if let Some(slot) = self.slot.lock().expect("session").take() {
             slot.release();
         }
+        true
     }
 }
 
@@ -332,6 +336,11 @@ async fn on_connect(socket: SocketRef, State(state): State<AppState>) {
     socket.on_disconnect(on_disconnect);
     let user = session(&socket).principal.user.clone();
     tracing::info!(sid = %socket.id, %user, transport = ?socket.transport_type(), protocol = ?socket.protocol(), "client connected");
+    // A client that left before the handler above was registered is never
+    // reported to it: count its disconnect here.
+    if !socket.connected() {
+        closed(&socket, &state, "closed while connecting");
+    }
 }
 
 async fn on_disconnect(
@@ -339,9 +348,16 @@ async fn on_disconnect(
     reason: socketioxide::socket::DisconnectReason,
     State(state): State<AppState>,
 ) {
+    closed(&socket, &state, &reason.to_string());
+}
+
+/// The bookkeeping of a socket that closed, done once however often it is seen.
+fn closed(socket: &SocketRef, state: &AppState, reason: &str) {
+    let session = session(socket);
+    if !session.release() {
+        return;
+    }
     state.sockets.connected.fetch_sub(1, Ordering::Relaxed);
-    let session = session(&socket);
-    session.release();
     // socketioxide takes a closed socket out of its rooms.
     session.membership_changed();
     tracing::info!(sid = %socket.id, %reason, "client disconnected");
