@@ -200,6 +200,67 @@ test('a full disk degrades /health, loses nothing, and history catches up once s
   }
 });
 
+test('past MAX_UNSTORED_BYTES on a full disk, lines go out live, history says which it lacks, and nothing else is lost', async (t) => {
+  const dataDir = makeTempDir('buildcast-unkept-');
+  if (!mountTmpfs(t, dataDir, '4m')) return;
+  let server;
+  try {
+    server = await startServer({ dataDir, pipelines: PIPELINES, env: { MAX_UNSTORED_BYTES: '8000' } });
+    const jobId = await createJob(server.url, newProjectId('unkept'), 'steady');
+    const live = await connect(server.url);
+    const liveGot = collect(live, JOB_EVENTS);
+    assert.equal((await emitAck(live, 'subscribe:job', { jobId, since: 0 })).ok, true);
+    await waitForMidStream(server.url, jobId, 30);
+    const filler = path.join(dataDir, 'filler');
+    fillDisk(filler);
+    await waitFor(async () => (await health(server.url)).status === 'degraded', 15_000, { what: 'degraded' });
+    const finished = await waitForJobFinished(server.url, jobId, 60_000);
+    assert.equal(finished.status, 'completed');
+    await waitFor(() => jobEvents(liveGot, jobId).length >= finished.lastSeq, 10_000, { what: 'every event live' });
+    const liveEvents = jobEvents(liveGot, jobId);
+    assertSeqSeries(liveEvents.map((e) => e.data.seq), 1, finished.lastSeq, 'live');
+    const seen = bySeq(liveEvents, 'live');
+    const backlog = (await health(server.url)).store.backlog_bytes;
+    assert.ok(backlog < 8000 + 2000, `unstored bytes ${backlog} stay near MAX_UNSTORED_BYTES`);
+
+    // While full: the hole is reported, not papered over, and the replay ends.
+    const whileFull = await replayAll(server.url, jobId, 0, (events) => events.some((e) => e.event === 'job:completed'));
+    assert.ok(whileFull.ackMs < 5_000, `answered in ${whileFull.ackMs} ms`);
+    assert.equal(whileFull.ack.recovered, false, JSON.stringify(whileFull.ack));
+    assert.match(whileFull.ack.reason, /MAX_UNSTORED_BYTES/);
+
+    unlinkSync(filler);
+    await waitFor(
+      async () => {
+        const h = await health(server.url);
+        return h.status === 'ok' && h.store.backlog === 0;
+      },
+      15_000,
+      { what: '/health ok' },
+    );
+    closeSocket(live);
+    await server.stop();
+    server = await startServer({ dataDir, pipelines: PIPELINES });
+    const after = await getJob(server.url, jobId);
+    assert.equal(after.status, 'completed');
+    const stored = bySeq(await restEvents(server.url, jobId), 'REST after restart');
+    assert.ok(stored.size < seen.size, `some lines were not kept (${stored.size} of ${seen.size})`);
+    for (const [seq, text] of stored) assert.equal(text, seen.get(seq), `seq ${seq} as delivered live`);
+    const notes = [...stored.values()].filter((text) => text.includes('are not in history'));
+    assert.ok(notes.length >= 1, 'a system line says which lines history lacks');
+    const missing = [...seen.keys()].filter((seq) => !stored.has(seq));
+    assert.ok(missing.length > 0);
+    const isLog = (seq) => 'stream' in JSON.parse(seen.get(seq));
+    for (const seq of missing) assert.ok(isLog(seq), `only log lines are missing, not ${seen.get(seq)}`);
+    for (const seq of seen.keys()) if (!isLog(seq)) assert.ok(stored.has(seq), `non-log event ${seq} is stored`);
+  } finally {
+    if (server) await server.stop().catch(() => server.kill());
+    try {
+      execFileSync('umount', ['-l', dataDir], { stdio: 'pipe' });
+    } catch {}
+  }
+});
+
 test('past the log cap, every seq a live client saw keeps its content in replay and REST', async () => {
   const server = await startServer({ pipelines: PIPELINES, env: { MAX_LOG_BYTES_PER_JOB: '20000' } });
   try {
