@@ -42,6 +42,9 @@ use crate::wire::{
 /// store holds it.
 const FINISHED_LINGER: Duration = Duration::from_secs(30);
 
+/// How long start-up waits for the history of recovered jobs to be written.
+const RECOVERY_FLUSH: Duration = Duration::from_secs(5);
+
 /// One recorded event, as numbered and delivered.
 #[derive(Debug)]
 pub struct Recorded {
@@ -775,7 +778,17 @@ impl Journal {
             }
             tracing::warn!(job_id = %id, "job was interrupted by a server stop; marked failed");
         }
-        self.writer.flush().await;
+        // On a full disk the server still starts (and says `degraded`): these jobs
+        // stay in memory until their history is written.
+        if tokio::time::timeout(RECOVERY_FLUSH, self.writer.flush())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                jobs = count,
+                "the interrupted jobs' history is not written yet; it stays in memory until it is"
+            );
+        }
         Ok(count)
     }
 
