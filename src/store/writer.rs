@@ -86,12 +86,11 @@ impl BatchWriter {
 
     /// Queues a write. Never blocks.
     pub fn send(&self, op: WriteOp) {
-        let bytes = event_bytes(&op);
-        if bytes.is_some() {
+        if let Some(bytes) = event_bytes(&op) {
             self.health.backlog_events.fetch_add(1, Ordering::Relaxed);
             self.health
                 .backlog_bytes
-                .fetch_add(bytes.unwrap_or(0), Ordering::Relaxed);
+                .fetch_add(bytes, Ordering::Relaxed);
         }
         if let Err(mpsc::SendError(op)) = self.tx.send(op) {
             tracing::error!("history writer has stopped; a write was not queued");
