@@ -42,6 +42,9 @@ pub struct Config {
     pub retention_interval: Duration,
     /// Recent events kept in memory per job for replay without the database (`HISTORY_WINDOW`).
     pub history_window: usize,
+    /// Bytes of events waiting for the store (a full disk, say) above which further
+    /// log lines are delivered live but not kept for history (`MAX_UNSTORED_BYTES`).
+    pub max_unstored_bytes: u64,
     /// Largest REST request body in bytes (`REST_BODY_LIMIT`).
     pub rest_body_limit: usize,
     /// How long a stopping server waits for running steps to end after signalling them
@@ -270,6 +273,7 @@ impl Config {
                 env.positive("RETENTION_INTERVAL_SECS", "3600")?,
             ),
             history_window: env.positive("HISTORY_WINDOW", "2048")?,
+            max_unstored_bytes: env.positive("MAX_UNSTORED_BYTES", "67108864")?,
             rest_body_limit: env.positive("REST_BODY_LIMIT", "65536")?,
             shutdown_grace: Duration::from_secs(env.parse(
                 "SHUTDOWN_GRACE_SECS",

@@ -11,7 +11,16 @@
 //!
 //! Memory stays bounded: the window keeps the newest `HISTORY_WINDOW` events (and
 //! any not yet committed), older ones are read back from the store. Finished jobs
-//! leave memory a little after they end.
+//! leave memory a little after they end, once their history is committed. While the
+//! store cannot write (a full disk), unstored events stay in the window; past
+//! `MAX_UNSTORED_BYTES` waiting for the store, further log lines are delivered live
+//! but not kept for history, and once storing resumes (or the job ends) one system
+//! line says which seqs were not kept. Progress, errors and completions are always
+//! kept.
+//!
+//! A `seq` means one content for ever: the notes about what history dropped (the
+//! log cap, the unstored lines) take their own, new seq when the drop is over; no
+//! delivered event is ever rewritten.
 //!
 //! The journal knows nothing of HTTP or Socket.IO.
 
@@ -33,6 +42,9 @@ use crate::wire::{
 /// store holds it.
 const FINISHED_LINGER: Duration = Duration::from_secs(30);
 
+/// How long start-up waits for the history of recovered jobs to be written.
+const RECOVERY_FLUSH: Duration = Duration::from_secs(5);
+
 /// One recorded event, as numbered and delivered.
 #[derive(Debug)]
 pub struct Recorded {
@@ -46,6 +58,15 @@ impl Recorded {
     pub fn seq(&self) -> u64 {
         self.seq
     }
+}
+
+/// Whether an event may be left out of history when too much waits for the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// A system note about history itself: always kept.
+    Always,
+    /// Log lines are not kept past `MAX_UNSTORED_BYTES` (other events always are).
+    WithinLimits,
 }
 
 /// Receives every recorded event, in order, with the job's lock held: it must not
@@ -98,10 +119,19 @@ pub struct Journal {
     publisher: OnceLock<Arc<dyn EventSink>>,
     /// This server's node id: the owner of the jobs it creates.
     node: String,
-    /// Events kept in memory per job.
-    window: usize,
+    limits: Limits,
+}
+
+/// The journal's memory and history bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Events kept in memory per job once committed (`HISTORY_WINDOW`).
+    pub window: usize,
     /// `MAX_LOG_BYTES_PER_JOB`.
-    log_cap: u64,
+    pub log_cap: u64,
+    /// `MAX_UNSTORED_BYTES`: event bytes waiting for the store past which log lines
+    /// are no longer kept for history.
+    pub max_unstored: u64,
 }
 
 /// A job held in memory.
@@ -115,9 +145,22 @@ struct LiveJob {
 
 struct LiveState {
     record: JobRecord,
-    /// The newest events, oldest first.
+    /// The newest events and every one not yet committed, oldest first (log lines
+    /// that were not kept for history are not here).
     window: VecDeque<Arc<Recorded>>,
     log: LogBudget,
+    /// Log lines delivered but not kept for history because too much waited for
+    /// the store; closed by a note once storing resumes or the job ends.
+    unkept: Option<Unkept>,
+}
+
+/// A run of log lines delivered live but not kept for history.
+#[derive(Debug, Clone, Copy)]
+struct Unkept {
+    first_seq: u64,
+    last_seq: u64,
+    lines: u64,
+    bytes: u64,
 }
 
 /// What the history keeps of a long log: a head, a rolling tail, and a note of the
@@ -140,7 +183,6 @@ pub struct Dropped {
     pub last_seq: u64,
     pub lines: u64,
     pub bytes: u64,
-    at: OffsetDateTime,
 }
 
 impl LogBudget {
@@ -153,7 +195,7 @@ impl LogBudget {
     }
 
     /// Accounts for a new log line; returns the seqs that fall out of history.
-    fn admit(&mut self, seq: u64, bytes: u64, at: OffsetDateTime) -> Option<(u64, u64)> {
+    fn admit(&mut self, seq: u64, bytes: u64) -> Option<(u64, u64)> {
         if self.tail.is_empty() && bytes <= self.head_left {
             self.head_left -= bytes;
             return None;
@@ -172,7 +214,6 @@ impl LogBudget {
                 last_seq: old,
                 lines: 0,
                 bytes: 0,
-                at,
             });
             d.last_seq = old;
             d.lines += 1;
@@ -213,7 +254,8 @@ impl LiveView<'_> {
         if since + 1 < first {
             return Err(first);
         }
-        let skip = usize::try_from(since + 1 - first).unwrap_or(usize::MAX);
+        // Not an index: lines not kept for history are missing from the window.
+        let skip = self.state.window.partition_point(|e| e.seq() <= since);
         let mut after = self
             .state
             .window
@@ -235,8 +277,7 @@ impl Journal {
         store: Arc<dyn Store>,
         writer: BatchWriter,
         node: String,
-        window: usize,
-        log_cap: u64,
+        limits: Limits,
     ) -> Arc<Self> {
         Arc::new(Self {
             live: RwLock::new(HashMap::new()),
@@ -245,8 +286,7 @@ impl Journal {
             sink: OnceLock::new(),
             publisher: OnceLock::new(),
             node,
-            window,
-            log_cap,
+            limits,
         })
     }
 
@@ -303,7 +343,8 @@ impl Journal {
             state: Mutex::new(LiveState {
                 record,
                 window: VecDeque::new(),
-                log: LogBudget::new(self.log_cap),
+                log: LogBudget::new(self.limits.log_cap),
+                unkept: None,
             }),
         }
     }
@@ -324,12 +365,54 @@ impl Journal {
         if state.record.finished_at.is_some() {
             return Err(RecordError::Finished(id.clone()));
         }
+        let ends = matches!(event, JobEvent::Completed { .. });
+        for note in self.notes_due(&mut state, ends) {
+            let note = JobEvent::Log {
+                stream: Stream::System,
+                message: note,
+            };
+            self.number(id, &job, &mut state, &note, Keep::Always);
+        }
+        Ok(self.number(id, &job, &mut state, &event, Keep::WithinLimits))
+    }
+
+    /// The system lines due before the next event: the unkept lines once storing
+    /// resumes, and the log cap's cut when the job ends. Each takes its own seq.
+    fn notes_due(&self, state: &mut LiveState, ends: bool) -> Vec<String> {
+        let mut notes = Vec::new();
+        if state.unkept.is_some()
+            && (ends || self.writer.backlog_bytes() < self.limits.max_unstored)
+            && let Some(u) = state.unkept.take()
+        {
+            notes.push(format!(
+                "[buildcast] {} log lines ({} bytes) between seq {} and {} were delivered live but are not in history: the disk could not be written and MAX_UNSTORED_BYTES of history was waiting",
+                u.lines, u.bytes, u.first_seq, u.last_seq
+            ));
+        }
+        if ends && let Some(d) = state.log.dropped {
+            notes.push(format!(
+                "[buildcast] log truncated: {} lines ({} bytes) between seq {} and {} were dropped from history to stay within MAX_LOG_BYTES_PER_JOB; the head and the tail are kept",
+                d.lines, d.bytes, d.first_seq, d.last_seq
+            ));
+        }
+        notes
+    }
+
+    /// Gives an event of this node's own job the next seq and appends it.
+    fn number(
+        self: &Arc<Self>,
+        id: &JobId,
+        job: &LiveJob,
+        state: &mut LiveState,
+        event: &JobEvent,
+        keep: Keep,
+    ) -> u64 {
         let now = OffsetDateTime::now_utc();
         let seq = state.record.last_seq + 1;
         state.record.last_seq = seq;
-        state.record.apply(&event, now);
-        let payload = payload(&state.record, &event, seq, now);
-        Ok(self.append(id, &job, &mut state, payload, true))
+        state.record.apply(event, now);
+        let payload = payload(&state.record, event, seq, now);
+        self.append(id, job, state, payload, true, keep)
     }
 
     /// Records an event numbered by another node (its `seq` must be the next one).
@@ -353,7 +436,7 @@ impl Journal {
         let (event, at) = event_of(&payload);
         state.record.last_seq = seq;
         state.record.apply(&event, at);
-        self.append(id, &job, &mut state, payload, false);
+        self.append(id, &job, &mut state, payload, false, Keep::WithinLimits);
         Ok(Mirrored::Recorded)
     }
 
@@ -382,9 +465,9 @@ impl Journal {
         state: &mut LiveState,
         payload: EventPayload,
         own: bool,
+        keep: Keep,
     ) -> u64 {
         let seq = payload.seq();
-        let now = OffsetDateTime::now_utc();
         let kind = payload.kind();
         let json = serde_json::to_string(&payload).expect("event payloads serialize");
         let bytes = json.len() as u64;
@@ -394,6 +477,27 @@ impl Journal {
             json: serde_json::value::RawValue::from_string(json.clone())
                 .expect("serialized JSON is valid"),
         });
+
+        if keep == Keep::WithinLimits
+            && kind == EventKind::Log
+            && self.writer.backlog_bytes() >= self.limits.max_unstored
+        {
+            // Too much waits for the store: deliver, but keep no copy.
+            let u = state.unkept.get_or_insert(Unkept {
+                first_seq: seq,
+                last_seq: seq,
+                lines: 0,
+                bytes: 0,
+            });
+            if u.lines == 0 {
+                tracing::error!(job_id = %id, seq, max_unstored = self.limits.max_unstored, "history backlog is full; log lines are delivered live but not kept until the store writes again");
+            }
+            u.last_seq = seq;
+            u.lines += 1;
+            u.bytes += bytes;
+            self.deliver(state, &recorded, own);
+            return seq;
+        }
 
         self.writer.send(WriteOp::PutEvent {
             job_id: id.clone(),
@@ -405,18 +509,13 @@ impl Journal {
             persisted: job.persisted.clone(),
         });
         if kind == EventKind::Log
-            && let Some((from, to)) = state.log.admit(seq, bytes, now)
+            && keep == Keep::WithinLimits
+            && let Some((from, to)) = state.log.admit(seq, bytes)
         {
             self.writer.send(WriteOp::DeleteLogRange {
                 job_id: id.clone(),
                 from,
                 to,
-            });
-            let marker = truncation_marker(&state.record, state.log.dropped.expect("just set"));
-            self.writer.send(WriteOp::PutEvent {
-                job_id: id.clone(),
-                event: marker,
-                persisted: job.persisted.clone(),
             });
         }
         if kind != EventKind::Log {
@@ -425,21 +524,26 @@ impl Journal {
 
         state.window.push_back(recorded.clone());
         let persisted = job.persisted.load(Ordering::Acquire);
-        while state.window.len() > self.window
+        while state.window.len() > self.limits.window
             && state.window.front().is_some_and(|e| e.seq() <= persisted)
         {
             state.window.pop_front();
         }
-        if let Some(sink) = self.sink.get() {
-            sink.deliver(&state.record, &recorded);
-        }
-        if own && let Some(publisher) = self.publisher.get() {
-            publisher.deliver(&state.record, &recorded);
-        }
+        self.deliver(state, &recorded, own);
         if kind == EventKind::Completed {
             self.evict_later(id.clone());
         }
         seq
+    }
+
+    /// Hands a recorded event to the fan-out, and to the cluster if it is ours.
+    fn deliver(&self, state: &LiveState, recorded: &Arc<Recorded>, own: bool) {
+        if let Some(sink) = self.sink.get() {
+            sink.deliver(&state.record, recorded);
+        }
+        if own && let Some(publisher) = self.publisher.get() {
+            publisher.deliver(&state.record, recorded);
+        }
     }
 
     fn evict_later(self: &Arc<Self>, id: JobId) {
@@ -534,18 +638,102 @@ impl Journal {
         Ok(live)
     }
 
-    /// Up to `limit` events of a job after `since`, from the store (after a flush, so
-    /// everything recorded before the call is there).
+    /// Up to `limit` events of a job after `since`, in order: what the store holds,
+    /// then what only memory holds yet. Answers at once even while the store cannot
+    /// write.
     pub async fn events(
         &self,
         id: &JobId,
         since: u64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        self.writer.flush().await;
-        let store = self.store.clone();
-        let id = id.clone();
-        blocking(move || store.events(&id, since, limit)).await
+        self.history(id, since, limit, false).await
+    }
+
+    /// Like [`Journal::events`], log lines only.
+    pub async fn log_events(
+        &self,
+        id: &JobId,
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.history(id, since, limit, true).await
+    }
+
+    async fn history(
+        &self,
+        id: &JobId,
+        mut since: u64,
+        limit: usize,
+        logs_only: bool,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let wanted = |kind: EventKind| !logs_only || kind == EventKind::Log;
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let room = limit - out.len();
+            let memory = self.get_live(id).map(|job| {
+                let state = job.state.lock().expect("job state");
+                let view = LiveView {
+                    record: &state.record,
+                    state: &state,
+                };
+                (view.events_after(since, room), view.dropped())
+            });
+            // Below `until` everything is committed: read it from the store.
+            let (until, dropped) = match memory {
+                None => (None, None),
+                Some((Ok((events, more)), _)) => {
+                    let last = events.last().map(|e| e.seq());
+                    out.extend(
+                        events
+                            .iter()
+                            .filter(|e| wanted(e.kind))
+                            .map(|e| StoredEvent {
+                                seq: e.seq(),
+                                kind: e.kind,
+                                payload: e.json.get().to_owned(),
+                            }),
+                    );
+                    match last {
+                        Some(last) if more => {
+                            since = last;
+                            continue;
+                        }
+                        _ => return Ok(out),
+                    }
+                }
+                Some((Err(first), dropped)) => (Some(first), dropped),
+            };
+            let store = self.store.clone();
+            let key = id.clone();
+            let page = blocking(move || {
+                if logs_only {
+                    store.log_events(&key, since, room)
+                } else {
+                    store.events(&key, since, room)
+                }
+            })
+            .await?;
+            let read = page.len();
+            let below: Vec<StoredEvent> = page
+                .into_iter()
+                .take_while(|e| until.is_none_or(|u| e.seq < u))
+                .collect();
+            let short = below.len() < read || read < room;
+            since = below.last().map_or(since, |e| e.seq);
+            // A cut whose deletion is not committed yet is not history any more.
+            out.extend(below.into_iter().filter(|e| {
+                !(e.kind == EventKind::Log
+                    && dropped.is_some_and(|d| d.first_seq <= e.seq && e.seq <= d.last_seq))
+            }));
+            match until {
+                None if short => return Ok(out),
+                // The store holds nothing more below the window: go on from it.
+                Some(first) if short => since = since.max(first - 1),
+                _ => {}
+            }
+        }
+        Ok(out)
     }
 
     /// Marks the jobs the store holds as unfinished (the server stopped while they
@@ -590,7 +778,17 @@ impl Journal {
             }
             tracing::warn!(job_id = %id, "job was interrupted by a server stop; marked failed");
         }
-        self.writer.flush().await;
+        // On a full disk the server still starts (and says `degraded`): these jobs
+        // stay in memory until their history is written.
+        if tokio::time::timeout(RECOVERY_FLUSH, self.writer.flush())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                jobs = count,
+                "the interrupted jobs' history is not written yet; it stays in memory until it is"
+            );
+        }
         Ok(count)
     }
 
@@ -726,43 +924,21 @@ fn event_of(payload: &EventPayload) -> (JobEvent, OffsetDateTime) {
     }
 }
 
-/// The system line stored in place of a dropped middle of a log.
-fn truncation_marker(job: &JobRecord, d: Dropped) -> StoredEvent {
-    let (job_id, project_id) = ids(job);
-    let payload = EventPayload::Log(LogPayload {
-        job_id,
-        project_id,
-        stream: Stream::System,
-        message: format!(
-            "[buildcast] log truncated here: {} lines ({} bytes) dropped to stay within MAX_LOG_BYTES_PER_JOB; the head and the tail are kept",
-            d.lines, d.bytes
-        ),
-        timestamp: Timestamp(d.at),
-        seq: d.first_seq,
-    });
-    StoredEvent {
-        seq: d.first_seq,
-        kind: EventKind::Log,
-        payload: serde_json::to_string(&payload).expect("event payloads serialize"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn log_budget_keeps_head_and_rolling_tail() {
-        let now = OffsetDateTime::now_utc();
         let mut b = LogBudget::new(100);
         // Head: 50 bytes.
-        assert_eq!(b.admit(1, 25, now), None);
-        assert_eq!(b.admit(2, 25, now), None);
+        assert_eq!(b.admit(1, 25), None);
+        assert_eq!(b.admit(2, 25), None);
         // Tail: 50 bytes.
-        assert_eq!(b.admit(3, 25, now), None);
-        assert_eq!(b.admit(4, 25, now), None);
-        assert_eq!(b.admit(5, 25, now), Some((3, 3)));
-        assert_eq!(b.admit(6, 25, now), Some((4, 4)));
+        assert_eq!(b.admit(3, 25), None);
+        assert_eq!(b.admit(4, 25), None);
+        assert_eq!(b.admit(5, 25), Some((3, 3)));
+        assert_eq!(b.admit(6, 25), Some((4, 4)));
         let d = b.dropped.unwrap();
         assert_eq!((d.first_seq, d.last_seq, d.lines, d.bytes), (3, 4, 2, 50));
         assert!(b.is_dropped(4, EventKind::Log));

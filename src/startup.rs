@@ -68,8 +68,11 @@ impl Application {
             store,
             writer,
             node,
-            config.history_window,
-            config.max_log_bytes_per_job,
+            crate::journal::Limits {
+                window: config.history_window,
+                log_cap: config.max_log_bytes_per_job,
+                max_unstored: config.max_unstored_bytes,
+            },
         );
         let interrupted = journal
             .recover_interrupted()

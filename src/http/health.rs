@@ -1,5 +1,9 @@
-//! `GET /health`: liveness and a count of connected clients, for load balancers and
-//! probes. Needs no token and reveals no job or user data.
+//! `GET /health`: liveness, whether history is being written, and a count of
+//! connected clients, for load balancers and probes. Needs no token and reveals no
+//! job or user data.
+//!
+//! `status` is `degraded` while the store cannot write (a full disk, say): live
+//! delivery goes on from memory, and `store` says why and how much waits.
 
 use std::sync::atomic::Ordering;
 
@@ -16,8 +20,19 @@ pub fn router() -> Router<AppState> {
 
 async fn health(State(state): State<AppState>) -> Json<Value> {
     let stats = &state.sockets;
+    let writer = state.journal.writer().status();
+    let store_ok = writer.error.is_none();
+    let mut store = json!({
+        "ok": store_ok,
+        "backlog": writer.backlog_events,
+        "backlog_bytes": writer.backlog_bytes,
+    });
+    if let Some(error) = writer.error {
+        store["error"] = json!(error);
+    }
     let mut body = json!({
-        "status": "ok",
+        "status": if store_ok { "ok" } else { "degraded" },
+        "store": store,
         "websocket": {
             "enabled": state.config.websocket.enabled,
             "connected_clients": stats.connected.load(Ordering::Relaxed),
@@ -33,7 +48,9 @@ async fn health(State(state): State<AppState>) -> Json<Value> {
         let here = stats.connected.load(Ordering::Relaxed) as u64;
         let clients = cluster.cluster_clients(here).await;
         let up = clients.is_some() && cluster.health.up.load(Ordering::Relaxed);
-        body["status"] = json!(if up { "ok" } else { "degraded" });
+        if !up {
+            body["status"] = json!("degraded");
+        }
         body["redis"] = json!(if up { "ok" } else { "down" });
         body["cluster"] = json!({
             "node": state.journal.node(),

@@ -1,8 +1,7 @@
 //! A job's history over HTTP: `GET /api/jobs/{id}/events` pages through its
 //! recorded events; `GET /api/jobs/{id}/log` streams its log as plain text, page by
-//! page from the store, so even a huge log never sits in memory whole.
-
-use std::sync::Arc;
+//! page, so even a huge log never sits in memory whole. Both read the store and
+//! then the journal's window, so they answer while the store cannot write.
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -17,9 +16,7 @@ use serde_json::value::RawValue;
 use super::visible_job;
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, ApiQuery};
-use crate::journal::blocking;
 use crate::state::AppState;
-use crate::store::Store;
 
 /// Most events one page returns.
 const MAX_PAGE: usize = 10_000;
@@ -100,17 +97,16 @@ async fn log(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = visible_job(&state, &caller, Role::Viewer, &id).await?.id;
-    state.journal.writer().flush().await;
-    let store: Arc<dyn Store> = state.journal.store().clone();
+    let journal = state.journal.clone();
     let filename = format!("attachment; filename=\"{id}.log\"");
     let chunks = stream::try_unfold(Some(0u64), move |cursor| {
-        let store = store.clone();
+        let journal = journal.clone();
         let id = id.clone();
         async move {
             let Some(since) = cursor else {
                 return Ok(None);
             };
-            let page = blocking(move || store.log_events(&id, since, LOG_CHUNK)).await?;
+            let page = journal.log_events(&id, since, LOG_CHUNK).await?;
             let Some(last) = page.last().map(|e| e.seq) else {
                 return Ok(None);
             };

@@ -308,8 +308,10 @@ pub async fn attach(
                 let since = cursor.expect("store replay needs a position");
                 let (last, skipped) =
                     replay_stored(journal, &current, &mut pacer, since, Some(until)).await?;
-                gap |= skipped;
-                cursor = Some(last);
+                // Every seq below `until` that exists is committed and was sent; the
+                // store has no more of them (dropped from history): go on from the window.
+                gap |= skipped || last + 1 < until;
+                cursor = Some(last.max(until - 1));
             }
             Step::NotLive => {
                 let store = journal.store().clone();

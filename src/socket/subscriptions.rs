@@ -213,7 +213,7 @@ pub async fn subscribe_job(
         Ok(attached) => {
             if attached.gap && reason.is_none() {
                 reason = Some(
-                    "part of the history after since was dropped (the log exceeded MAX_LOG_BYTES_PER_JOB)"
+                    "part of the history after since was dropped (the log exceeded MAX_LOG_BYTES_PER_JOB, or lines came while the disk was full past MAX_UNSTORED_BYTES)"
                         .into(),
                 );
             }

@@ -242,7 +242,9 @@ async fn long_log_keeps_head_and_tail_and_marks_the_cut() {
         tail.len()
     );
 
-    // Exactly one marker, between head and tail, naming how many lines went.
+    // Exactly one marker, naming how many lines went. It takes its own seq when
+    // the job ends, after the tail: a seq that live clients got as a line is never
+    // rewritten (it was the first dropped line's seq, rewritten once dropped).
     let dropped = CHATTY_LINES - head.len() - tail.len();
     let markers: Vec<&str> = log_lines(&events, "system")
         .into_iter()
@@ -259,18 +261,37 @@ async fn long_log_keeps_head_and_tail_and_marks_the_cut() {
         .iter()
         .position(|l| l.contains("log truncated"))
         .expect("the marker is in /log");
+    assert_eq!(marker_at, log_lines_text.len() - 1, "the marker comes last");
     assert_eq!(
         log_lines_text[marker_at - 1],
-        format!("chatty line {}", head.len())
+        format!("chatty line {CHATTY_LINES}")
     );
+    let head_end = format!("chatty line {}", head.len());
+    let cut_at = log_lines_text
+        .iter()
+        .position(|l| *l == head_end)
+        .expect("the head's last line is in /log");
     assert_eq!(
-        log_lines_text[marker_at + 1],
-        format!("chatty line {tail_start}")
+        log_lines_text[cut_at + 1],
+        format!("chatty line {tail_start}"),
+        "the cut in /log"
     );
-    assert_eq!(
-        log_lines_text.last(),
-        Some(&format!("chatty line {CHATTY_LINES}").as_str())
-    );
+    let marker_seq = events
+        .iter()
+        .find(|e| {
+            e["data"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("log truncated"))
+        })
+        .and_then(|e| e["seq"].as_u64())
+        .expect("the marker's seq");
+    let tail_end_seq = events
+        .iter()
+        .rev()
+        .find(|e| e["data"]["stream"] == "stdout")
+        .and_then(|e| e["seq"].as_u64())
+        .expect("the last line's seq");
+    assert!(marker_seq > tail_end_seq, "the marker has a seq of its own");
 
     // What is stored stays within the cap, plus the marker line.
     let log_events: Vec<&Value> = events.iter().filter(|e| e["event"] == "job:log").collect();
