@@ -295,10 +295,10 @@ test('malformed Socket.IO input over a raw websocket and polling: error acks or 
   }
   assert.deepEqual(problems, [], 'every invalid event is answered {ok:false, error}');
   assert.equal(raw.closed, false, 'invalid payloads do not close the connection');
-  // `.` is a valid id by the documented character set: a subscription to a job that does not exist.
+  // `.` would name a folder that is not the job's own: refused as an id.
   const dot = await raw.emitAck('subscribe:job', [{ jobId: '.', since: 0 }]);
-  assert.equal(dot?.[0]?.ok, true, JSON.stringify(dot));
-  assert.equal(dot[0].job, null);
+  assert.equal(dot?.[0]?.ok, false, JSON.stringify(dot));
+  assert.match(dot[0].error, /invalid jobId/);
 
   // Protocol-level garbage: the server may close that connection, and nothing else.
   const garbage = [
@@ -423,7 +423,7 @@ test('hostile REST requests get a clear 4xx {"error"} (bad JSON, content type, s
     ['pipeline ../../etc/passwd', () => post('/api/jobs', JSON.stringify({ projectId: 'p', pipeline: '../../etc/passwd' })), 400, /pipeline/],
     ['pipeline as object', () => post('/api/jobs', JSON.stringify({ projectId: 'p', pipeline: { $ne: 1 } })), [400, 422], /pipeline|invalid/],
     ['a body over REST_BODY_LIMIT', () => post('/api/jobs', JSON.stringify({ projectId: 'p', pipeline: 'quick', pad: 'x'.repeat(64_000) })), 413, /./],
-    ['job id %2e%2e', () => rest(server.url, '/api/jobs/%2e%2e'), 404, /not found/],
+    ['job id %2e%2e', () => rest(server.url, '/api/jobs/%2e%2e'), 400, /invalid job id/],
     ['job id ..%2F..%2Fetc', () => rest(server.url, '/api/jobs/..%2F..%2Fetc'), 400, /invalid job id/],
     ['job id %2F', () => rest(server.url, '/api/jobs/%2Fetc%2Fpasswd/events?since=0'), 400, /invalid job id/],
     ['job id with NUL', () => rest(server.url, '/api/jobs/a%00b'), 400, /invalid job id/],
@@ -515,7 +515,9 @@ test('worker ingest refuses job ids that are path components (".", ".."), which 
     assert.ok(typeof status === 'number' && status >= 400 && status < 500, `POST /api/jobs/${id}/events is refused: ${JSON.stringify(answers)}`);
     assert.ok(error, `with a JSON error: ${JSON.stringify(answers)}`);
   }
-  assert.equal((await rest(server.url, '/api/jobs/%2e%2e')).status, 404, 'no job ".." was created');
+  const listed = await rest(server.url, '/api/jobs?projectId=hostile');
+  assert.equal(listed.status, 200, listed.text);
+  assert.deepEqual(listed.json.jobs, [], 'no job was created');
 });
 
 // ---------------------------------------------------------------------------
