@@ -303,9 +303,15 @@ impl JobRecord {
             finished_at: None,
             artifacts: Vec::new(),
             last_seq: 0,
-            epoch: uuid::Uuid::new_v4().simple().to_string(),
+            epoch: Self::new_epoch(),
             node: String::new(),
         }
+    }
+
+    /// A fresh name for a job's history: given when the job is created, and again
+    /// when its history may have lost events that clients already saw.
+    pub fn new_epoch() -> String {
+        uuid::Uuid::new_v4().simple().to_string()
     }
 
     pub fn is_finished(&self) -> bool {

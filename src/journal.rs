@@ -750,6 +750,11 @@ impl Journal {
             jobs.into_iter()
                 .map(|mut job| {
                     job.last_seq = store.max_seq(&job.id)?;
+                    // Events numbered after the last one written may have reached
+                    // clients before the stop: the history they knew is gone, so
+                    // it gets a new name and a client resuming with the old one is
+                    // told `recovered: false` and rebuilds from the whole history.
+                    job.epoch = JobRecord::new_epoch();
                     Ok(job)
                 })
                 .collect::<Result<Vec<_>, StoreError>>()
@@ -774,7 +779,9 @@ impl Journal {
                 },
             ];
             for event in events {
-                let _ = self.record(&id, event);
+                if let Err(e) = self.record(&id, event) {
+                    tracing::error!(job_id = %id, error = %e, "could not record the end of an interrupted job");
+                }
             }
             tracing::warn!(job_id = %id, "job was interrupted by a server stop; marked failed");
         }

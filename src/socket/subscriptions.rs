@@ -190,7 +190,7 @@ pub async fn subscribe_job(
         Some(since) => match current {
             Some(job) if request.epoch.as_ref().is_some_and(|e| *e != job.epoch) => {
                 reason = Some(
-                    "epoch mismatch: this job's history was recreated; the whole history follows"
+                    "epoch mismatch: this job's history changed (recreated, or events after the last write were lost in a crash); the whole history follows"
                         .to_string(),
                 );
                 Start::After(0)

@@ -619,20 +619,29 @@ export function followResumable(url, jobId, { transports = ['websocket'], ...opt
     connects: 0,
     completed: null,
     lastAt: 0,
+    resets: [],
+  };
+  // Events between a subscribe and its ack are the replay (and the first live
+  // ones): kept apart until the ack says whether they continue what the client
+  // had (`recovered: true`) or replace it (`recovered: false`: the whole history
+  // under a new epoch), as a client following the README rebuilds its view.
+  let pending = null;
+  const keep = (into, event, data) => {
+    const prev = into.get(data.seq);
+    if (prev) {
+      state.duplicates.push(data.seq);
+      if (prev.event !== event || JSON.stringify(prev.data) !== JSON.stringify(data)) state.mismatches.push({ seq: data.seq, first: prev, again: { event, data } });
+    } else {
+      into.set(data.seq, { event, data, at: Date.now() });
+    }
   };
   for (const event of JOB_EVENTS) {
     socket.on(event, (data) => {
       if (data?.jobId !== jobId) return;
       state.received += 1;
       state.lastAt = Date.now();
-      const prev = state.bySeq.get(data.seq);
-      if (prev) {
-        state.duplicates.push(data.seq);
-        if (prev.event !== event || JSON.stringify(prev.data) !== JSON.stringify(data)) state.mismatches.push({ seq: data.seq, first: prev, again: { event, data } });
-      } else {
-        state.bySeq.set(data.seq, { event, data, at: Date.now() });
-      }
-      state.lastSeen = Math.max(state.lastSeen, data.seq);
+      keep(pending ?? state.bySeq, event, data);
+      if (!pending) state.lastSeen = Math.max(state.lastSeen, data.seq);
       if (event === 'job:completed') state.completed = data;
     });
   }
@@ -640,9 +649,19 @@ export function followResumable(url, jobId, { transports = ['websocket'], ...opt
     state.connects += 1;
     const payload = { jobId, since: state.lastSeen };
     if (state.epoch) payload.epoch = state.epoch;
+    const replay = new Map();
+    pending = replay;
     socket.timeout(15_000).emit('subscribe:job', payload, (err, ack) => {
       state.acks.push({ payload, ack: ack ?? null, error: err?.message ?? null });
       if (ack?.epoch) state.epoch = ack.epoch;
+      if (pending === replay) pending = null;
+      if (ack?.recovered === false) {
+        state.resets.push({ since: payload.since, reason: ack.reason, before: state.bySeq });
+        state.bySeq = new Map();
+        state.lastSeen = 0;
+      }
+      for (const [, { event, data }] of replay) keep(state.bySeq, event, data);
+      for (const seq of replay.keys()) state.lastSeen = Math.max(state.lastSeen, seq);
     });
   });
   state.seqs = () => [...state.bySeq.keys()].sort((a, b) => a - b);
