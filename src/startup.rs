@@ -70,6 +70,7 @@ impl Application {
             config.history_window,
             config.max_log_bytes_per_job,
         );
+        kill_leftover_steps(&config.data_dir);
         let interrupted = journal
             .recover_interrupted()
             .await
@@ -234,6 +235,24 @@ impl Application {
             .context("history writer did not stop")?;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Kills the steps a previous run of this data folder left running (it was killed
+/// or crashed); see [`crate::runner::groups`].
+fn kill_leftover_steps(data_dir: &std::path::Path) {
+    match crate::runner::groups::GroupRecords::new(data_dir).kill_leftovers() {
+        Ok(killed) => {
+            for group in killed {
+                tracing::warn!(
+                    job_id = %group.job,
+                    pgid = group.pgid,
+                    processes = group.processes,
+                    "killed processes left by the last run"
+                );
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot check for steps left by the last run"),
     }
 }
 
