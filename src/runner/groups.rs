@@ -116,14 +116,17 @@ fn processes_of(pgid: i32, job: &str) -> usize {
     };
     entries
         .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
         .filter(|e| {
             let dir = e.path();
             group_of(&dir) == Some(pgid)
-                && std::fs::read(dir.join("environ")).is_ok_and(|env| {
-                    env.split(|&b| b == 0)
-                        .any(|var| var == marker.as_bytes())
-                })
+                && std::fs::read(dir.join("environ"))
+                    .is_ok_and(|env| env.split(|&b| b == 0).any(|var| var == marker.as_bytes()))
         })
         .count()
 }
@@ -173,7 +176,10 @@ mod tests {
         assert_eq!(killed[0].processes, 2);
         assert!(ours.wait().unwrap().code().is_none(), "killed by a signal");
         assert!(theirs.try_wait().unwrap().is_none(), "not ours: left alone");
-        assert!(records.kill_leftovers().unwrap().is_empty(), "records removed");
+        assert!(
+            records.kill_leftovers().unwrap().is_empty(),
+            "records removed"
+        );
         theirs.kill().unwrap();
         theirs.wait().unwrap();
         std::fs::remove_dir_all(&data).unwrap();

@@ -99,10 +99,7 @@ pub async fn run_step(
     on_line: impl FnMut(Stream, String),
 ) -> StepEnd {
     // The reader yields by its own measure ([`Turn`]), not Tokio's budget.
-    tokio::task::unconstrained(step(
-        script, dir, env, deadline, cancel, record_as, on_line,
-    ))
-    .await
+    tokio::task::unconstrained(step(script, dir, env, deadline, cancel, record_as, on_line)).await
 }
 
 async fn step(
