@@ -12,10 +12,14 @@
 //! - [`batch`]: the opt-in `job:logs` event (runs of log lines as one array).
 //! - [`head`]: copies a Socket.IO request's head out of hyper's read buffer, which
 //!   the session would otherwise keep alive.
+//! - [`polls`]: which long-polling clients are polling; releases those that left.
+//! - [`close`]: closing every connection at shutdown, after the last events.
 
 pub mod batch;
+pub mod close;
 pub mod fanout;
 pub mod head;
+pub mod polls;
 pub mod replay;
 pub mod subscriptions;
 
