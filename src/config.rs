@@ -152,6 +152,10 @@ pub struct WebsocketConfig {
     /// `LOG_BATCH_INTERVAL_MS`: longest a log line is held for subscribers that
     /// chose `job:logs` runs (`subscribe:job` with `batch: true`).
     pub log_batch_interval: Duration,
+    /// `WEBSOCKET_POLLING_TIMEOUT_MS`: a long-polling client that has not polled
+    /// for this long (it went away without closing) is disconnected, which gives
+    /// its connection slot back. (A stalled WebSocket is left to the heartbeat.)
+    pub polling_timeout: Duration,
 }
 
 /// The origins CORS lets through.
@@ -260,6 +264,14 @@ impl Config {
                     match v.parse::<u64>() {
                         Ok(ms @ 1..=1000) => Ok(Duration::from_millis(ms)),
                         _ => Err("expected a whole number of milliseconds from 1 to 1000".into()),
+                    }
+                })?,
+                polling_timeout: env.parse_with("WEBSOCKET_POLLING_TIMEOUT_MS", "10000", |v| {
+                    match v.parse::<u64>() {
+                        Ok(ms @ 100..=600_000) => Ok(Duration::from_millis(ms)),
+                        _ => {
+                            Err("expected a whole number of milliseconds from 100 to 600000".into())
+                        }
                     }
                 })?,
             },
@@ -522,6 +534,9 @@ mod tests {
         let e = config(&[("LOG_BATCH_INTERVAL_MS", "5000")]).unwrap_err();
         assert_eq!(e.variable, "LOG_BATCH_INTERVAL_MS");
         assert!(e.reason.contains("1 to 1000"), "{e}");
+        let e = config(&[("WEBSOCKET_POLLING_TIMEOUT_MS", "50")]).unwrap_err();
+        assert_eq!(e.variable, "WEBSOCKET_POLLING_TIMEOUT_MS");
+        assert!(e.reason.contains("100 to 600000"), "{e}");
         let e = config(&[("PIPELINES_FILE", "/definitely/not/here.toml")]).unwrap_err();
         assert_eq!(e.variable, "PIPELINES_FILE");
     }

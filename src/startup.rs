@@ -3,9 +3,11 @@
 //! the shutdown future completes, then stops in order. Tests use the same `build`
 //! with `PORT=0`.
 //!
-//! Shutdown order: stop the builds (they end `failed`, and subscribers are told),
-//! close the Socket.IO connections, finish the HTTP server, flush history, stop the
-//! writer thread.
+//! Shutdown order: stop the builds (they end `failed`, and subscribers are told)
+//! and the background tasks, close the Socket.IO connections once every client has
+//! taken what was queued for it (see [`crate::socket::close`]), finish the HTTP
+//! server, flush history, stop the writer thread. Closing the connections and
+//! finishing HTTP take at most `SHUTDOWN_GRACE_SECS` together.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,6 +21,7 @@ use socketioxide::SocketIo;
 use socketioxide::layer::SocketIoLayer;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::util::MapRequestLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
@@ -32,6 +35,7 @@ use crate::runner::Runner;
 use crate::runner::pipeline::Pipelines;
 use crate::socket::fanout::{Fanout, SocketStats};
 use crate::socket::origin::OriginGuard;
+use crate::socket::polls::Polls;
 use crate::state::AppState;
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
@@ -43,6 +47,8 @@ pub struct Application {
     router: Router,
     state: AppState,
     io: Option<SocketIo>,
+    /// The long-polling clients' polls (see [`crate::socket::polls`]).
+    polls: Arc<Polls>,
     writer_thread: WriterThread,
 }
 
@@ -74,6 +80,7 @@ impl Application {
                 max_unstored: config.max_unstored_bytes,
             },
         );
+        kill_leftover_steps(&config.data_dir);
         let interrupted = journal
             .recover_interrupted()
             .await
@@ -117,6 +124,7 @@ impl Application {
         let config = &state.config;
 
         let mut router = crate::http::router(&state).with_state(state.clone());
+        let polls = Polls::new(&config.websocket.path);
         let io = if config.websocket.enabled {
             let (layer, io) = socket_io(&state);
             crate::socket::register(&io);
@@ -129,6 +137,10 @@ impl Application {
             let path: Arc<str> = config.websocket.path.as_str().into();
             router = router
                 .layer(layer)
+                .layer(axum::middleware::from_fn_with_state(
+                    polls.clone(),
+                    crate::socket::polls::track,
+                ))
                 .layer(MapRequestLayer::new(move |req: Request<Body>| {
                     if crate::socket::head::is_socket_io_path(req.uri().path(), &path) {
                         crate::socket::head::detach(req)
@@ -160,6 +172,7 @@ impl Application {
             router,
             state,
             io,
+            polls,
             writer_thread,
         })
     }
@@ -179,11 +192,13 @@ impl Application {
             router,
             state,
             io,
+            polls,
             writer_thread,
         } = self;
         let addr = listener.local_addr()?;
         tracing::info!(node = %state.journal.node(), "buildcast listening on http://{addr}");
         let background = CancellationToken::new();
+        let background_tasks = TaskTracker::new();
         let cluster_stop = CancellationToken::new();
         let cluster_tasks = tokio_util::task::TaskTracker::new();
         if let Some(cluster) = &state.cluster {
@@ -195,7 +210,7 @@ impl Application {
         }
         cluster_tasks.close();
         if let Some(keep) = state.config.retention {
-            tokio::spawn(crate::retention::run(
+            background_tasks.spawn(crate::retention::run(
                 state.journal.clone(),
                 state.runner.clone(),
                 keep,
@@ -205,12 +220,19 @@ impl Application {
         }
 
         if let Some(io) = &io {
-            tokio::spawn(crate::socket::sweep_idle(
+            background_tasks.spawn(crate::socket::sweep_idle(
                 io.clone(),
                 state.config.auth.idle_timeout,
                 background.clone(),
             ));
+            background_tasks.spawn(crate::socket::polls::sweep_abandoned(
+                io.clone(),
+                polls.clone(),
+                state.config.websocket.polling_timeout,
+                background.clone(),
+            ));
         }
+        background_tasks.close();
         let stop_http = CancellationToken::new();
         let server = axum::serve(listener, router)
             .with_graceful_shutdown(stop_http.clone().cancelled_owned());
@@ -219,6 +241,7 @@ impl Application {
             () = shutdown => {}
             result = &mut server => {
                 background.cancel();
+                background_tasks.wait().await;
                 return result.context("server task failed")?.context("server failed");
             }
         }
@@ -228,11 +251,15 @@ impl Application {
         // The builds' last events are queued: let the cluster publish them.
         cluster_stop.cancel();
         cluster_tasks.wait().await;
+        background_tasks.wait().await;
+        // HTTP keeps serving until the connections are closed: long-polling
+        // clients take their last events and the close with their next poll.
+        let deadline = tokio::time::Instant::now() + state.config.shutdown_grace;
         if let Some(io) = io {
-            io.close().await;
+            crate::socket::close::close_all(&io, &polls, deadline).await;
         }
         stop_http.cancel();
-        if tokio::time::timeout(state.config.shutdown_grace, &mut server)
+        if tokio::time::timeout_at(deadline, &mut server)
             .await
             .is_err()
         {
@@ -245,6 +272,24 @@ impl Application {
             .context("history writer did not stop")?;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Kills the steps a previous run of this data folder left running (it was killed
+/// or crashed); see [`crate::runner::groups`].
+fn kill_leftover_steps(data_dir: &std::path::Path) {
+    match crate::runner::groups::GroupRecords::new(data_dir).kill_leftovers() {
+        Ok(killed) => {
+            for group in killed {
+                tracing::warn!(
+                    job_id = %group.job,
+                    pgid = group.pgid,
+                    processes = group.processes,
+                    "killed processes left by the last run"
+                );
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot check for steps left by the last run"),
     }
 }
 

@@ -7,6 +7,7 @@
 //! the job ends) and an `artifacts/` folder that keeps the collected files.
 
 pub mod artifacts;
+pub mod groups;
 pub mod pipeline;
 pub mod process;
 
@@ -21,6 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::job::{JobEvent, JobId, JobRecord, Outcome, Phase, ProjectId, Stream};
 use crate::journal::{Journal, RecordError};
+use groups::GroupRecords;
 use pipeline::{Pipeline, Pipelines};
 use process::StepEnd;
 
@@ -56,6 +58,8 @@ pub struct Runner {
     slots: Arc<Semaphore>,
     /// Root of the per-job folders.
     jobs_dir: PathBuf,
+    /// Where running steps' process groups are recorded.
+    groups: GroupRecords,
     /// Cancel handles of queued and running jobs.
     active: Mutex<HashMap<JobId, CancellationToken>>,
     /// Parent of every job's cancel handle: cancelled when the server stops.
@@ -76,6 +80,7 @@ impl Runner {
             pipelines,
             slots: Arc::new(Semaphore::new(max_concurrent)),
             jobs_dir: data_dir.join("jobs"),
+            groups: GroupRecords::new(data_dir),
             active: Mutex::new(HashMap::new()),
             stopping: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -260,8 +265,14 @@ impl Runner {
                 let Some(script) = &step.script else { continue };
                 tracing::info!(step = step.name, "step started");
                 self.emit(id, system(format!("Running the {} step", step.name)));
-                let end =
-                    process::run_step(script, &workdir, &env, deadline, cancel, |stream, line| {
+                let end = process::run_step(
+                    script,
+                    &workdir,
+                    &env,
+                    deadline,
+                    cancel,
+                    Some((&self.groups, id)),
+                    |stream, line| {
                         self.emit(
                             id,
                             JobEvent::Log {
@@ -269,8 +280,9 @@ impl Runner {
                                 message: line,
                             },
                         );
-                    })
-                    .await;
+                    },
+                )
+                .await;
                 match end {
                     StepEnd::Succeeded => {}
                     StepEnd::Failed(why) => {

@@ -4,6 +4,13 @@
 //! The step ends when the shell exits, its deadline passes or it is cancelled. In
 //! every case the whole process group is killed afterwards, so background
 //! processes a script started do not outlive it.
+//!
+//! If the server itself dies (even by SIGKILL), the shell gets SIGKILL from the
+//! kernel (`PR_SET_PDEATHSIG`). That signal is tied to the *thread* that started the
+//! shell: steps are started from Tokio's worker threads, which live as long as the
+//! runtime (the server never uses `block_in_place`, which would retire one). What the
+//! shell started does not get it; the group's record ([`super::groups`]) lets the
+//! next start kill those.
 
 use std::io;
 use std::path::Path;
@@ -15,7 +22,8 @@ use tokio::process::Command;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::job::Stream;
+use super::groups::{GroupRecords, Record};
+use crate::job::{JobId, Stream};
 
 /// Longest line passed on; a longer one is split.
 const MAX_LINE: usize = 16 * 1024;
@@ -76,17 +84,22 @@ pub enum StepEnd {
     Cancelled,
 }
 
-/// Runs `script` in `dir`, calling `on_line` for each line of output.
+/// Where a running step's process group is recorded: the records, and the job.
+pub type RecordAs<'a> = Option<(&'a GroupRecords, &'a JobId)>;
+
+/// Runs `script` in `dir`, calling `on_line` for each line of output. With
+/// `record_as`, the step's process group is recorded while it runs.
 pub async fn run_step(
     script: &str,
     dir: &Path,
     env: &[(&str, &str)],
     deadline: Instant,
     cancel: &CancellationToken,
+    record_as: RecordAs<'_>,
     on_line: impl FnMut(Stream, String),
 ) -> StepEnd {
     // The reader yields by its own measure ([`Turn`]), not Tokio's budget.
-    tokio::task::unconstrained(step(script, dir, env, deadline, cancel, on_line)).await
+    tokio::task::unconstrained(step(script, dir, env, deadline, cancel, record_as, on_line)).await
 }
 
 async fn step(
@@ -95,6 +108,7 @@ async fn step(
     env: &[(&str, &str)],
     deadline: Instant,
     cancel: &CancellationToken,
+    record_as: RecordAs<'_>,
     mut on_line: impl FnMut(Stream, String),
 ) -> StepEnd {
     let mut command = Command::new("sh");
@@ -111,11 +125,19 @@ async fn step(
         command.env_remove(var);
     }
     command.envs(env.iter().copied());
+    let server = std::process::id();
+    // SAFETY: runs in the child between fork and exec, and only makes
+    // async-signal-safe calls (prctl, getppid) and builds an error from an errno.
+    unsafe {
+        command.pre_exec(move || die_with_parent(server));
+    }
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => return StepEnd::Failed(format!("could not start the step: {e}")),
     };
     let pgid = child.id().and_then(|id| i32::try_from(id).ok());
+    // Dropped (the record removed) when this function returns, after the group is killed.
+    let _record = record(record_as, pgid);
     let mut out = BufReader::new(child.stdout.take().expect("piped stdout"));
     let mut err = BufReader::new(child.stderr.take().expect("piped stderr"));
     let (mut out_buf, mut err_buf) = (Vec::new(), Vec::new());
@@ -166,6 +188,30 @@ async fn step(
     }
 }
 
+/// In the child, before exec: asks for SIGKILL when the server's thread that
+/// forked it ends, and fails if the server is already gone (it died before that).
+fn die_with_parent(server: u32) -> io::Result<()> {
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and nothing else.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: getppid cannot fail.
+    if u32::try_from(unsafe { libc::getppid() }).ok() != Some(server) {
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    Ok(())
+}
+
+/// Records the step's group, if asked to; a failure is logged (the step still runs:
+/// only the clean-up after a crash depends on the record).
+fn record(record_as: RecordAs<'_>, pgid: Option<i32>) -> Option<Record> {
+    let ((records, job), pgid) = (record_as?, pgid?);
+    records
+        .record(job, pgid)
+        .inspect_err(|e| tracing::error!(job_id = %job, pgid, error = %e, "cannot record the step's process group"))
+        .ok()
+}
+
 /// Reads the next line (without its line ending), or `None` at end of stream.
 /// Cancel-safe: a partly read line stays in `buf` for the next call.
 async fn next_line<R: AsyncBufRead + Unpin>(reader: &mut R, buf: &mut Vec<u8>) -> Option<String> {
@@ -211,9 +257,13 @@ fn take_line(buf: &mut Vec<u8>) -> String {
 
 fn kill_group(pgid: Option<i32>, signal: i32) {
     if let Some(pgid) = pgid {
-        // SAFETY: killpg only sends a signal; a group that is already gone gives ESRCH.
-        unsafe {
-            libc::killpg(pgid, signal);
+        // SAFETY: killpg only sends a signal.
+        if unsafe { libc::killpg(pgid, signal) } == -1 {
+            let e = io::Error::last_os_error();
+            // ESRCH: the whole group is already gone.
+            if e.raw_os_error() != Some(libc::ESRCH) {
+                tracing::error!(pgid, signal, error = %e, "cannot signal the step's process group");
+            }
         }
     }
 }
@@ -228,7 +278,9 @@ async fn stop_group(pgid: Option<i32>, child: &mut tokio::process::Child) {
         tracing::debug!(?pgid, "step ignored SIGTERM; killing it");
     }
     kill_group(pgid, libc::SIGKILL);
-    let _ = child.wait().await;
+    if let Err(e) = child.wait().await {
+        tracing::error!(?pgid, error = %e, "cannot wait for the step's shell");
+    }
 }
 
 #[cfg(test)]
@@ -244,6 +296,7 @@ mod tests {
             &[("BUILDCAST_JOB_ID", "j1")],
             Instant::now() + timeout,
             &CancellationToken::new(),
+            None,
             |s, l| lines.push((s, l)),
         )
         .await;

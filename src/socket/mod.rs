@@ -14,11 +14,15 @@
 //!   the session would otherwise keep alive.
 //! - [`origin`]: refuses Socket.IO requests from origins outside
 //!   `WEBSOCKET_CORS_ORIGIN` (cross-site WebSocket hijacking).
+//! - [`polls`]: which long-polling clients are polling; releases those that left.
+//! - [`close`]: closing every connection at shutdown, after the last events.
 
 pub mod batch;
+pub mod close;
 pub mod fanout;
 pub mod head;
 pub mod origin;
+pub mod polls;
 pub mod replay;
 pub mod subscriptions;
 

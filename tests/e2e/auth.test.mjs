@@ -245,6 +245,48 @@ test('the 11th connection of one user is refused while 10 stay connected; anothe
   sockets.forEach((s) => s.disconnect());
 });
 
+/** A long-polling session that connects to the namespace with `auth`, then never polls again. */
+async function abandonedPolling(url, auth) {
+  const base = `${url}/ws/?EIO=4&transport=polling`;
+  const open = await (await fetch(base)).text();
+  const sid = JSON.parse(open.slice(open.indexOf('{'))).sid;
+  const post = await fetch(`${base}&sid=${sid}`, { method: 'POST', body: `40${JSON.stringify(auth)}` });
+  assert.equal(post.status, 200);
+  return (await fetch(`${base}&sid=${sid}`)).text();
+}
+
+test('a polling client that stops polling without closing gives its connection slot back within seconds; one that polls keeps it', async () => {
+  const server = await startServer({
+    env: { ...JWT_ENV, MAX_CONNECTIONS_PER_USER: '1', WEBSOCKET_POLLING_TIMEOUT_MS: '1000' },
+  });
+  const alice = mint({ sub: 'alice' });
+  const ack = await abandonedPolling(server.url, { token: alice });
+  assert.match(ack, /(^|\x1e)40\{"sid"/, `the abandoned session connected: ${ack}`);
+  // A polling client of another user that keeps polling (and sends nothing).
+  const bob = await attempt(server.url, { auth: { token: mint({ sub: 'bob' }) }, transports: ['polling'] });
+  assert.equal(bob.result, 'connected');
+  let bobLeft = null;
+  bob.socket.on('disconnect', (reason) => (bobLeft = reason));
+  const refused = await attempt(server.url, { auth: { token: alice }, transports: ['polling'] });
+  assert.equal(refused.result, 'Too many connections', 'the abandoned session holds the slot at first');
+  const started = Date.now();
+  let back;
+  await waitFor(
+    async () => {
+      back = await attempt(server.url, { auth: { token: alice }, transports: ['polling'] });
+      return back.result === 'connected';
+    },
+    5_000,
+    { interval: 200, what: "alice's slot to be given back" },
+  );
+  assert.ok(Date.now() - started < 5_000);
+  await sleep(1500);
+  assert.equal(bobLeft, null, 'a client that polls is not taken for gone');
+  assert.ok(bob.socket.connected && back.socket.connected);
+  bob.socket.disconnect();
+  back.socket.disconnect();
+});
+
 test('an idle socket (no subscription, no event) is disconnected; a subscribed one stays', async () => {
   const server = await startServer({ env: { IDLE_TIMEOUT_SECS: '1' } });
   const idle = await connect(server.url, { transports: ['websocket'], reconnection: false });
