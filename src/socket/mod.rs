@@ -335,14 +335,16 @@ async fn prepare_socket(
 
 /// Runs once the client is connected. The disconnect handler is registered here,
 /// not in the middleware, so that every counted connect has exactly one disconnect.
-async fn on_connect(socket: SocketRef, State(state): State<AppState>) {
+async fn on_connect(socket: SocketRef, io: SocketIo, State(state): State<AppState>) {
     state.sockets.connected.fetch_add(1, Ordering::Relaxed);
     socket.on_disconnect(on_disconnect);
     let user = session(&socket).principal.user.clone();
     tracing::info!(sid = %socket.id, %user, transport = ?socket.transport_type(), protocol = ?socket.protocol(), "client connected");
     // A client that left before the handler above was registered is never
-    // reported to it: count its disconnect here.
-    if !socket.connected() {
+    // reported to it: count its disconnect here. (One that left right after the
+    // CONNECT packet went out is already out of the namespace, though socketioxide
+    // then marks it connected all the same.)
+    if !socket.connected() || io.get_socket(socket.id).is_none() {
         closed(&socket, &state, "closed while connecting");
     }
 }

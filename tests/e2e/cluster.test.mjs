@@ -2,9 +2,9 @@
 // two server processes sharing one real redis-server, and Redis going away and
 // coming back mid-build. Each test starts its own redis-server on a free port.
 
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import net from 'node:net';
 
 import {
@@ -17,57 +17,14 @@ import {
   makeTempDir,
   projectId,
   assertSeqSeries,
+  REDIS_SERVER,
+  startRedis,
+  freePort,
 } from './helpers.mjs';
 
 const WORKER_TOKEN = 'e2e-worker-token-0123456789';
-const REDIS = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' }).stdout.trim();
+const REDIS = REDIS_SERVER;
 const JOB_EVENTS = ['job:progress', 'job:log', 'job:error', 'job:completed'];
-
-const redisProcesses = new Set();
-after(() => {
-  for (const p of redisProcesses) p.kill('SIGKILL');
-});
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-    srv.on('error', reject);
-  });
-}
-
-/** Starts redis-server on `port` (a free one by default); resolves once it answers. */
-async function startRedis(port) {
-  port ??= await freePort();
-  const proc = spawn(REDIS, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
-    stdio: 'ignore',
-  });
-  redisProcesses.add(proc);
-  await waitFor(
-    () =>
-      new Promise((resolve) => {
-        const sock = net.connect(port, '127.0.0.1', () => {
-          sock.end();
-          resolve(true);
-        });
-        sock.on('error', () => resolve(false));
-      }),
-    10_000,
-    { what: 'redis-server to listen' },
-  );
-  return {
-    port,
-    url: `redis://127.0.0.1:${port}`,
-    stop() {
-      proc.kill('SIGKILL');
-      redisProcesses.delete(proc);
-      return new Promise((r) => proc.once('exit', r));
-    },
-  };
-}
 
 /** Sends one Redis command over a raw connection (RESP), resolving with the reply text. */
 function redisCommand(port, ...args) {

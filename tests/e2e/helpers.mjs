@@ -745,6 +745,10 @@ export async function startRedis(port) {
       redisProcesses.delete(proc);
       await exited;
     },
+    /** The same, for a test that is done with it. */
+    stop() {
+      return this.kill();
+    },
   };
 }
 
