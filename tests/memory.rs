@@ -219,7 +219,9 @@ async fn two_million_log_lines_keep_memory_bounded() {
         "the log's tail ends with the last line"
     );
     assert!(
-        log.lines().last().is_some_and(|l| l.contains("log truncated")),
+        log.lines()
+            .last()
+            .is_some_and(|l| l.contains("log truncated")),
         "the truncation marker comes last"
     );
     assert!(
