@@ -1,7 +1,8 @@
 //! Keeps the benchmark harness in `bench/` from rotting: builds it (debug, in its
 //! own `bench/target`), installs the Node reference server's npm dependencies if
 //! they are missing, and runs a small scenario against buildcast (this build's
-//! binary), the Node.js socket.io reference and the raw floor: 50 clients on two
+//! binary), the bare socketioxide reference, the Node.js socket.io reference and the
+//! raw floor: 50 clients on two
 //! jobs, every fifth over HTTP long-polling, 100 lines per job at 20 lines/s
 //! (5 seconds). Each must deliver every line to every client exactly once, in order.
 //! buildcast runs it once more with batched `job:logs` and every client dropping its
@@ -155,6 +156,11 @@ fn smoke_buildcast_batched_with_resume() {
 #[test]
 fn smoke_node_reference() {
     smoke("node");
+}
+
+#[test]
+fn smoke_socketioxide_reference() {
+    smoke("socketioxide");
 }
 
 #[test]

@@ -21,16 +21,24 @@ use crate::sys::{self, now_ns};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Server {
     Buildcast,
+    /// The bare socketioxide reference (`socketioxide-ref`).
+    Socketioxide,
     Node,
     Raw,
 }
 
 impl Server {
-    pub const ALL: [Server; 3] = [Server::Buildcast, Server::Node, Server::Raw];
+    pub const ALL: [Server; 4] = [
+        Server::Buildcast,
+        Server::Socketioxide,
+        Server::Node,
+        Server::Raw,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Server::Buildcast => "buildcast",
+            Server::Socketioxide => "socketioxide",
             Server::Node => "node",
             Server::Raw => "raw",
         }
@@ -40,7 +48,7 @@ impl Server {
         Server::ALL
             .into_iter()
             .find(|v| v.name() == s)
-            .ok_or_else(|| format!("unknown server {s:?} (buildcast, node, raw)"))
+            .ok_or_else(|| format!("unknown server {s:?} (buildcast, socketioxide, node, raw)"))
     }
 }
 
@@ -185,6 +193,7 @@ pub struct Paths {
     pub buildcast: PathBuf,
     pub node_dir: PathBuf,
     pub raw: PathBuf,
+    pub socketioxide: PathBuf,
     pub linegen: PathBuf,
 }
 
@@ -394,6 +403,7 @@ fn start_server(
             c
         }
         Server::Raw => Command::new(&paths.raw),
+        Server::Socketioxide => Command::new(&paths.socketioxide),
     };
     // A clean environment (no developer .env or settings leak in), the same
     // Socket.IO path and heartbeat on every server, loopback only.
@@ -428,7 +438,7 @@ fn start_server(
                 cmd.env("RUST_LOG", l);
             }
         }
-        Server::Node | Server::Raw => {
+        Server::Node | Server::Raw | Server::Socketioxide => {
             cmd.env("LINE_COMMAND", line_command);
         }
     }
@@ -440,6 +450,7 @@ fn start_server(
                 Server::Buildcast => paths.buildcast.display().to_string(),
                 Server::Node => "node".into(),
                 Server::Raw => paths.raw.display().to_string(),
+                Server::Socketioxide => paths.socketioxide.display().to_string(),
             }
         )
     })?;
@@ -794,7 +805,7 @@ fn num(v: f64, decimals: usize) -> String {
 }
 
 /// The Markdown table: one row per scenario and server, then the ratio rows
-/// buildcast/node and buildcast/raw under each scenario.
+/// buildcast/socketioxide, buildcast/node and buildcast/raw under each scenario.
 pub fn table(scenarios: &[Scenario], rows: &[RunResult]) -> String {
     let mut t = String::new();
     t.push_str("| scenario | server | clients | delivered | msgs/s | p50 ms | p99 ms | max ms | lost/dup/ooo | server CPU s | CPU µs/msg | peak RSS MiB | RSS/conn KiB | loadgen CPU s |\n");
@@ -847,7 +858,7 @@ pub fn table(scenarios: &[Scenario], rows: &[RunResult]) -> String {
             );
         }
         let Some(b) = of("buildcast") else { continue };
-        for other in ["node", "raw"] {
+        for other in ["socketioxide", "node", "raw"] {
             let Some(o) = of(other) else { continue };
             let latency = |a: f64, b: f64| {
                 if sc.idle_hold.is_some() {

@@ -1,11 +1,12 @@
 //! The load generator and runner. See bench/README.md.
 //!
-//!     bench suite [--only a,b] [--servers buildcast,node,raw] [--scale F] [--repeat N] [--out FILE]
-//!     bench run --server buildcast|node|raw [--scenario NAME | --clients N --jobs J
+//!     bench suite [--only a,b] [--servers buildcast,socketioxide,node,raw] [--scale F] [--repeat N] [--out FILE]
+//!     bench run --server buildcast|socketioxide|node|raw [--scenario NAME | --clients N --jobs J
 //!               --lines C --rate R --transport ws|polling|mixed [--idle SECS]] [--check]
 //!     bench scenarios
 //!
-//! Common options: --buildcast PATH, --node-dir DIR, --raw PATH, --linegen PATH,
+//! Common options: --buildcast PATH, --node-dir DIR, --raw PATH, --socketioxide PATH,
+//! --linegen PATH,
 //! --log-batch (subscribe with batch: true, accept job:logs), --drop-after N (each
 //! client drops its connection once after N lines, then reconnects and resumes),
 //! --batch N (clients connecting at once), --stall SECS, --max-wait SECS,
@@ -92,6 +93,11 @@ impl Cli {
                 manifest.join("reference-node"),
             ),
             raw: path("--raw", "BENCH_RAW_BIN", exe_dir.join("raw-floor")),
+            socketioxide: path(
+                "--socketioxide",
+                "BENCH_SOCKETIOXIDE_BIN",
+                exe_dir.join("socketioxide-ref"),
+            ),
             linegen: path("--linegen", "BENCH_LINEGEN_BIN", exe_dir.join("linegen")),
         }
     }
@@ -137,6 +143,11 @@ fn check_paths(p: &Paths, servers: &[Server]) -> Result<(), String> {
             Server::Raw => need(
                 &p.raw,
                 "raw-floor",
+                "cargo build --release --manifest-path bench/Cargo.toml",
+            )?,
+            Server::Socketioxide => need(
+                &p.socketioxide,
+                "socketioxide-ref",
                 "cargo build --release --manifest-path bench/Cargo.toml",
             )?,
             Server::Node => need(
