@@ -26,7 +26,14 @@ struct Cli {
     switches: Vec<String>,
 }
 
-const SWITCHES: &[&str] = &["--check", "--quiet", "--keep", "--log-batch"];
+const SWITCHES: &[&str] = &[
+    "--check",
+    "--quiet",
+    "--keep",
+    "--log-batch",
+    "--no-resume",
+    "--cluster",
+];
 
 fn parse_cli() -> Result<Cli, String> {
     let mut args = std::env::args().skip(1);
@@ -115,6 +122,11 @@ impl Cli {
                 0 => None,
                 n => Some(n),
             },
+            no_resume: self.has("--no-resume"),
+            slow_read: match self.num("--slow-read-ms", 0u64)? {
+                0 => None,
+                ms => Some(Duration::from_millis(ms)),
+            },
             verbose: !self.has("--quiet"),
         })
     }
@@ -196,6 +208,7 @@ fn scenario_from_flags(cli: &Cli) -> Result<Scenario, String> {
         idle_hold: (idle > 0).then(|| Duration::from_secs(idle)),
         repeat: 1,
         log_batch: cli.has("--log-batch"),
+        cluster: cli.has("--cluster"),
     })
 }
 
@@ -277,7 +290,7 @@ async fn suite(cli: &Cli) -> Result<bool, String> {
     for sc in &scenarios {
         eprintln!("== {}: {}", sc.name, sc.describe());
         for rep in 0..sc.repeat {
-            for &server in &servers {
+            for &server in servers.iter().filter(|&&s| sc.runs_on(s)) {
                 let r = run::run_once(server, sc, &paths, &opts).await;
                 eprintln!("   [{}/{}] {}", rep + 1, sc.repeat, r.summary());
                 all.push(r);
@@ -298,7 +311,7 @@ async fn suite(cli: &Cli) -> Result<bool, String> {
         }
     }
     let table = run::table(&scenarios, &rows);
-    println!("\n{table}");
+    println!("\n{table}{}", run::details(&rows));
     let elapsed = started.elapsed().as_secs_f64();
     if let Some(out) = cli.get("--out") {
         let mut md = String::new();
@@ -326,6 +339,7 @@ async fn suite(cli: &Cli) -> Result<bool, String> {
         }
         md.push('\n');
         md.push_str(&table);
+        md.push_str(&run::details(&rows));
         md.push_str("\n## Every run\n\n```text\n");
         for r in &all {
             md.push_str(&scrub(&r.summary()));
@@ -350,6 +364,12 @@ async fn run_one(cli: &Cli) -> Result<bool, String> {
     let server = Server::parse(cli.get("--server").ok_or("--server is required")?)?;
     check_paths(&paths, &[server])?;
     let sc = scenario_from_flags(cli)?;
+    if !sc.runs_on(server) {
+        return Err(format!(
+            "{}: the cluster scenario runs on buildcast only",
+            sc.name
+        ));
+    }
     eprintln!("== {} on {}: {}", sc.name, server.name(), sc.describe());
     let r = run::run_once(server, &sc, &paths, &opts).await;
     println!("RESULT {}", r.summary());
