@@ -59,6 +59,10 @@ pub struct ClientOptions {
     /// receive buffer and pauses this long after each read, so the server's queue
     /// for it fills (buildcast then catches it up from history).
     pub slow_read: Option<Duration>,
+    /// A stalled reader (`--stall-read-ms`): every fifth WebSocket client has a
+    /// 16 KiB receive buffer and stops reading for this long once, right after its
+    /// first line, then reads at full speed (a browser tab in the background).
+    pub stall_read: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -411,8 +415,9 @@ impl Client {
     async fn run_ws(&mut self, stop: &mut watch::Receiver<bool>) -> Result<(), String> {
         let io = |what: &'static str| move |e: std::io::Error| format!("{what}: {e}");
         let slow = self.shared.opts.slow_read.filter(|_| self.id % 5 == 4);
+        let mut stall = self.shared.opts.stall_read.filter(|_| self.id % 5 == 4);
         let sock = tokio::net::TcpSocket::new_v4().map_err(io("socket"))?;
-        if slow.is_some() {
+        if slow.is_some() || stall.is_some() {
             sock.set_recv_buffer_size(16 << 10).map_err(io("rcvbuf"))?;
         }
         let mut s = sock
@@ -513,6 +518,14 @@ impl Client {
             }
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(4096);
+            }
+            if self.check.lines.distinct() > 0
+                && let Some(pause) = stall.take()
+            {
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = stop.changed() => return Ok(()),
+                }
             }
             if let Some(pause) = slow.filter(|_| self.subscribed) {
                 tokio::select! {

@@ -251,6 +251,8 @@ pub struct Options {
     pub no_resume: bool,
     /// Every fifth WebSocket client reads slowly (`--slow-read-ms`).
     pub slow_read: Option<Duration>,
+    /// Every fifth WebSocket client stops reading once (`--stall-read-ms`).
+    pub stall_read: Option<Duration>,
     pub verbose: bool,
 }
 
@@ -266,6 +268,7 @@ impl Default for Options {
             drop_after: None,
             no_resume: false,
             slow_read: None,
+            stall_read: None,
             verbose: false,
         }
     }
@@ -762,6 +765,7 @@ async fn drive(
         resume: server == Server::Buildcast && !opts.no_resume,
         drop_after: opts.drop_after,
         slow_read: opts.slow_read,
+        stall_read: opts.stall_read,
     };
     let shareds: Vec<Arc<Shared>> = nodes
         .iter()

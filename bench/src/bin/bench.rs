@@ -123,6 +123,10 @@ impl Cli {
                 n => Some(n),
             },
             no_resume: self.has("--no-resume"),
+            stall_read: match self.num("--stall-read-ms", 0u64)? {
+                0 => None,
+                ms => Some(Duration::from_millis(ms)),
+            },
             slow_read: match self.num("--slow-read-ms", 0u64)? {
                 0 => None,
                 ms => Some(Duration::from_millis(ms)),
