@@ -212,9 +212,13 @@ async fn main() {
         )
         .route("/health", get(async || Json(json!({"status": "ok"}))))
         .layer(layer);
-    let listener = tokio::net::TcpListener::bind((host.as_str(), port))
-        .await
-        .expect("bind HOST:PORT");
+    // The listen backlog buildcast and the raw floor use (tokio's `bind` takes 1024):
+    // with less, connection bursts lose SYNs and clients wait out the 1 s retransmit.
+    let addr: std::net::SocketAddr = format!("{host}:{port}").parse().expect("HOST:PORT");
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_reuseaddr(true).expect("reuseaddr");
+    socket.bind(addr).expect("bind HOST:PORT");
+    let listener = socket.listen(4096).expect("listen");
     eprintln!("socketioxide-ref listening on {host}:{port}");
     axum::serve(listener, router).await.expect("serve");
 }
