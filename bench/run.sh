@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The full benchmark: builds buildcast, the bench binaries (release) and the Node.js
-# reference server (npm ci), runs every scenario against buildcast, node and raw in
-# turn, prints one table and writes it to bench/results/<date>.md.
+# reference server (npm ci), runs every scenario against buildcast, the bare
+# socketioxide reference, node and raw in turn (the cluster scenario: two buildcast
+# nodes and a redis-server), prints one table and writes it to bench/results/<date>.md.
 #
-#   bench/run.sh                          # everything (about 10-15 minutes on 2 cores)
+#   bench/run.sh                          # everything (about 25-30 minutes on 2 cores)
 #   bench/run.sh --only saturation        # extra arguments go to `bench suite`
 #   bench/run.sh --scale 0.3 --repeat 1   # shorter: fewer lines per scenario, one run
 #
@@ -32,7 +33,8 @@ if [ -n "$(git -C "$root" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev
   commit="$commit with uncommitted changes in src/"
 fi
 socketio="$(node -p "require('$here/reference-node/node_modules/socket.io/package.json').version")"
-note="buildcast $commit (release); node $(node --version), socket.io $socketio; $(rustc --version | cut -d' ' -f1-2)"
+sioxide="$(grep -A1 '^name = "socketioxide"$' "$here/Cargo.lock" | sed -n 's/^version = "\(.*\)"/\1/p')"
+note="buildcast $commit (release); socketioxide $sioxide (bare reference); node $(node --version), socket.io $socketio; $(rustc --version | cut -d' ' -f1-2); redis-server $(redis-server --version | sed -n 's/.*v=\([0-9.]*\).*/\1/p')"
 
 mkdir -p "$here/results"
 out="$here/results/$(date -u +%Y-%m-%d_%H%M).md"

@@ -55,6 +55,14 @@ pub struct ClientOptions {
     pub resume: bool,
     /// Each client drops its connection once, after this many lines (tests resume).
     pub drop_after: Option<u64>,
+    /// Slow readers (`--slow-read-ms`): every fifth WebSocket client has a 16 KiB
+    /// receive buffer and pauses this long after each read, so the server's queue
+    /// for it fills (buildcast then catches it up from history).
+    pub slow_read: Option<Duration>,
+    /// A stalled reader (`--stall-read-ms`): every fifth WebSocket client has a
+    /// 16 KiB receive buffer and stops reading for this long once, right after its
+    /// first line, then reads at full speed (a browser tab in the background).
+    pub stall_read: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -406,7 +414,14 @@ impl Client {
 
     async fn run_ws(&mut self, stop: &mut watch::Receiver<bool>) -> Result<(), String> {
         let io = |what: &'static str| move |e: std::io::Error| format!("{what}: {e}");
-        let mut s = TcpStream::connect(self.shared.addr)
+        let slow = self.shared.opts.slow_read.filter(|_| self.id % 5 == 4);
+        let mut stall = self.shared.opts.stall_read.filter(|_| self.id % 5 == 4);
+        let sock = tokio::net::TcpSocket::new_v4().map_err(io("socket"))?;
+        if slow.is_some() || stall.is_some() {
+            sock.set_recv_buffer_size(16 << 10).map_err(io("rcvbuf"))?;
+        }
+        let mut s = sock
+            .connect(self.shared.addr)
             .await
             .map_err(io("connect"))?;
         s.set_nodelay(true).map_err(io("nodelay"))?;
@@ -503,6 +518,20 @@ impl Client {
             }
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(4096);
+            }
+            if self.check.lines.distinct() > 0
+                && let Some(pause) = stall.take()
+            {
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = stop.changed() => return Ok(()),
+                }
+            }
+            if let Some(pause) = slow.filter(|_| self.subscribed) {
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = stop.changed() => return Ok(()),
+                }
             }
             tokio::select! {
                 r = s.read_buf(&mut buf) => match r {

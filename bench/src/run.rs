@@ -11,9 +11,11 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::hist::Hist;
 use crate::load::{self, ClientOptions, Shared, Transport};
 use crate::scan;
 use crate::sys::{self, now_ns};
@@ -21,16 +23,24 @@ use crate::sys::{self, now_ns};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Server {
     Buildcast,
+    /// The bare socketioxide reference (`socketioxide-ref`).
+    Socketioxide,
     Node,
     Raw,
 }
 
 impl Server {
-    pub const ALL: [Server; 3] = [Server::Buildcast, Server::Node, Server::Raw];
+    pub const ALL: [Server; 4] = [
+        Server::Buildcast,
+        Server::Socketioxide,
+        Server::Node,
+        Server::Raw,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Server::Buildcast => "buildcast",
+            Server::Socketioxide => "socketioxide",
             Server::Node => "node",
             Server::Raw => "raw",
         }
@@ -40,7 +50,7 @@ impl Server {
         Server::ALL
             .into_iter()
             .find(|v| v.name() == s)
-            .ok_or_else(|| format!("unknown server {s:?} (buildcast, node, raw)"))
+            .ok_or_else(|| format!("unknown server {s:?} (buildcast, socketioxide, node, raw)"))
     }
 }
 
@@ -98,9 +108,22 @@ pub struct Scenario {
     /// Clients subscribe with `batch: true` (`--log-batch`): buildcast sends
     /// `job:logs` batches, the others ignore it and send `job:log`.
     pub log_batch: bool,
+    /// Two buildcast nodes sharing a redis-server: the job runs on node a, every
+    /// second client connects to node b (buildcast only).
+    pub cluster: bool,
 }
 
 impl Scenario {
+    /// Server processes per run.
+    pub fn nodes(&self) -> usize {
+        if self.cluster { 2 } else { 1 }
+    }
+
+    /// Whether this scenario runs against `server`.
+    pub fn runs_on(&self, server: Server) -> bool {
+        !self.cluster || server == Server::Buildcast
+    }
+
     pub fn describe(&self) -> String {
         if self.idle_hold.is_some() {
             return format!(
@@ -120,11 +143,16 @@ impl Scenario {
             format!("{} clients", self.clients)
         };
         format!(
-            "{jobs} ({}), {} lines per job, {rate}{}",
+            "{jobs} ({}), {} lines per job, {rate}{}{}",
             self.mix.label(),
             self.lines,
             if self.log_batch {
                 ", subscribed with batch: true"
+            } else {
+                ""
+            },
+            if self.cluster {
+                ", two buildcast nodes and redis-server: the job on node a, every second client on node b"
             } else {
                 ""
             }
@@ -145,6 +173,7 @@ pub fn suite(scale: f64, repeat: usize) -> Vec<Scenario> {
         idle_hold: None,
         repeat: 1,
         log_batch: false,
+        cluster: false,
     };
     vec![
         s("1k-100lps", 1000, 1, 1000, 100, Mix::WebSocket),
@@ -169,6 +198,18 @@ pub fn suite(scale: f64, repeat: usize) -> Vec<Scenario> {
             ..s("idle-10k", 10_000, 1, 0, 0, Mix::WebSocket)
         },
         s("200jobs", 1000, 200, 500, 50, Mix::WebSocket),
+        // The per-line fan-out sweep: fanout-100, 1k-100lps, 5k-100lps, fanout-10k.
+        s("fanout-100", 100, 1, 500, 100, Mix::WebSocket),
+        // 1,000,000 deliveries/s offered: more than 2 cores give any server here.
+        s("fanout-10k", 10_000, 1, 300, 100, Mix::WebSocket),
+        // A CI farm: 200 builds at once, 20 watchers each, history on (buildcast's
+        // default): 10,000 lines/s in, 200,000 deliveries/s out.
+        s("ci-farm", 4000, 200, 500, 50, Mix::WebSocket),
+        // Two buildcast nodes and Redis: the job on node a, half the clients on b.
+        Scenario {
+            cluster: true,
+            ..s("cluster-1k", 1000, 1, 1000, 100, Mix::WebSocket)
+        },
         s("polling-500", 500, 1, 500, 50, Mix::Polling),
         // Node takes ~5-10 s, buildcast ~8 s (per line), the floor ~1-2 s.
         s("polling-saturation", 500, 1, 10_000, 0, Mix::Polling),
@@ -185,6 +226,7 @@ pub struct Paths {
     pub buildcast: PathBuf,
     pub node_dir: PathBuf,
     pub raw: PathBuf,
+    pub socketioxide: PathBuf,
     pub linegen: PathBuf,
 }
 
@@ -204,6 +246,13 @@ pub struct Options {
     pub keep: bool,
     /// Each client drops its connection once after this many lines (`--drop-after`).
     pub drop_after: Option<u64>,
+    /// Clients never resume (`--no-resume`): on buildcast too they subscribe again
+    /// with the bare job id after a lost connection, so what they missed is lost.
+    pub no_resume: bool,
+    /// Every fifth WebSocket client reads slowly (`--slow-read-ms`).
+    pub slow_read: Option<Duration>,
+    /// Every fifth WebSocket client stops reading once (`--stall-read-ms`).
+    pub stall_read: Option<Duration>,
     pub verbose: bool,
 }
 
@@ -217,6 +266,9 @@ impl Default for Options {
             ping_interval_ms: 25_000,
             keep: false,
             drop_after: None,
+            no_resume: false,
+            slow_read: None,
+            stall_read: None,
             verbose: false,
         }
     }
@@ -268,6 +320,23 @@ pub struct RunResult {
     /// Why the run ended before every line arrived, if it did.
     pub ended: Option<String>,
     pub idle: bool,
+    /// The cluster scenario: each node's clients and figures...
+    pub nodes: Vec<NodeFigures>,
+    /// ...and Redis's CPU over the same period as `server_cpu_s` (which includes it).
+    pub redis_cpu_s: Option<f64>,
+}
+
+/// One node of the cluster scenario.
+#[derive(Debug, Clone, Default)]
+pub struct NodeFigures {
+    pub name: String,
+    pub clients: usize,
+    pub delivered: u64,
+    pub msgs_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub cpu_s: f64,
+    pub peak_rss_kib: u64,
 }
 
 impl RunResult {
@@ -317,6 +386,23 @@ impl RunResult {
                 self.batches,
                 self.delivered as f64 / self.batches as f64
             );
+        }
+        for n in &self.nodes {
+            let _ = write!(
+                s,
+                " node_{}=[clients={} delivered={} msgs/s={:.0} p50={:.2}ms p99={:.2}ms cpu={:.2}s peak_rss={}KiB]",
+                n.name,
+                n.clients,
+                n.delivered,
+                n.msgs_per_s,
+                n.p50_ms,
+                n.p99_ms,
+                n.cpu_s,
+                n.peak_rss_kib
+            );
+        }
+        if let Some(c) = self.redis_cpu_s {
+            let _ = write!(s, " redis_cpu={c:.2}s");
         }
         if let Some(e) = &self.ended {
             let _ = write!(s, " ended={e:?}");
@@ -382,6 +468,7 @@ fn start_server(
     port: u16,
     jobs: usize,
     line_command: &str,
+    cluster: Option<(&str, &str)>,
 ) -> Result<Running, String> {
     let log = dir.join("server.log");
     let out = std::fs::File::create(&log).map_err(|e| format!("server log: {e}"))?;
@@ -394,6 +481,7 @@ fn start_server(
             c
         }
         Server::Raw => Command::new(&paths.raw),
+        Server::Socketioxide => Command::new(&paths.socketioxide),
     };
     // A clean environment (no developer .env or settings leak in), the same
     // Socket.IO path and heartbeat on every server, loopback only.
@@ -427,8 +515,11 @@ fn start_server(
             if let Some(l) = &opts.rust_log {
                 cmd.env("RUST_LOG", l);
             }
+            if let Some((redis_url, node_id)) = cluster {
+                cmd.env("REDIS_URL", redis_url).env("NODE_ID", node_id);
+            }
         }
-        Server::Node | Server::Raw => {
+        Server::Node | Server::Raw | Server::Socketioxide => {
             cmd.env("LINE_COMMAND", line_command);
         }
     }
@@ -440,6 +531,7 @@ fn start_server(
                 Server::Buildcast => paths.buildcast.display().to_string(),
                 Server::Node => "node".into(),
                 Server::Raw => paths.raw.display().to_string(),
+                Server::Socketioxide => paths.socketioxide.display().to_string(),
             }
         )
     })?;
@@ -506,6 +598,47 @@ pub async fn run_once(
     r
 }
 
+/// `redis-server` on `port`, no persistence, loopback only (the cluster scenario).
+fn start_redis(dir: &Path, port: u16) -> Result<Running, String> {
+    let log = dir.join("redis.log");
+    let out = std::fs::File::create(&log).map_err(|e| format!("redis log: {e}"))?;
+    let err = out.try_clone().map_err(|e| format!("redis log: {e}"))?;
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("cannot start redis-server (the cluster scenario needs it): {e}"))?;
+    let pid = child.id();
+    Ok(Running { child, pid, log })
+}
+
+async fn wait_redis(redis: &mut Running, port: u16) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if redis.exited().is_some() {
+            return Err(format!("redis-server exited:\n{}", redis.log_tail()));
+        }
+        if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            let mut buf = [0u8; 64];
+            if s.write_all(b"PING\r\n").await.is_ok()
+                && let Ok(n) = s.read(&mut buf).await
+                && buf[..n].starts_with(b"+PONG")
+            {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err("redis-server not ready after 20 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn measure(
     server: Server,
     sc: &Scenario,
@@ -522,33 +655,89 @@ async fn measure(
         sc.rate,
         shell_quote(&go)
     );
-    let port = free_port().map_err(|e| format!("free port: {e}"))?;
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut srv = start_server(server, paths, opts, dir, port, sc.jobs, &line_command)?;
-    let result = drive(server, sc, opts, &go, addr, &mut srv, r).await;
-    // Let any line source still waiting go, then stop the server.
-    let _ = std::fs::write(&go, b"");
-    if result.is_err() && opts.verbose {
-        eprintln!("--- server log ---\n{}", srv.log_tail());
+    let mut redis: Option<Running> = None;
+    let mut nodes: Vec<(Running, SocketAddr)> = Vec::new();
+    let result: Result<(), String> = async {
+        let cluster = if sc.cluster {
+            let port = free_port().map_err(|e| format!("free port: {e}"))?;
+            let mut rd = start_redis(dir, port)?;
+            let ready = wait_redis(&mut rd, port).await;
+            redis = Some(rd);
+            ready?;
+            Some(format!("redis://127.0.0.1:{port}"))
+        } else {
+            None
+        };
+        for i in 0..sc.nodes() {
+            let (ndir, node) = match &cluster {
+                Some(url) => {
+                    let name = NODE_NAMES[i];
+                    let d = dir.join(name);
+                    std::fs::create_dir_all(&d).map_err(|e| format!("node dir: {e}"))?;
+                    (d, Some((url.as_str(), name)))
+                }
+                None => (dir.to_path_buf(), None),
+            };
+            let port = free_port().map_err(|e| format!("free port: {e}"))?;
+            let srv = start_server(
+                server,
+                paths,
+                opts,
+                &ndir,
+                port,
+                sc.jobs,
+                &line_command,
+                node,
+            )?;
+            nodes.push((srv, ([127, 0, 0, 1], port).into()));
+        }
+        let redis_pid = redis.as_ref().map(|r| r.pid);
+        drive(server, sc, opts, &go, &mut nodes, redis_pid, r).await
     }
-    srv.stop().await;
+    .await;
+    // Let any line source still waiting go, then stop the servers.
+    let _ = std::fs::write(&go, b"");
+    for (srv, _) in nodes {
+        if result.is_err() && opts.verbose {
+            eprintln!("--- server log ---\n{}", srv.log_tail());
+        }
+        srv.stop().await;
+    }
+    if let Some(rd) = redis {
+        rd.stop().await;
+    }
     result
 }
+
+/// Node names in the cluster scenario: the job runs on `a`.
+const NODE_NAMES: [&str; 2] = ["a", "b"];
 
 async fn drive(
     server: Server,
     sc: &Scenario,
     opts: &Options,
     go: &Path,
-    addr: SocketAddr,
-    srv: &mut Running,
+    nodes: &mut [(Running, SocketAddr)],
+    redis_pid: Option<u32>,
     r: &mut RunResult,
 ) -> Result<(), String> {
-    let pid = srv.pid;
-    wait_ready(srv, addr).await?;
+    for (srv, addr) in nodes.iter_mut() {
+        wait_ready(srv, *addr).await?;
+    }
+    let pids: Vec<u32> = nodes.iter().map(|(s, _)| s.pid).collect();
+    let pid = pids[0];
+    let addr = nodes[0].1;
+    // Server CPU: every node, and Redis in the cluster scenario.
+    let cpu_of = |pid: u32| sys::proc_cpu_secs(pid).unwrap_or(0.0);
+    let cpu_all = || {
+        pids.iter()
+            .chain(redis_pid.iter())
+            .map(|&p| cpu_of(p))
+            .sum::<f64>()
+    };
     r.rss_start_kib = sys::proc_status_kib(pid, "VmRSS").unwrap_or(0);
 
-    // Jobs: the same REST call on every server.
+    // Jobs: the same REST call on every server (on the first node of a cluster).
     let mut jobs = Vec::with_capacity(sc.jobs);
     for _ in 0..sc.jobs {
         let (status, body) = load::http_once(
@@ -569,18 +758,20 @@ async fn drive(
         jobs.push(String::from_utf8_lossy(id).into_owned());
     }
 
-    // Clients, in batches; each batch is subscribed before the next connects.
-    let shared = Shared::new(
-        addr,
-        "/ws/",
-        sc.lines,
-        ClientOptions {
-            log_batch: sc.log_batch,
-            resume: server == Server::Buildcast,
-            drop_after: opts.drop_after,
-        },
-    );
-    let cpu_before_connect = sys::proc_cpu_secs(pid).unwrap_or(0.0);
+    // Clients, in batches; each batch is subscribed before the next connects. In a
+    // cluster, client i connects to node i % nodes (half of them to node b).
+    let client_opts = ClientOptions {
+        log_batch: sc.log_batch,
+        resume: server == Server::Buildcast && !opts.no_resume,
+        drop_after: opts.drop_after,
+        slow_read: opts.slow_read,
+        stall_read: opts.stall_read,
+    };
+    let shareds: Vec<Arc<Shared>> = nodes
+        .iter()
+        .map(|(_, a)| Shared::new(*a, "/ws/", sc.lines, client_opts))
+        .collect();
+    let cpu_before_connect = cpu_all();
     let t_connect = Instant::now();
     let mut handles = Vec::with_capacity(sc.clients);
     let mut failed = 0usize;
@@ -588,8 +779,9 @@ async fn drive(
         let mut waits = Vec::new();
         for id in start..(start + opts.batch.max(1)).min(sc.clients) {
             let job = jobs[id % jobs.len()].clone();
-            let (h, rx) = load::spawn(shared.clone(), id, job, sc.mix.of(id));
-            handles.push(h);
+            let node = id % shareds.len();
+            let (h, rx) = load::spawn(shareds[node].clone(), id, job, sc.mix.of(id));
+            handles.push((node, h));
             waits.push(rx);
         }
         for rx in waits {
@@ -606,15 +798,17 @@ async fn drive(
                 }
             }
         }
-        if let Some(status) = srv.exited() {
-            return Err(format!(
-                "server exited ({status}) while clients connected:\n{}",
-                srv.log_tail()
-            ));
+        for (srv, _) in nodes.iter_mut() {
+            if let Some(status) = srv.exited() {
+                return Err(format!(
+                    "server exited ({status}) while clients connected:\n{}",
+                    srv.log_tail()
+                ));
+            }
         }
     }
     r.connect_s = t_connect.elapsed().as_secs_f64();
-    let cpu_subscribed = sys::proc_cpu_secs(pid).unwrap_or(0.0);
+    let cpu_subscribed = cpu_all();
     r.server_cpu_connect_s = cpu_subscribed - cpu_before_connect;
     let subscribed = sc.clients - failed;
     if opts.verbose {
@@ -626,19 +820,35 @@ async fn drive(
             r.connect_s
         );
     }
+    let complete = || {
+        shareds
+            .iter()
+            .map(|s| s.complete_clients.load(Ordering::Relaxed))
+            .sum::<usize>()
+    };
+    let delivered_so_far = || {
+        shareds
+            .iter()
+            .map(|s| s.delivered.load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
 
+    let mut node_cpu0: Vec<f64> = pids.iter().map(|&p| cpu_of(p)).collect();
+    let mut redis_cpu0 = redis_pid.map(cpu_of).unwrap_or(0.0);
     if let Some(hold) = sc.idle_hold {
         tokio::time::sleep(Duration::from_secs(1)).await;
         r.rss_subscribed_kib = sys::proc_status_kib(pid, "VmRSS").unwrap_or(0);
-        let cpu0 = sys::proc_cpu_secs(pid).unwrap_or(0.0);
+        let cpu0 = cpu_all();
         let lg0 = sys::self_cpu_secs();
         tokio::time::sleep(hold).await;
-        r.server_cpu_s = sys::proc_cpu_secs(pid).unwrap_or(0.0) - cpu0;
+        r.server_cpu_s = cpu_all() - cpu0;
         r.loadgen_cpu_s = sys::self_cpu_secs() - lg0;
         r.window_s = hold.as_secs_f64();
     } else {
         r.rss_subscribed_kib = sys::proc_status_kib(pid, "VmRSS").unwrap_or(0);
-        let cpu0 = sys::proc_cpu_secs(pid).unwrap_or(0.0);
+        node_cpu0 = pids.iter().map(|&p| cpu_of(p)).collect();
+        redis_cpu0 = redis_pid.map(cpu_of).unwrap_or(0.0);
+        let cpu0 = cpu_all();
         let lg0 = sys::self_cpu_secs();
         let t_go = now_ns();
         std::fs::write(go, b"").map_err(|e| format!("go file: {e}"))?;
@@ -650,12 +860,12 @@ async fn drive(
         };
         let mut last = 0;
         let mut last_change = Instant::now();
-        loop {
+        'wait: loop {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            if shared.complete_clients.load(Ordering::Relaxed) >= subscribed {
+            if complete() >= subscribed {
                 break;
             }
-            let d = shared.delivered.load(Ordering::Relaxed);
+            let d = delivered_so_far();
             if d != last {
                 last = d;
                 last_change = Instant::now();
@@ -672,47 +882,69 @@ async fn drive(
                 ));
                 break;
             }
-            if let Some(status) = srv.exited() {
-                r.ended = Some(format!("server exited ({status}):\n{}", srv.log_tail()));
-                break;
+            for (srv, _) in nodes.iter_mut() {
+                if let Some(status) = srv.exited() {
+                    r.ended = Some(format!("server exited ({status}):\n{}", srv.log_tail()));
+                    break 'wait;
+                }
             }
         }
-        r.server_cpu_s = sys::proc_cpu_secs(pid).unwrap_or(0.0) - cpu0;
+        r.server_cpu_s = cpu_all() - cpu0;
         r.loadgen_cpu_s = sys::self_cpu_secs() - lg0;
-        let last_rx = shared.last_rx_ns.load(Ordering::Relaxed);
+        let last_rx = shareds
+            .iter()
+            .map(|s| s.last_rx_ns.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0);
         r.window_s = last_rx.saturating_sub(t_go) as f64 / 1e9;
     }
     r.peak_rss_kib = sys::proc_status_kib(pid, "VmHWM").unwrap_or(0);
-    if server == Server::Buildcast
-        && let Ok((200, body)) = load::http_once(addr, "GET", "/health", None).await
-    {
-        r.lagged = scan::u64_after_last(&body, b"\"lagged_catch_ups\":");
+    if server == Server::Buildcast {
+        for (_, a) in nodes.iter() {
+            if let Ok((200, body)) = load::http_once(*a, "GET", "/health", None).await
+                && let Some(l) = scan::u64_after_last(&body, b"\"lagged_catch_ups\":")
+            {
+                *r.lagged.get_or_insert(0) += l;
+            }
+        }
     }
 
-    shared.stop();
+    for s in &shareds {
+        s.stop();
+    }
     let mut results = Vec::with_capacity(handles.len());
-    for h in handles {
+    for (node, h) in handles {
         if let Ok(Ok(res)) = tokio::time::timeout(Duration::from_secs(30), h).await {
-            results.push(res);
+            results.push((node, res));
         }
     }
     r.failed_clients =
-        sc.clients - results.len() + results.iter().filter(|c| c.error.is_some()).count();
+        sc.clients - results.len() + results.iter().filter(|(_, c)| c.error.is_some()).count();
     if r.first_error.is_none() {
-        r.first_error = results.iter().find_map(|c| c.error.clone());
+        r.first_error = results.iter().find_map(|(_, c)| c.error.clone());
     }
     r.failed_clients = r.failed_clients.max(failed);
     r.expected = sc.lines * sc.clients as u64;
-    r.delivered = results.iter().map(|c| c.lines).sum();
+    r.delivered = results.iter().map(|(_, c)| c.lines).sum();
     // Clients that never reported lose everything they should have had.
     let missing_clients = (sc.clients - results.len()) as u64;
-    r.lost = results.iter().map(|c| c.anomalies.lost).sum::<u64>() + missing_clients * sc.lines;
-    r.dup = results.iter().map(|c| c.anomalies.dup).sum();
-    r.out_of_order = results.iter().map(|c| c.anomalies.out_of_order).sum();
-    r.reconnects = shared.reconnects.load(Ordering::Relaxed);
-    r.batches = shared.batches.load(Ordering::Relaxed);
-    r.first_disconnect = results.iter().find_map(|c| c.first_disconnect.clone());
-    let lat = shared.latencies();
+    r.lost =
+        results.iter().map(|(_, c)| c.anomalies.lost).sum::<u64>() + missing_clients * sc.lines;
+    r.dup = results.iter().map(|(_, c)| c.anomalies.dup).sum();
+    r.out_of_order = results.iter().map(|(_, c)| c.anomalies.out_of_order).sum();
+    r.reconnects = shareds
+        .iter()
+        .map(|s| s.reconnects.load(Ordering::Relaxed))
+        .sum();
+    r.batches = shareds
+        .iter()
+        .map(|s| s.batches.load(Ordering::Relaxed))
+        .sum();
+    r.first_disconnect = results.iter().find_map(|(_, c)| c.first_disconnect.clone());
+    let mut lat = Hist::new();
+    for s in &shareds {
+        lat.merge(&s.latencies());
+    }
     r.p50_ms = ms(lat.quantile(0.50));
     r.p99_ms = ms(lat.quantile(0.99));
     r.max_ms = ms(lat.max());
@@ -725,6 +957,31 @@ async fn drive(
     if sc.clients > 0 {
         r.rss_per_conn_kib =
             (r.rss_subscribed_kib as f64 - r.rss_start_kib as f64) / sc.clients as f64;
+    }
+    if sc.cluster {
+        for (i, s) in shareds.iter().enumerate() {
+            let lat = s.latencies();
+            let delivered: u64 = results
+                .iter()
+                .filter(|(n, _)| *n == i)
+                .map(|(_, c)| c.lines)
+                .sum();
+            r.nodes.push(NodeFigures {
+                name: NODE_NAMES[i].into(),
+                clients: results.iter().filter(|(n, _)| *n == i).count(),
+                delivered,
+                msgs_per_s: if r.window_s > 0.0 {
+                    delivered as f64 / r.window_s
+                } else {
+                    0.0
+                },
+                p50_ms: ms(lat.quantile(0.50)),
+                p99_ms: ms(lat.quantile(0.99)),
+                cpu_s: cpu_of(pids[i]) - node_cpu0[i],
+                peak_rss_kib: sys::proc_status_kib(pids[i], "VmHWM").unwrap_or(0),
+            });
+        }
+        r.redis_cpu_s = redis_pid.map(|p| cpu_of(p) - redis_cpu0);
     }
     Ok(())
 }
@@ -778,6 +1035,8 @@ pub fn combine(runs: &[RunResult]) -> RunResult {
             .map(|_| runs.iter().filter_map(|r| r.lagged).sum()),
         ended: runs.iter().find_map(|r| r.ended.clone()),
         idle: first.idle,
+        nodes: first.nodes.clone(),
+        redis_cpu_s: first.redis_cpu_s,
     }
 }
 
@@ -794,7 +1053,7 @@ fn num(v: f64, decimals: usize) -> String {
 }
 
 /// The Markdown table: one row per scenario and server, then the ratio rows
-/// buildcast/node and buildcast/raw under each scenario.
+/// buildcast/socketioxide, buildcast/node and buildcast/raw under each scenario.
 pub fn table(scenarios: &[Scenario], rows: &[RunResult]) -> String {
     let mut t = String::new();
     t.push_str("| scenario | server | clients | delivered | msgs/s | p50 ms | p99 ms | max ms | lost/dup/ooo | server CPU s | CPU µs/msg | peak RSS MiB | RSS/conn KiB | loadgen CPU s |\n");
@@ -847,7 +1106,7 @@ pub fn table(scenarios: &[Scenario], rows: &[RunResult]) -> String {
             );
         }
         let Some(b) = of("buildcast") else { continue };
-        for other in ["node", "raw"] {
+        for other in ["socketioxide", "node", "raw"] {
             let Some(o) = of(other) else { continue };
             let latency = |a: f64, b: f64| {
                 if sc.idle_hold.is_some() {
@@ -870,5 +1129,203 @@ pub fn table(scenarios: &[Scenario], rows: &[RunResult]) -> String {
             );
         }
     }
+    t
+}
+
+/// The sections under the table: the per-line fan-out sweep, the cluster's nodes,
+/// and the targets of issue #13 (ratios within this one run), each met or not.
+pub fn details(rows: &[RunResult]) -> String {
+    let mut t = String::new();
+    let row = |sc: &str, server: &str| rows.iter().find(|r| r.scenario == sc && r.server == server);
+    let servers = ["buildcast", "socketioxide", "node", "raw"];
+
+    let sweep = ["fanout-100", "1k-100lps", "5k-100lps", "fanout-10k"];
+    if sweep.iter().any(|s| rows.iter().any(|r| r.scenario == *s)) {
+        t.push_str("\n## Per-line fan-out sweep (100 lines/s, one job)\n\n");
+        t.push_str("CPU µs/msg · p99 ms · delivered msgs/s (offered: clients × 100/s)\n\n");
+        t.push_str("| clients | offered/s |");
+        for s in servers {
+            let _ = write!(t, " {s} |");
+        }
+        t.push_str("\n|--:|--:|---|---|---|---|\n");
+        for sc in sweep {
+            let Some(any) = rows.iter().find(|r| r.scenario == sc) else {
+                continue;
+            };
+            let _ = write!(t, "| {} | {} |", any.clients, any.clients * 100);
+            for s in servers {
+                match row(sc, s) {
+                    Some(r) => {
+                        let _ = write!(
+                            t,
+                            " {:.2} · {:.0} · {:.0} k{} |",
+                            r.cpu_us_per_msg,
+                            r.p99_ms,
+                            r.msgs_per_s / 1e3,
+                            if r.is_clean() && r.ended.is_none() {
+                                ""
+                            } else {
+                                " ⚠"
+                            }
+                        );
+                    }
+                    None => t.push_str(" — |"),
+                }
+            }
+            t.push('\n');
+        }
+    }
+
+    if let Some(c) = rows.iter().find(|r| !r.nodes.is_empty()) {
+        let _ = writeln!(t, "\n## Cluster ({})\n", c.scenario);
+        t.push_str("| node | clients | delivered | msgs/s | p50 ms | p99 ms | CPU s | peak RSS MiB |\n|---|--:|--:|--:|--:|--:|--:|--:|\n");
+        for n in &c.nodes {
+            let _ = writeln!(
+                t,
+                "| {}{} | {} | {} | {:.0} | {:.1} | {:.1} | {:.2} | {:.0} |",
+                n.name,
+                if n.name == "a" { " (runs the job)" } else { "" },
+                n.clients,
+                n.delivered,
+                n.msgs_per_s,
+                n.p50_ms,
+                n.p99_ms,
+                n.cpu_s,
+                n.peak_rss_kib as f64 / 1024.0
+            );
+        }
+        let redis = c.redis_cpu_s.unwrap_or(0.0);
+        let _ = writeln!(
+            t,
+            "| redis-server | | | | | | {redis:.2} | |\n\nTotal server CPU {:.2} s for {} deliveries ({:.2} µs/msg).",
+            c.server_cpu_s, c.delivered, c.cpu_us_per_msg
+        );
+        if let Some(single) = row("1k-100lps", "buildcast").filter(|s| s.expected == c.expected) {
+            let lines = (c.expected / c.clients.max(1) as u64).max(1) as f64;
+            let _ = writeln!(
+                t,
+                "Against one node with the same load (`1k-100lps`, {:.2} s): {:+.2} s, {:+.0} µs per event mirrored ({} events), {:.2} s of it Redis.",
+                single.server_cpu_s,
+                c.server_cpu_s - single.server_cpu_s,
+                (c.server_cpu_s - single.server_cpu_s) * 1e6 / lines,
+                lines,
+                redis
+            );
+        }
+    }
+
+    t.push_str("\n## Targets (issue #13; ratios within this run)\n\n| target | figures | met |\n|---|---|---|\n");
+    let mut target = |name: &str, figures: String, met: Option<bool>| {
+        let verdict = match met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "not measured",
+        };
+        let _ = writeln!(t, "| {name} | {figures} | {verdict} |");
+    };
+    match (
+        row("5k-100lps", "buildcast"),
+        row("5k-100lps", "socketioxide"),
+    ) {
+        (Some(b), Some(s)) => {
+            let offered = (b.clients * 100) as f64;
+            target(
+                "5k × 100/s per line: all 500 k/s delivered",
+                format!(
+                    "{:.0} k/s of {:.0} k/s, {}/{}",
+                    b.msgs_per_s / 1e3,
+                    offered / 1e3,
+                    b.delivered,
+                    b.expected
+                ),
+                Some(b.delivered == b.expected && b.msgs_per_s >= 0.97 * offered),
+            );
+            target(
+                "5k × 100/s per line: p99 ≤ 2× bare socketioxide's",
+                format!(
+                    "{:.0} ms vs {:.0} ms ({:.2}×)",
+                    b.p99_ms,
+                    s.p99_ms,
+                    b.p99_ms / s.p99_ms.max(1e-9)
+                ),
+                Some(b.p99_ms <= 2.0 * s.p99_ms),
+            );
+            target(
+                "5k × 100/s per line: 0 lost, 0 closed",
+                format!("lost {}, closed and reconnected {}", b.lost, b.reconnects),
+                Some(b.lost == 0 && b.reconnects == 0),
+            );
+        }
+        _ => target("5k × 100/s per line", "—".into(), None),
+    }
+    match (
+        row("saturation", "buildcast"),
+        row("saturation", "socketioxide"),
+    ) {
+        (Some(b), Some(s)) => {
+            target(
+                "saturation per line: CPU µs/msg ≤ 1.3× bare socketioxide's",
+                format!(
+                    "{:.2} vs {:.2} ({:.2}×)",
+                    b.cpu_us_per_msg,
+                    s.cpu_us_per_msg,
+                    b.cpu_us_per_msg / s.cpu_us_per_msg.max(1e-9)
+                ),
+                Some(b.cpu_us_per_msg <= 1.3 * s.cpu_us_per_msg),
+            );
+            target(
+                "saturation per line: msgs/s ≥ 0.8× bare socketioxide's",
+                format!(
+                    "{:.0} k vs {:.0} k ({:.2}×)",
+                    b.msgs_per_s / 1e3,
+                    s.msgs_per_s / 1e3,
+                    b.msgs_per_s / s.msgs_per_s.max(1e-9)
+                ),
+                Some(b.msgs_per_s >= 0.8 * s.msgs_per_s),
+            );
+        }
+        _ => target("saturation per line", "—".into(), None),
+    }
+    match (
+        row("saturation-batch", "buildcast"),
+        row("saturation-batch", "raw"),
+    ) {
+        (Some(b), Some(r)) => target(
+            "saturation batch: peak RSS ≤ 2× the raw floor's",
+            format!(
+                "{:.0} MiB vs {:.0} MiB ({:.2}×)",
+                b.peak_rss_kib as f64 / 1024.0,
+                r.peak_rss_kib as f64 / 1024.0,
+                b.peak_rss_kib as f64 / r.peak_rss_kib.max(1) as f64
+            ),
+            Some(b.peak_rss_kib <= 2 * r.peak_rss_kib),
+        ),
+        _ => target("saturation batch: peak RSS", "—".into(), None),
+    }
+    match rows.iter().find(|r| r.nodes.len() == 2) {
+        Some(c) => {
+            let (a, b) = (&c.nodes[0], &c.nodes[1]);
+            target(
+                "cluster 1k × 100/s: p99 on node b ≤ p99 on node a + 10 ms",
+                format!("b {:.1} ms, a {:.1} ms", b.p99_ms, a.p99_ms),
+                Some(b.p99_ms <= a.p99_ms + 10.0 && c.is_clean()),
+            );
+        }
+        None => target("cluster p99", "—".into(), None),
+    }
+    let dirty: Vec<String> = rows
+        .iter()
+        .filter(|r| !r.idle && (!r.is_clean() || r.ended.is_some()))
+        .map(|r| format!("{} {}", r.scenario, r.server))
+        .collect();
+    target(
+        "every scenario, every server: 0 lost/dup/out-of-order",
+        if dirty.is_empty() {
+            "all clean".into()
+        } else {
+            format!("not clean: {}", dirty.join(", "))
+        },
+        Some(dirty.is_empty()),
+    );
     t
 }

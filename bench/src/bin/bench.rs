@@ -1,11 +1,12 @@
 //! The load generator and runner. See bench/README.md.
 //!
-//!     bench suite [--only a,b] [--servers buildcast,node,raw] [--scale F] [--repeat N] [--out FILE]
-//!     bench run --server buildcast|node|raw [--scenario NAME | --clients N --jobs J
+//!     bench suite [--only a,b] [--servers buildcast,socketioxide,node,raw] [--scale F] [--repeat N] [--out FILE]
+//!     bench run --server buildcast|socketioxide|node|raw [--scenario NAME | --clients N --jobs J
 //!               --lines C --rate R --transport ws|polling|mixed [--idle SECS]] [--check]
 //!     bench scenarios
 //!
-//! Common options: --buildcast PATH, --node-dir DIR, --raw PATH, --linegen PATH,
+//! Common options: --buildcast PATH, --node-dir DIR, --raw PATH, --socketioxide PATH,
+//! --linegen PATH,
 //! --log-batch (subscribe with batch: true, accept job:logs), --drop-after N (each
 //! client drops its connection once after N lines, then reconnects and resumes),
 //! --batch N (clients connecting at once), --stall SECS, --max-wait SECS,
@@ -25,7 +26,14 @@ struct Cli {
     switches: Vec<String>,
 }
 
-const SWITCHES: &[&str] = &["--check", "--quiet", "--keep", "--log-batch"];
+const SWITCHES: &[&str] = &[
+    "--check",
+    "--quiet",
+    "--keep",
+    "--log-batch",
+    "--no-resume",
+    "--cluster",
+];
 
 fn parse_cli() -> Result<Cli, String> {
     let mut args = std::env::args().skip(1);
@@ -92,6 +100,11 @@ impl Cli {
                 manifest.join("reference-node"),
             ),
             raw: path("--raw", "BENCH_RAW_BIN", exe_dir.join("raw-floor")),
+            socketioxide: path(
+                "--socketioxide",
+                "BENCH_SOCKETIOXIDE_BIN",
+                exe_dir.join("socketioxide-ref"),
+            ),
             linegen: path("--linegen", "BENCH_LINEGEN_BIN", exe_dir.join("linegen")),
         }
     }
@@ -108,6 +121,15 @@ impl Cli {
             drop_after: match self.num("--drop-after", 0u64)? {
                 0 => None,
                 n => Some(n),
+            },
+            no_resume: self.has("--no-resume"),
+            stall_read: match self.num("--stall-read-ms", 0u64)? {
+                0 => None,
+                ms => Some(Duration::from_millis(ms)),
+            },
+            slow_read: match self.num("--slow-read-ms", 0u64)? {
+                0 => None,
+                ms => Some(Duration::from_millis(ms)),
             },
             verbose: !self.has("--quiet"),
         })
@@ -137,6 +159,11 @@ fn check_paths(p: &Paths, servers: &[Server]) -> Result<(), String> {
             Server::Raw => need(
                 &p.raw,
                 "raw-floor",
+                "cargo build --release --manifest-path bench/Cargo.toml",
+            )?,
+            Server::Socketioxide => need(
+                &p.socketioxide,
+                "socketioxide-ref",
                 "cargo build --release --manifest-path bench/Cargo.toml",
             )?,
             Server::Node => need(
@@ -185,6 +212,7 @@ fn scenario_from_flags(cli: &Cli) -> Result<Scenario, String> {
         idle_hold: (idle > 0).then(|| Duration::from_secs(idle)),
         repeat: 1,
         log_batch: cli.has("--log-batch"),
+        cluster: cli.has("--cluster"),
     })
 }
 
@@ -266,7 +294,7 @@ async fn suite(cli: &Cli) -> Result<bool, String> {
     for sc in &scenarios {
         eprintln!("== {}: {}", sc.name, sc.describe());
         for rep in 0..sc.repeat {
-            for &server in &servers {
+            for &server in servers.iter().filter(|&&s| sc.runs_on(s)) {
                 let r = run::run_once(server, sc, &paths, &opts).await;
                 eprintln!("   [{}/{}] {}", rep + 1, sc.repeat, r.summary());
                 all.push(r);
@@ -287,7 +315,7 @@ async fn suite(cli: &Cli) -> Result<bool, String> {
         }
     }
     let table = run::table(&scenarios, &rows);
-    println!("\n{table}");
+    println!("\n{table}{}", run::details(&rows));
     let elapsed = started.elapsed().as_secs_f64();
     if let Some(out) = cli.get("--out") {
         let mut md = String::new();
@@ -315,6 +343,7 @@ async fn suite(cli: &Cli) -> Result<bool, String> {
         }
         md.push('\n');
         md.push_str(&table);
+        md.push_str(&run::details(&rows));
         md.push_str("\n## Every run\n\n```text\n");
         for r in &all {
             md.push_str(&scrub(&r.summary()));
@@ -339,6 +368,12 @@ async fn run_one(cli: &Cli) -> Result<bool, String> {
     let server = Server::parse(cli.get("--server").ok_or("--server is required")?)?;
     check_paths(&paths, &[server])?;
     let sc = scenario_from_flags(cli)?;
+    if !sc.runs_on(server) {
+        return Err(format!(
+            "{}: the cluster scenario runs on buildcast only",
+            sc.name
+        ));
+    }
     eprintln!("== {} on {}: {}", sc.name, server.name(), sc.describe());
     let r = run::run_once(server, &sc, &paths, &opts).await;
     println!("RESULT {}", r.summary());
