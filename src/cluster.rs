@@ -33,10 +33,11 @@ use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::ingest::{Ingestor, parse_event};
+use crate::job::EventKind;
 use crate::job::{JobId, JobRecord, ProjectId};
-use crate::journal::{EventSink, Journal, Mirrored, Recorded};
+use crate::journal::{EventSink, Journal, Mirrored, RecordedEvent};
 use crate::runner::Runner;
-use crate::wire::{EventKind, EventPayload};
+use crate::wire::EventPayload;
 
 /// The channel every node's events go out on.
 const EVENTS: &str = "buildcast:events";
@@ -605,7 +606,7 @@ struct Publisher {
 }
 
 impl EventSink for Publisher {
-    fn deliver(&self, job: &JobRecord, event: &Arc<Recorded>) {
+    fn deliver(&self, job: &JobRecord, event: &Arc<RecordedEvent>) {
         let payload = event.json.clone();
         let envelope = Envelope {
             node: job.node.clone(),

@@ -273,7 +273,9 @@ pub fn parse_event(item: &Value) -> Result<WorkerEvent, String> {
             phase: field("phase")
                 .map(|v| {
                     let p = str_field(Some(v), "phase")?;
-                    Phase::parse(p).ok_or_else(|| format!("data.phase {p:?} is not a phase"))
+                    p.parse::<Phase>()
+                        .ok()
+                        .ok_or_else(|| format!("data.phase {p:?} is not a phase"))
                 })
                 .transpose()?,
         },

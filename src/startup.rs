@@ -40,6 +40,7 @@ use crate::state::AppState;
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 use crate::store::writer::{BatchWriter, WriterThread};
+use crate::tasks::Tasks;
 
 /// A built server, bound and ready to run.
 pub struct Application {
@@ -66,6 +67,7 @@ impl Application {
                 )
             })?);
         let (writer, writer_thread) = BatchWriter::start(store.clone());
+        let tasks = Tasks::new();
         let node = match &config.node_id {
             Some(node) => node.clone(),
             None => node_id(&config.data_dir)?,
@@ -79,6 +81,7 @@ impl Application {
                 log_cap: config.max_log_bytes_per_job,
                 max_unstored: config.max_unstored_bytes,
             },
+            tasks.clone(),
         );
         kill_leftover_steps(&config.data_dir);
         let interrupted = journal
@@ -266,7 +269,7 @@ impl Application {
             tracing::warn!("connections still open after the grace period; closing them");
             server.abort();
         }
-        state.journal.writer().stop();
+        state.journal.stop_writer();
         tokio::task::spawn_blocking(move || writer_thread.join())
             .await
             .context("history writer did not stop")?;

@@ -73,7 +73,7 @@ async fn events(
         .map(|e| {
             Ok(EventView {
                 seq: e.seq,
-                event: e.kind.job_event(),
+                event: crate::wire::job_event_name(e.kind),
                 data: RawValue::from_string(e.payload).map_err(|e| ApiError::Internal(e.into()))?,
             })
         })

@@ -28,9 +28,9 @@ use socketioxide::{SocketError, SocketIo};
 use super::batch::Pending;
 use super::replay::{self, AttachError, Emit, Start};
 use super::{job_batch_room, job_room, project_room, room_of, session};
+use crate::job::EventKind;
 use crate::job::{JobId, JobRecord};
-use crate::journal::{EventSink, Journal, Recorded};
-use crate::wire::EventKind;
+use crate::journal::{EventSink, Journal, RecordedEvent};
 
 /// Counters of the Socket.IO side, reported by `/health`.
 #[derive(Debug, Default)]
@@ -57,7 +57,7 @@ pub struct SocketStats {
 pub const MAX_PROJECT_BACKLOG: usize = 4096;
 
 /// A project event waiting for a socket: the event's name and what was recorded.
-type ProjectEvent = (&'static str, Arc<Recorded>);
+type ProjectEvent = (&'static str, Arc<RecordedEvent>);
 
 /// Delivers recorded events to subscribed sockets.
 pub struct Fanout {
@@ -159,7 +159,7 @@ impl Fanout {
     }
 
     /// Emits one event to every socket in job room `room`.
-    fn emit_to(&self, room: String, job: &JobId, event: &Recorded) {
+    fn emit_to(&self, room: String, job: &JobId, event: &RecordedEvent) {
         for socket in self.members(room).iter() {
             if let Err(Emit::Full) = replay::emit(socket, event) {
                 self.catch_up(socket.clone(), job, event.seq());
@@ -168,7 +168,7 @@ impl Fanout {
     }
 
     /// Holds a log line for the job's batching subscribers, if it has any.
-    fn hold(&self, job: &JobId, event: &Arc<Recorded>) {
+    fn hold(&self, job: &JobId, event: &Arc<RecordedEvent>) {
         let mut pending = self.pending.lock().expect("pending batches");
         if let Some(run) = pending.get_mut(job) {
             if run.push(event.clone()) {
@@ -179,7 +179,7 @@ impl Fanout {
             return;
         }
         // The first line of a run: only worth holding if someone takes runs. (A
-        // socket joins the batch room only after `settle`, under the job's lock.)
+        // socket joins the batch room only after `flush_held`, under the job's lock.)
         if self.members(job_batch_room(job)).is_empty() {
             return;
         }
@@ -193,7 +193,7 @@ impl Fanout {
         tokio::spawn(async move {
             tokio::time::sleep(interval).await;
             if let Some(journal) = journal.upgrade() {
-                journal.settle(&job);
+                journal.flush_held(&job);
             }
         });
     }
@@ -221,7 +221,7 @@ impl Fanout {
 impl Fanout {
     /// Emits a project event to one socket, or queues it behind the socket's
     /// backlog.
-    fn emit_project(&self, socket: SocketRef, name: &'static str, event: &Arc<Recorded>) {
+    fn emit_project(&self, socket: SocketRef, name: &'static str, event: &Arc<RecordedEvent>) {
         let mut backlogs = self.project_backlogs.lock().expect("project backlogs");
         if let Some(backlog) = backlogs.get_mut(&socket.id) {
             if backlog.len() < MAX_PROJECT_BACKLOG {
@@ -314,7 +314,7 @@ pub(super) async fn disconnect(socket: SocketRef) {
 }
 
 impl EventSink for Fanout {
-    fn deliver(&self, job: &JobRecord, event: &Arc<Recorded>) {
+    fn deliver(&self, job: &JobRecord, event: &Arc<RecordedEvent>) {
         self.emit_to(job_room(&job.id), &job.id, event);
         if event.kind == EventKind::Log {
             self.hold(&job.id, event);
@@ -325,7 +325,7 @@ impl EventSink for Fanout {
                 self.forget(&job.id);
             }
         }
-        let Some(name) = event.kind.project_event() else {
+        let Some(name) = crate::wire::project_event_name(event.kind) else {
             return;
         };
         for socket in self.io.to(project_room(&job.project_id)).sockets() {
@@ -333,7 +333,7 @@ impl EventSink for Fanout {
         }
     }
 
-    fn settle(&self, id: &JobId) {
+    fn flush_held(&self, id: &JobId) {
         self.flush(id);
     }
 }

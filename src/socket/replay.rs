@@ -30,10 +30,10 @@ use socketioxide::{SendError, SocketError};
 
 use super::batch::{LogRun, MAX_LINES, run_len};
 use super::{Subscription, job_batch_room, job_room, room_of, session};
+use crate::job::EventKind;
 use crate::job::{JobId, JobRecord};
-use crate::journal::{Journal, Recorded, blocking};
+use crate::journal::{Journal, RecordedEvent};
 use crate::store::StoreError;
-use crate::wire::EventKind;
 use crate::wire::events::JOB_LOGS;
 
 /// Events read from the store per round trip.
@@ -137,7 +137,7 @@ impl Pacer {
     async fn send(
         &mut self,
         socket: &SocketRef,
-        unit: &[Arc<Recorded>],
+        unit: &[Arc<RecordedEvent>],
         batch: bool,
     ) -> Result<(), AttachError> {
         loop {
@@ -314,9 +314,7 @@ pub async fn attach(
                 cursor = Some(last.max(until - 1));
             }
             Step::NotLive => {
-                let store = journal.store().clone();
-                let key = id.clone();
-                let stored = blocking(move || store.job(&key)).await?;
+                let stored = journal.stored_job(id).await?;
                 if let Some(job) = stored {
                     // Finished and out of memory: all of it is in the store.
                     if let Some(since) = cursor {
@@ -376,9 +374,7 @@ async fn replay_stored(
         if limit == 0 {
             return Ok((since, gap));
         }
-        let store = journal.store().clone();
-        let key = id.clone();
-        let page = blocking(move || store.events(&key, since, limit)).await?;
+        let page = journal.stored_events(id, since, limit).await?;
         if page.is_empty() {
             return Ok((since, gap));
         }
@@ -389,7 +385,7 @@ async fn replay_stored(
                 done = true;
                 break;
             }
-            events.push(Arc::new(Recorded {
+            events.push(Arc::new(RecordedEvent {
                 seq: stored.seq,
                 kind: stored.kind,
                 json: serde_json::value::RawValue::from_string(stored.payload)
@@ -421,17 +417,17 @@ pub(super) enum Emit {
 }
 
 /// Emits a job event to one socket.
-pub(super) fn emit(socket: &SocketRef, event: &Recorded) -> Result<(), Emit> {
-    outcome(socket.emit(event.kind.job_event(), &*event.json))
+pub(super) fn emit(socket: &SocketRef, event: &RecordedEvent) -> Result<(), Emit> {
+    outcome(socket.emit(crate::wire::job_event_name(event.kind), &*event.json))
 }
 
 /// Emits a run of log lines to one socket as one `job:logs` event.
-pub(super) fn emit_run(socket: &SocketRef, run: &[Arc<Recorded>]) -> Result<(), Emit> {
+pub(super) fn emit_run(socket: &SocketRef, run: &[Arc<RecordedEvent>]) -> Result<(), Emit> {
     outcome(socket.emit(JOB_LOGS, &LogRun(run)))
 }
 
 /// Emits what [`run_len`] grouped: a run of lines when batching, else one event.
-fn emit_unit(socket: &SocketRef, unit: &[Arc<Recorded>], batch: bool) -> Result<(), Emit> {
+fn emit_unit(socket: &SocketRef, unit: &[Arc<RecordedEvent>], batch: bool) -> Result<(), Emit> {
     if batch && unit[0].kind == EventKind::Log {
         emit_run(socket, unit)
     } else {
