@@ -37,6 +37,7 @@ use crate::job::EventKind;
 use crate::job::{JobId, JobRecord, ProjectId};
 use crate::journal::{EventSink, Journal, Mirrored, RecordedEvent};
 use crate::runner::Runner;
+use crate::tasks::Tasks;
 use crate::wire::EventPayload;
 
 /// The channel every node's events go out on.
@@ -146,16 +147,17 @@ impl Cluster {
         self: &Arc<Self>,
         clients: Arc<std::sync::atomic::AtomicUsize>,
         stop: CancellationToken,
-        tasks: &tokio_util::task::TaskTracker,
+        tasks: &Tasks,
+        cluster_tasks: &tokio_util::task::TaskTracker,
     ) {
         let (tx, rx) = mpsc::unbounded_channel();
         self.journal.set_publisher(Arc::new(Publisher {
             tx,
             health: Arc::downgrade(self),
         }));
-        tasks.spawn(self.clone().publish(rx, stop.clone()));
-        tasks.spawn(self.clone().subscribe(stop.clone()));
-        tasks.spawn(self.clone().heartbeat(clients, stop));
+        tasks.spawn(cluster_tasks.track_future(self.clone().publish(rx, stop.clone())));
+        tasks.spawn(cluster_tasks.track_future(self.clone().subscribe(stop.clone())));
+        tasks.spawn(cluster_tasks.track_future(self.clone().heartbeat(clients, stop)));
     }
 
     async fn conn(&self) -> redis::RedisResult<ConnectionManager> {

@@ -30,6 +30,7 @@ pub mod artifact;
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod http;
 pub mod ingest;

@@ -22,6 +22,14 @@ pub mod events {
     pub const PROJECT_COMPLETED: &str = "project:completed";
 }
 
+/// Socket.IO events sent by clients.
+pub mod client_events {
+    pub const SUBSCRIBE_JOB: &str = "subscribe:job";
+    pub const UNSUBSCRIBE_JOB: &str = "unsubscribe:job";
+    pub const SUBSCRIBE_PROJECT: &str = "subscribe:project";
+    pub const UNSUBSCRIBE_PROJECT: &str = "unsubscribe:project";
+}
+
 /// A point in time, written as JavaScript's `toISOString()` does:
 /// `2026-11-21T10:15:30.123Z`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

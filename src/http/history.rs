@@ -13,8 +13,9 @@ use futures_util::stream;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::caller::Caller;
 use super::visible_job;
-use crate::auth::{Caller, Role};
+use crate::auth::Role;
 use crate::error::{ApiError, ApiQuery};
 use crate::state::AppState;
 
@@ -24,9 +25,13 @@ const MAX_PAGE: usize = 10_000;
 const LOG_CHUNK: usize = 2_000;
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/jobs/{id}/events", get(events))
-        .route("/jobs/{id}/log", get(log))
+    Router::new().route("/jobs/{id}/events", get(events))
+}
+
+/// The routes that stream (the raw log, read from the store chunk by chunk): no
+/// request timeout.
+pub fn download_router() -> Router<AppState> {
+    Router::new().route("/jobs/{id}/log", get(log))
 }
 
 #[derive(Deserialize)]

@@ -10,11 +10,12 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio_util::io::ReaderStream;
 
+use super::caller::Caller;
 use super::{job_id, job_not_found, visible_job};
-use crate::auth::{Caller, Role};
+use crate::auth::Role;
 use crate::error::{ApiError, ApiJson, ApiQuery};
 use crate::job::{JobId, ProjectId, Status};
-use crate::runner::{CancelError, SubmitError};
+use crate::runner::CancelError;
 use crate::state::AppState;
 use crate::store::JobFilter;
 use crate::wire::JobView;
@@ -27,7 +28,11 @@ pub fn router() -> Router<AppState> {
         .route("/jobs", post(create).get(list))
         .route("/jobs/{id}", get(show))
         .route("/jobs/{id}/cancel", post(cancel))
-        .route("/jobs/{id}/artifacts/{name}", get(artifact))
+}
+
+/// The routes that stream a file: no request timeout.
+pub fn download_router() -> Router<AppState> {
+    Router::new().route("/jobs/{id}/artifacts/{name}", get(artifact))
 }
 
 /// Body of `POST /api/jobs`. Unknown fields are refused, so a typo is not ignored.
@@ -55,14 +60,7 @@ async fn create(
     let project_id = ProjectId::parse(&body.project_id)
         .map_err(|e| ApiError::BadRequest(format!("invalid projectId: {e}")))?;
     caller.require(Role::Builder, &project_id)?;
-    let job = state
-        .runner
-        .submit(project_id, &body.pipeline)
-        .map_err(|e| match e {
-            SubmitError::UnknownPipeline(_) => ApiError::BadRequest(e.to_string()),
-            SubmitError::ShuttingDown => ApiError::Unavailable(e.to_string()),
-            SubmitError::Record(e) => ApiError::Internal(e.into()),
-        })?;
+    let job = state.runner.submit(project_id, &body.pipeline)?;
     Ok((
         StatusCode::CREATED,
         Json(Created {

@@ -20,6 +20,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::tasks::Tasks;
+
 use crate::job::{JobEvent, JobId, JobRecord, Outcome, Phase, ProjectId, Stream};
 use crate::journal::{Journal, RecordError};
 use groups::GroupRecords;
@@ -64,8 +66,10 @@ pub struct Runner {
     active: Mutex<HashMap<JobId, CancellationToken>>,
     /// Parent of every job's cancel handle: cancelled when the server stops.
     stopping: CancellationToken,
-    /// Every job task, so shutdown can wait for them.
-    tasks: TaskTracker,
+    /// The job tasks, so shutdown can wait for them (before the sockets close).
+    jobs: TaskTracker,
+    /// Where the job tasks are spawned: the server's tracker of every task.
+    tasks: Tasks,
 }
 
 impl Runner {
@@ -74,6 +78,7 @@ impl Runner {
         pipelines: Arc<Pipelines>,
         max_concurrent: usize,
         data_dir: &Path,
+        tasks: Tasks,
     ) -> Arc<Self> {
         Arc::new(Self {
             journal,
@@ -83,7 +88,8 @@ impl Runner {
             groups: GroupRecords::new(data_dir),
             active: Mutex::new(HashMap::new()),
             stopping: CancellationToken::new(),
-            tasks: TaskTracker::new(),
+            jobs: TaskTracker::new(),
+            tasks,
         })
     }
 
@@ -159,10 +165,10 @@ impl Runner {
         tracing::info!(job_id = %record.id, project_id = %record.project_id, pipeline = %pipeline.name, "job queued");
         let runner = self.clone();
         let id = record.id.clone();
-        self.tasks.spawn(async move {
+        self.tasks.spawn(self.jobs.track_future(async move {
             runner.run_job(&id, &pipeline, &cancel).await;
             runner.active.lock().expect("active jobs").remove(&id);
-        });
+        }));
         Ok(record)
     }
 
@@ -192,8 +198,8 @@ impl Runner {
     /// their processes to be gone.
     pub async fn shutdown(&self) {
         self.stopping.cancel();
-        self.tasks.close();
-        self.tasks.wait().await;
+        self.jobs.close();
+        self.jobs.wait().await;
     }
 
     fn emit(&self, id: &JobId, event: JobEvent) {

@@ -17,7 +17,7 @@
 //! connected without being delivered to.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -26,30 +26,14 @@ use socketioxide::socket::Sid;
 use socketioxide::{SocketError, SocketIo};
 
 use super::batch::Pending;
-use super::replay::{self, AttachError, Emit, Start};
+use super::emit::{Emit, emit_event, emit_project, emit_run};
+use super::replay::{self, AttachError, Start};
 use super::{job_batch_room, job_room, project_room, room_of, session};
 use crate::job::EventKind;
 use crate::job::{JobId, JobRecord};
 use crate::journal::{EventSink, Journal, RecordedEvent};
-
-/// Counters of the Socket.IO side, reported by `/health`.
-#[derive(Debug, Default)]
-pub struct SocketStats {
-    /// Clients connected right now, over either transport (shared with the cluster
-    /// heartbeat).
-    pub connected: Arc<std::sync::atomic::AtomicUsize>,
-    /// Times a socket's buffer was full and it was switched to catch-up.
-    pub lagged: AtomicU64,
-    /// Times a project subscriber's buffer was full and its project events were
-    /// kept in a backlog for it.
-    pub project_catch_ups: AtomicU64,
-    /// Project subscribers disconnected because their backlog passed
-    /// [`MAX_PROJECT_BACKLOG`].
-    pub dropped_project_sockets: AtomicU64,
-    /// Bumped whenever a socket joins or leaves a room, or disconnects: the fan-out
-    /// keeps each job room's socket list until this changes.
-    pub membership: AtomicU64,
-}
+use crate::state::SocketStats;
+use crate::tasks::Tasks;
 
 /// Most project events held for one socket whose buffer is full. Past it the
 /// client has fallen hopelessly behind: it is disconnected, reconnects and takes a
@@ -76,6 +60,8 @@ pub struct Fanout {
     /// Project events waiting for sockets whose buffer was full, oldest first.
     /// While a socket has an entry, its new project events queue behind it.
     project_backlogs: Arc<Mutex<HashMap<Sid, VecDeque<ProjectEvent>>>>,
+    /// Where catch-ups, batch timers, backlog drains and disconnects are spawned.
+    tasks: Tasks,
 }
 
 /// The sockets of one room.
@@ -90,6 +76,7 @@ impl Fanout {
         journal: &Arc<Journal>,
         stats: Arc<SocketStats>,
         batch_interval: Duration,
+        tasks: Tasks,
     ) -> Self {
         Self {
             io,
@@ -99,6 +86,7 @@ impl Fanout {
             batch_interval,
             audience: Mutex::default(),
             project_backlogs: Arc::default(),
+            tasks,
         }
     }
 
@@ -141,7 +129,7 @@ impl Fanout {
         };
         tracing::warn!(sid = %socket.id, job_id = %job, seq = missed, "socket buffer full; catching it up from history");
         let job = job.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn_until_stopped(async move {
             let from = Start::After(missed.saturating_sub(1));
             match replay::attach(&journal, &socket, &job, from, subscription).await {
                 Ok(_) => {}
@@ -161,14 +149,14 @@ impl Fanout {
     /// Emits one event to every socket in job room `room`.
     fn emit_to(&self, room: String, job: &JobId, event: &RecordedEvent) {
         for socket in self.members(room).iter() {
-            if let Err(Emit::Full) = replay::emit(socket, event) {
+            if let Err(Emit::Full) = emit_event(socket, event) {
                 self.catch_up(socket.clone(), job, event.seq());
             }
         }
     }
 
     /// Holds a log line for the job's batching subscribers, if it has any.
-    fn hold(&self, job: &JobId, event: &Arc<RecordedEvent>) {
+    fn hold_for_runs(&self, job: &JobId, event: &Arc<RecordedEvent>) {
         let mut pending = self.pending.lock().expect("pending batches");
         if let Some(run) = pending.get_mut(job) {
             if run.push(event.clone()) {
@@ -190,7 +178,7 @@ impl Fanout {
         let journal = self.journal.clone();
         let job = job.clone();
         let interval = self.batch_interval;
-        tokio::spawn(async move {
+        self.tasks.spawn_until_stopped(async move {
             tokio::time::sleep(interval).await;
             if let Some(journal) = journal.upgrade() {
                 journal.flush_held(&job);
@@ -211,7 +199,7 @@ impl Fanout {
             return;
         };
         for socket in self.members(job_batch_room(job)).iter() {
-            if let Err(Emit::Full) = replay::emit_run(socket, &run.events) {
+            if let Err(Emit::Full) = emit_run(socket, &run.events) {
                 self.catch_up(socket.clone(), job, first.seq());
             }
         }
@@ -234,16 +222,19 @@ impl Fanout {
                 .dropped_project_sockets
                 .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(sid = %socket.id, "project subscriber fell {MAX_PROJECT_BACKLOG} events behind; disconnecting it so it resubscribes");
-            tokio::spawn(disconnect(socket));
+            self.tasks.spawn_until_stopped(disconnect(socket));
             return;
         }
-        match replay::outcome(socket.emit(name, &*event.json)) {
+        match emit_project(&socket, name, event) {
             Ok(()) | Err(Emit::Closed) => {}
             Err(Emit::Full) => {
                 self.stats.project_catch_ups.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(sid = %socket.id, "project subscriber's buffer full; keeping its project events until it reads");
                 backlogs.insert(socket.id, VecDeque::from([(name, event.clone())]));
-                tokio::spawn(drain_project_backlog(self.project_backlogs.clone(), socket));
+                self.tasks.spawn_until_stopped(drain_project_backlog(
+                    self.project_backlogs.clone(),
+                    socket,
+                ));
             }
         }
     }
@@ -269,7 +260,7 @@ async fn drain_project_backlog(
         };
         let before = backlog.len();
         while let Some((name, event)) = backlog.front() {
-            match replay::outcome(socket.emit(*name, &*event.json)) {
+            match emit_project(&socket, name, event) {
                 Ok(()) => {
                     backlog.pop_front();
                 }
@@ -317,7 +308,7 @@ impl EventSink for Fanout {
     fn deliver(&self, job: &JobRecord, event: &Arc<RecordedEvent>) {
         self.emit_to(job_room(&job.id), &job.id, event);
         if event.kind == EventKind::Log {
-            self.hold(&job.id, event);
+            self.hold_for_runs(&job.id, event);
         } else {
             self.flush(&job.id);
             self.emit_to(job_batch_room(&job.id), &job.id, event);

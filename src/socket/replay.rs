@@ -26,15 +26,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use socketioxide::extract::SocketRef;
-use socketioxide::{SendError, SocketError};
 
-use super::batch::{LogRun, MAX_LINES, run_len};
+use super::batch::{MAX_LINES, run_len};
+use super::emit::{Emit, emit_unit};
 use super::{Subscription, job_batch_room, job_room, room_of, session};
-use crate::job::EventKind;
 use crate::job::{JobId, JobRecord};
 use crate::journal::{Journal, RecordedEvent};
 use crate::store::StoreError;
-use crate::wire::events::JOB_LOGS;
 
 /// Events read from the store per round trip.
 const PAGE: usize = 1000;
@@ -169,13 +167,13 @@ pub(super) fn pause_after(stalled: u32) -> Duration {
 /// The subscription a replay serves; it stops once a newer one (or an
 /// unsubscribe) replaces it.
 #[derive(Clone, Copy)]
-struct Current<'a> {
+struct ServedSubscription<'a> {
     socket: &'a SocketRef,
     id: &'a JobId,
     subscription: Subscription,
 }
 
-impl Current<'_> {
+impl ServedSubscription<'_> {
     fn still(&self) -> bool {
         session(self.socket).is_current(self.id, self.subscription.generation)
     }
@@ -212,7 +210,7 @@ pub async fn attach(
     let batch = subscription.batch;
     let generation = subscription.generation;
     let session = session(socket);
-    let current = Current {
+    let current = ServedSubscription {
         socket,
         id,
         subscription,
@@ -353,12 +351,12 @@ fn detached() -> Attached {
 /// the last seq sent (or `since` if none) and whether seqs were missing on the way.
 async fn replay_stored(
     journal: &Arc<Journal>,
-    current: &Current<'_>,
+    current: &ServedSubscription<'_>,
     pacer: &mut Pacer,
     mut since: u64,
     until: Option<u64>,
 ) -> Result<(u64, bool), AttachError> {
-    let Current {
+    let ServedSubscription {
         socket,
         id,
         subscription,
@@ -404,46 +402,6 @@ async fn replay_stored(
         }
         if done {
             return Ok((since, gap));
-        }
-    }
-}
-
-/// How an emit to one socket can fail.
-pub(super) enum Emit {
-    /// Its buffer is full: the client reads slower than events come.
-    Full,
-    /// It is gone.
-    Closed,
-}
-
-/// Emits a job event to one socket.
-pub(super) fn emit(socket: &SocketRef, event: &RecordedEvent) -> Result<(), Emit> {
-    outcome(socket.emit(crate::wire::job_event_name(event.kind), &*event.json))
-}
-
-/// Emits a run of log lines to one socket as one `job:logs` event.
-pub(super) fn emit_run(socket: &SocketRef, run: &[Arc<RecordedEvent>]) -> Result<(), Emit> {
-    outcome(socket.emit(JOB_LOGS, &LogRun(run)))
-}
-
-/// Emits what [`run_len`] grouped: a run of lines when batching, else one event.
-fn emit_unit(socket: &SocketRef, unit: &[Arc<RecordedEvent>], batch: bool) -> Result<(), Emit> {
-    if batch && unit[0].kind == EventKind::Log {
-        emit_run(socket, unit)
-    } else {
-        emit(socket, &unit[0])
-    }
-}
-
-pub(super) fn outcome(sent: Result<(), SendError>) -> Result<(), Emit> {
-    match sent {
-        Ok(()) => Ok(()),
-        Err(SendError::Socket(SocketError::InternalChannelFull)) => Err(Emit::Full),
-        Err(SendError::Socket(SocketError::Closed)) => Err(Emit::Closed),
-        Err(e) => {
-            tracing::error!(error = %e, "could not encode an event");
-            // Nothing was queued, and sending again would fail the same way.
-            Ok(())
         }
     }
 }
