@@ -117,6 +117,7 @@ impl Application {
                     ingestor.clone(),
                     runner.clone(),
                     config.redis_history_ttl,
+                    config.redis_publish_queue,
                 )
                 .with_context(|| format!("invalid REDIS_URL={url:?}"))?,
             ),

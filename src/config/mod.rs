@@ -78,6 +78,9 @@ pub struct Config {
     /// `REDIS_HISTORY_TTL_SECS`: how long a finished job's events stay in Redis
     /// for other nodes to replay.
     pub redis_history_ttl: Duration,
+    /// `REDIS_PUBLISH_QUEUE`: events waiting for Redis kept in memory at most;
+    /// past it, a job's events are published from history once Redis is back.
+    pub redis_publish_queue: usize,
     /// `WORKER_TOKEN`: the bearer token external workers send to
     /// `POST /api/jobs/{id}/events`; unset disables that route.
     pub worker_token: Option<String>,
@@ -306,6 +309,7 @@ impl Config {
             redis_history_ttl: Duration::from_secs(
                 env.positive("REDIS_HISTORY_TTL_SECS", "86400")?,
             ),
+            redis_publish_queue: env.positive("REDIS_PUBLISH_QUEUE", "16384")?,
             worker_token: match env.get("WORKER_TOKEN") {
                 Some(token) if token.len() < 16 => {
                     return Err(ConfigError {
@@ -366,8 +370,8 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
     use std::collections::HashMap;
+    use std::net::Ipv4Addr;
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let vars: HashMap<String, String> = vars

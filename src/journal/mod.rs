@@ -421,6 +421,15 @@ impl Journal {
         }))
     }
 
+    /// Runs `f` on a job's state with its lock held (no event of it can be
+    /// recorded meanwhile), without touching the sinks. `None` if the job is not
+    /// in memory.
+    pub fn with_record_locked<R>(&self, id: &JobId, f: impl FnOnce(&JobRecord) -> R) -> Option<R> {
+        let job = self.get_live(id)?;
+        let state = job.state.lock().expect("job state");
+        Some(f(&state.record))
+    }
+
     /// Has the sink deliver what it holds back of job `id`, under the job's lock.
     pub fn flush_held(&self, id: &JobId) {
         let Some(sink) = self.sink.get() else {
@@ -440,29 +449,5 @@ impl Journal {
     pub fn if_not_live<R>(&self, id: &JobId, f: impl FnOnce() -> R) -> Option<R> {
         let live = self.live.read().expect("journal map");
         (!live.contains_key(id)).then(f)
-    }
-
-    /// Ids of jobs in memory that have not finished.
-    pub fn unfinished(&self) -> Vec<JobId> {
-        self.unfinished_where(|_| true)
-    }
-
-    fn unfinished_where(&self, keep: impl Fn(&LiveJob) -> bool) -> Vec<JobId> {
-        self.live
-            .read()
-            .expect("journal map")
-            .iter()
-            .filter(|(_, job)| {
-                keep(job)
-                    && job
-                        .state
-                        .lock()
-                        .expect("job state")
-                        .record
-                        .finished_at
-                        .is_none()
-            })
-            .map(|(id, _)| id.clone())
-            .collect()
     }
 }

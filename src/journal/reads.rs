@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 
-use super::{Dropped, Journal, LiveState, RecordedEvent};
+use super::{Dropped, Journal, LiveJob, LiveState, RecordedEvent};
 use crate::job::{EventKind, JobId, JobRecord};
 use crate::store::{JobFilter, StoreError, StoredEvent, WriteOp, run_blocking};
 
@@ -220,5 +220,29 @@ impl Journal {
         }
         self.writer.flush().await;
         Ok(expired)
+    }
+
+    /// Ids of jobs in memory that have not finished.
+    pub fn unfinished(&self) -> Vec<JobId> {
+        self.unfinished_where(|_| true)
+    }
+
+    pub(super) fn unfinished_where(&self, keep: impl Fn(&LiveJob) -> bool) -> Vec<JobId> {
+        self.live
+            .read()
+            .expect("journal map")
+            .iter()
+            .filter(|(_, job)| {
+                keep(job)
+                    && job
+                        .state
+                        .lock()
+                        .expect("job state")
+                        .record
+                        .finished_at
+                        .is_none()
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 }
