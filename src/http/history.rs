@@ -61,6 +61,7 @@ struct EventView {
     data: Box<RawValue>,
 }
 
+#[tracing::instrument(skip_all, fields(job_id = %id))]
 async fn events(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -96,6 +97,7 @@ struct LogLine {
     message: String,
 }
 
+#[tracing::instrument(skip_all, fields(job_id = %id))]
 async fn log(
     State(state): State<AppState>,
     Caller(caller): Caller,

@@ -23,6 +23,7 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/jobs/{id}/events", post(ingest))
 }
 
+#[tracing::instrument(skip_all, fields(job_id = %id))]
 async fn ingest(
     State(state): State<AppState>,
     Path(id): Path<String>,

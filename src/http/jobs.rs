@@ -52,6 +52,7 @@ struct Created {
     status: Status,
 }
 
+#[tracing::instrument(skip_all, fields(project_id = %body.project_id, pipeline = %body.pipeline))]
 async fn create(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -91,6 +92,7 @@ enum ListStatus {
     Finished,
 }
 
+#[tracing::instrument(skip_all)]
 async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -118,6 +120,7 @@ async fn list(
     Ok(Json(serde_json::json!({ "jobs": jobs })))
 }
 
+#[tracing::instrument(skip_all, fields(job_id = %id))]
 async fn show(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -127,6 +130,7 @@ async fn show(
     Ok(Json(JobView::from(&job)))
 }
 
+#[tracing::instrument(skip_all, fields(job_id = %id))]
 async fn cancel(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -163,6 +167,7 @@ async fn cancel(
     }
 }
 
+#[tracing::instrument(skip_all, fields(job_id = %id))]
 async fn artifact(
     State(state): State<AppState>,
     Caller(caller): Caller,

@@ -19,6 +19,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::tasks::Tasks;
 
@@ -288,6 +289,12 @@ impl Runner {
                         );
                     },
                 )
+                .instrument(tracing::info_span!(
+                    "step",
+                    job_id = %id,
+                    step = step.name,
+                    phase = step.phase.as_str()
+                ))
                 .await;
                 match end {
                     StepEnd::Succeeded => {}
@@ -324,7 +331,9 @@ impl Runner {
                 },
             );
             let collected =
-                artifacts::collect(&workdir, &pipeline.artifacts, &self.artifacts_dir(id)).await;
+                artifacts::collect(&workdir, &pipeline.artifacts, &self.artifacts_dir(id))
+                    .instrument(tracing::info_span!("artifacts", job_id = %id))
+                    .await;
             for note in &collected.notes {
                 self.emit(id, system(note.clone()));
             }
