@@ -2,7 +2,7 @@
 //!
 //! Each job is numbered by exactly one node, its *owner*: the node that created it
 //! (a build it runs, or the first node to claim an external job). The owner's
-//! journal hands every event to the [`Publisher`], which, in one pipelined round
+//! journal hands every event to the publisher, which, in one pipelined round
 //! trip per batch, appends it to the job's Redis stream `buildcast:history:<id>`
 //! (the shared history) and publishes it on `buildcast:events`. Every other node
 //! subscribes to that channel and records the event in its own journal as a
@@ -25,10 +25,10 @@
 //! - [`ownership`]: which node numbers an external job; forwarding to it.
 //! - [`nodes`]: heartbeats and the cluster-wide client count.
 
-mod nodes;
-mod ownership;
-mod publisher;
-mod subscriber;
+pub mod nodes;
+pub mod ownership;
+pub mod publisher;
+pub mod subscriber;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

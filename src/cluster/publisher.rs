@@ -1,5 +1,5 @@
 //! The publisher: this node's own events, to Redis. The journal hands every event
-//! of a job this node numbers to [`Publisher`] (its second sink); a task sends
+//! of a job this node numbers to `Publisher` (its second sink); a task sends
 //! them in pipelined batches to the job's stream `buildcast:history:<id>` and the
 //! `buildcast:events` channel, retrying with backoff while Redis is away.
 //!

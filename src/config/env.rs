@@ -1,4 +1,4 @@
-//! Reading variables: [`Env`] looks a variable up and turns its value into a
+//! Reading variables: `Env` looks a variable up and turns its value into a
 //! typed setting, or a [`ConfigError`] naming the variable; the `parse_*`
 //! functions are the value syntaxes settings share.
 

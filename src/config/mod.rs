@@ -6,11 +6,11 @@
 //! names the variable and the value; nothing else in the crate reads the
 //! environment (logging's `RUST_LOG`, `LOG_FORMAT` and `NO_COLOR` included).
 //!
-//! [`env`] reads and parses variables; [`auth`] reads `AUTH_MODE` and the JWT
+//! [`mod@env`] reads and parses variables; [`auth`] reads `AUTH_MODE` and the JWT
 //! settings.
 
-mod auth;
-mod env;
+pub mod auth;
+pub mod env;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -223,7 +223,7 @@ pub struct WebsocketConfig {
 pub enum CorsOrigins {
     /// `*`: any origin.
     Any,
-    /// Exactly these origins (scheme://host[:port]).
+    /// Exactly these origins (`scheme://host[:port]`).
     List(Vec<String>),
 }
 

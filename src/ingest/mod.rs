@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-mod parse;
+pub mod parse;
 
 use crate::job::{JobEvent, JobId, JobRecord, Outcome, Phase, ProjectId, Stream};
 use crate::journal::{Journal, RecordError};

@@ -24,11 +24,11 @@
 //!
 //! The journal knows nothing of HTTP or Socket.IO.
 
-mod log_budget;
-mod mirror;
-mod payload;
-mod reads;
-mod recovery;
+pub mod log_budget;
+pub mod mirror;
+pub mod payload;
+pub mod reads;
+pub mod recovery;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -172,12 +172,18 @@ impl Journal {
 
     /// Connects the fan-out. Events recorded before this are only stored.
     pub fn set_sink(&self, sink: Arc<dyn EventSink>) {
-        let _ = self.sink.set(sink);
+        if self.sink.set(sink).is_err() {
+            tracing::error!("the journal's fan-out was connected twice; keeping the first");
+        }
     }
 
     /// Connects the cluster publisher: it gets every event of this node's own jobs.
     pub fn set_publisher(&self, publisher: Arc<dyn EventSink>) {
-        let _ = self.publisher.set(publisher);
+        if self.publisher.set(publisher).is_err() {
+            tracing::error!(
+                "the journal's cluster publisher was connected twice; keeping the first"
+            );
+        }
     }
 
     /// This server's node id.
@@ -396,17 +402,6 @@ impl Journal {
         });
     }
 
-    /// Drops a finished job from memory (retention deleted it from the store).
-    pub fn forget(&self, id: &JobId) {
-        let mut live = self.live.write().expect("journal map");
-        let finished = live
-            .get(id)
-            .is_some_and(|j| j.state.lock().expect("job state").record.is_finished());
-        if finished {
-            live.remove(id);
-        }
-    }
-
     /// Runs `f` on a job held in memory with its lock held, so that no event of it
     /// can be recorded meanwhile. `None` if the job is not in memory.
     pub fn with_live<R>(&self, id: &JobId, f: impl FnOnce(LiveView<'_>) -> R) -> Option<R> {
@@ -419,15 +414,6 @@ impl Journal {
             record: &state.record,
             state: &state,
         }))
-    }
-
-    /// Runs `f` on a job's state with its lock held (no event of it can be
-    /// recorded meanwhile), without touching the sinks. `None` if the job is not
-    /// in memory.
-    pub fn with_record_locked<R>(&self, id: &JobId, f: impl FnOnce(&JobRecord) -> R) -> Option<R> {
-        let job = self.get_live(id)?;
-        let state = job.state.lock().expect("job state");
-        Some(f(&state.record))
     }
 
     /// Has the sink deliver what it holds back of job `id`, under the job's lock.

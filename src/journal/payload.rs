@@ -1,6 +1,6 @@
-//! Building the JSON clients see from a job event, and back: [`payload`] turns a
+//! Building the JSON clients see from a job event, and back: `payload` turns a
 //! numbered [`JobEvent`] into its wire payload (serialized once by the journal),
-//! [`event_of`] reads a mirrored payload back into the event it stands for, and
+//! `event_of` reads a mirrored payload back into the event it stands for, and
 //! the notes the journal adds about what history did not keep are worded here.
 
 use time::OffsetDateTime;

@@ -245,4 +245,24 @@ impl Journal {
             .map(|(id, _)| id.clone())
             .collect()
     }
+
+    /// Drops a finished job from memory (retention deleted it from the store).
+    pub fn forget(&self, id: &JobId) {
+        let mut live = self.live.write().expect("journal map");
+        let finished = live
+            .get(id)
+            .is_some_and(|j| j.state.lock().expect("job state").record.is_finished());
+        if finished {
+            live.remove(id);
+        }
+    }
+
+    /// Runs `f` on a job's state with its lock held (no event of it can be
+    /// recorded meanwhile), without touching the sinks. `None` if the job is not
+    /// in memory.
+    pub fn with_record_locked<R>(&self, id: &JobId, f: impl FnOnce(&JobRecord) -> R) -> Option<R> {
+        let job = self.get_live(id)?;
+        let state = job.state.lock().expect("job state");
+        Some(f(&state.record))
+    }
 }

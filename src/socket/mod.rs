@@ -6,7 +6,7 @@
 //! the connect handler instead (which runs after) loses the first event of clients
 //! that emit `subscribe:job` the moment they see `connect`.
 //!
-//! - [`session`]: per-socket state (who, what it follows, limits).
+//! - [`mod@session`]: per-socket state (who, what it follows, limits).
 //! - [`rooms`]: room names, and joining and leaving them.
 //! - [`subscriptions`]: `subscribe:*` / `unsubscribe:*` and their validation.
 //! - [`ack`]: [`ack::AckError`] and sending acknowledgements.
