@@ -209,7 +209,7 @@ impl Fanout {
 impl Fanout {
     /// Emits a project event to one socket, or queues it behind the socket's
     /// backlog.
-    fn emit_project(&self, socket: SocketRef, name: &'static str, event: &Arc<RecordedEvent>) {
+    fn deliver_project(&self, socket: SocketRef, name: &'static str, event: &Arc<RecordedEvent>) {
         let mut backlogs = self.project_backlogs.lock().expect("project backlogs");
         if let Some(backlog) = backlogs.get_mut(&socket.id) {
             if backlog.len() < MAX_PROJECT_BACKLOG {
@@ -320,7 +320,7 @@ impl EventSink for Fanout {
             return;
         };
         for socket in self.io.to(project_room(&job.project_id)).sockets() {
-            self.emit_project(socket, name, event);
+            self.deliver_project(socket, name, event);
         }
     }
 
