@@ -11,26 +11,22 @@
 //! (`viewer` < `builder` < `admin`; absent = viewer).
 //!
 //! Sockets are authenticated in [`crate::socket`]'s connect middleware and HTTP
-//! requests through the [`Caller`] extractor; both take the token from the same
+//! requests through the `http::caller::Caller` extractor; both take the token from the same
 //! places. Reasons for a refusal are logged, never the token.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
 
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
-use axum::http::{HeaderMap, Method, header};
+use axum::http::{HeaderMap, header};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use crate::config::{AuthMode, ConfigError, JwtConfig, JwtKey};
-use crate::error::ApiError;
 use crate::job::ProjectId;
-use crate::state::AppState;
 
 /// What a caller may do, in increasing order of power.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Role {
     /// Watch jobs and read their history.
     Viewer,
@@ -70,29 +66,25 @@ impl Principal {
         self.projects.is_some()
     }
 
-    /// Checks `role` and `project` for an HTTP request.
-    pub fn require(&self, role: Role, project: &ProjectId) -> Result<(), ApiError> {
+    /// Checks that the caller has `role` and may see `project`.
+    pub fn require(&self, role: Role, project: &ProjectId) -> Result<(), AuthError> {
         if self.role < role {
-            return Err(ApiError::Forbidden(format!(
-                "this needs the {} role",
-                role_name(role)
-            )));
+            return Err(AuthError::MissingRole(role));
         }
         if !self.can_see(project) {
-            return Err(ApiError::Forbidden(format!(
-                "no access to project {project}"
-            )));
+            return Err(AuthError::NoAccess(project.clone()));
         }
         Ok(())
     }
 }
 
-fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Viewer => "viewer",
-        Role::Builder => "builder",
-        Role::Admin => "admin",
-    }
+/// Why an authenticated caller may not do something (HTTP answers 403).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("this needs the {} role", <&'static str>::from(*.0))]
+    MissingRole(Role),
+    #[error("no access to project {0}")]
+    NoAccess(ProjectId),
 }
 
 /// The claims buildcast reads from a token.
@@ -270,92 +262,6 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
         .then(|| token.trim().to_owned())
 }
 
-/// The caller of an HTTP request, authenticated. Rejects with 401.
-///
-/// The `token` query parameter is only read on GET, for download links a browser
-/// cannot add a header to.
-pub struct Caller(pub Principal);
-
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let query = (parts.method == Method::GET)
-            .then(|| parts.uri.query())
-            .flatten();
-        let token = token_from_request(query, &parts.headers);
-        state
-            .auth
-            .verify(token.as_deref())
-            .map(Caller)
-            .map_err(|reason| {
-                tracing::info!(%reason, path = %parts.uri.path(), "request refused");
-                ApiError::Unauthorized
-            })
-    }
-}
-
-/// Counts each user's open Socket.IO connections and refuses those over the limit.
-pub struct ConnectionLimiter {
-    max: usize,
-    open: Mutex<HashMap<String, usize>>,
-}
-
-/// One counted connection; released once, explicitly or when dropped.
-pub struct ConnectionSlot {
-    limiter: Arc<ConnectionLimiter>,
-    user: String,
-    released: std::sync::atomic::AtomicBool,
-}
-
-impl ConnectionLimiter {
-    pub fn new(max: usize) -> Arc<Self> {
-        Arc::new(Self {
-            max,
-            open: Mutex::new(HashMap::new()),
-        })
-    }
-
-    /// Takes a slot for `user`, or `None` when they already hold the maximum.
-    pub fn acquire(self: &Arc<Self>, user: &str) -> Option<ConnectionSlot> {
-        let mut open = self.open.lock().expect("connection counts");
-        let count = open.entry(user.to_owned()).or_insert(0);
-        if *count >= self.max {
-            return None;
-        }
-        *count += 1;
-        Some(ConnectionSlot {
-            limiter: self.clone(),
-            user: user.to_owned(),
-            released: false.into(),
-        })
-    }
-}
-
-impl ConnectionSlot {
-    pub fn release(&self) {
-        if self
-            .released
-            .swap(true, std::sync::atomic::Ordering::AcqRel)
-        {
-            return;
-        }
-        let mut open = self.limiter.open.lock().expect("connection counts");
-        if let Some(count) = open.get_mut(&self.user) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&self.user);
-            }
-        }
-    }
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.release();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -396,17 +302,5 @@ mod tests {
     #[test]
     fn roles_are_ordered() {
         assert!(Role::Viewer < Role::Builder && Role::Builder < Role::Admin);
-    }
-
-    #[test]
-    fn limiter_counts_per_user() {
-        let limiter = ConnectionLimiter::new(2);
-        let a = limiter.acquire("u").unwrap();
-        let _b = limiter.acquire("u").unwrap();
-        assert!(limiter.acquire("u").is_none());
-        assert!(limiter.acquire("v").is_some());
-        a.release();
-        a.release();
-        assert!(limiter.acquire("u").is_some());
     }
 }

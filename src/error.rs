@@ -13,6 +13,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::auth::AuthError;
+use crate::ingest::{ApplyError, BatchError};
+use crate::journal::RecordError;
+use crate::runner::SubmitError;
 use crate::store::StoreError;
 
 /// A failed REST request.
@@ -41,6 +45,9 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("{0}")]
     Unavailable(String),
+    /// The request took longer than `REST_TIMEOUT_SECS`.
+    #[error("the request took longer than {}s (REST_TIMEOUT_SECS)", .0.as_secs())]
+    Timeout(std::time::Duration),
     /// Something failed inside the server; details are logged, not sent.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -58,6 +65,7 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -66,6 +74,42 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         Self::Internal(e.into())
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        Self::Forbidden(e.to_string())
+    }
+}
+
+impl From<SubmitError> for ApiError {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::UnknownPipeline(_) => Self::BadRequest(e.to_string()),
+            SubmitError::ShuttingDown => Self::Unavailable(e.to_string()),
+            SubmitError::Record(e) => Self::Internal(e.into()),
+        }
+    }
+}
+
+impl From<BatchError> for ApiError {
+    fn from(e: BatchError) -> Self {
+        Self::BadRequest(e.to_string())
+    }
+}
+
+impl From<ApplyError> for ApiError {
+    fn from(e: ApplyError) -> Self {
+        match e {
+            ApplyError::Record(RecordError::Finished(_)) => Self::Conflict(e.to_string()),
+            ApplyError::Record(
+                RecordError::UnknownJob(_) | RecordError::Exists(_) | RecordError::Mirrored(_),
+            ) => Self::Internal(e.into()),
+            ApplyError::NeedsProject(_) | ApplyError::WrongProject(..) => {
+                Self::BadRequest(e.to_string())
+            }
+        }
     }
 }
 

@@ -128,9 +128,21 @@ impl JobId {
     }
 }
 
-/// The build phases, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The build phases, in order. Their names (`queued`, …) are serde's and strum's
+/// lowercase variant names, on the wire and in the store alike.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Phase {
     Queued,
     Preparing,
@@ -141,30 +153,24 @@ pub enum Phase {
 
 impl Phase {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Queued => "queued",
-            Self::Preparing => "preparing",
-            Self::Installing => "installing",
-            Self::Building => "building",
-            Self::Completed => "completed",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "queued" => Self::Queued,
-            "preparing" => Self::Preparing,
-            "installing" => Self::Installing,
-            "building" => Self::Building,
-            "completed" => Self::Completed,
-            _ => return None,
-        })
+        self.into()
     }
 }
 
 /// A job's status: the phase it is in while it runs, then how it ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Status {
     Queued,
     Preparing,
@@ -177,28 +183,7 @@ pub enum Status {
 
 impl Status {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Queued => "queued",
-            Self::Preparing => "preparing",
-            Self::Installing => "installing",
-            Self::Building => "building",
-            Self::Completed => "completed",
-            Self::Failed => "failed",
-            Self::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "queued" => Self::Queued,
-            "preparing" => Self::Preparing,
-            "installing" => Self::Installing,
-            "building" => Self::Building,
-            "completed" => Self::Completed,
-            "failed" => Self::Failed,
-            "cancelled" => Self::Cancelled,
-            _ => return None,
-        })
+        self.into()
     }
 
     /// The status a job has while it is in `phase`.
@@ -210,6 +195,30 @@ impl Status {
             Phase::Building => Self::Building,
             Phase::Completed => Self::Completed,
         }
+    }
+}
+
+/// The kind of a recorded event. Its lowercase name (`progress`, `log`, `error`,
+/// `completed`) is how the store and other nodes name it; the Socket.IO event
+/// names are the wire's business ([`crate::wire::job_event_name`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString)]
+#[strum(serialize_all = "lowercase")]
+pub enum EventKind {
+    Progress,
+    Log,
+    Error,
+    Completed,
+}
+
+impl EventKind {
+    /// The short name used in storage and between nodes.
+    pub fn name(self) -> &'static str {
+        self.into()
+    }
+
+    /// The kind of a [`EventKind::name`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        name.parse().ok()
     }
 }
 

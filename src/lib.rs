@@ -5,31 +5,37 @@
 //!
 //! # Layout
 //!
+//! From the bottom layer up (a module imports only modules below it):
+//!
+//! - [`job`]: the build domain: ids, phases, statuses, event kinds, [`job::JobEvent`], [`job::JobRecord`].
+//! - [`wire`]: the exact JSON clients see, and the Socket.IO event names.
 //! - [`config`]: every setting, parsed once from the environment.
+//! - [`tasks`]: the tracker of every spawned task.
 //! - [`telemetry`]: the tracing subscriber.
-//! - [`startup`]: [`startup::Application`] builds the server, binds it, runs it until stopped.
-//! - [`state`]: [`state::AppState`], what handlers share.
-//! - [`auth`]: token verification, principals, per-user connection limits.
-//! - [`job`]: the build domain: ids, phases, statuses, [`job::JobEvent`], [`job::JobRecord`].
-//! - [`wire`]: the exact JSON clients see.
+//! - [`store`]: durable jobs and history (SQLite), written in batches.
+//! - [`journal`]: numbers, records and hands on every event of a job; every read of history.
+//! - [`artifact`]: the rule for artifact names, and opening an artifact confined to its job's folder.
 //! - [`runner`]: pipelines, the queue, child processes, artifacts. Produces `JobEvent`s.
 //! - [`ingest`]: events from external workers, validated and turned into `JobEvent`s.
-//! - [`artifact`]: the rule for artifact names, and opening an artifact confined to its job's folder.
-//! - [`journal`]: numbers, records and hands on every event of a job.
-//! - [`cluster`]: several nodes sharing events and history through Redis.
-//! - [`store`]: durable jobs and history (SQLite), written in batches.
-//! - [`socket`]: the Socket.IO endpoint: subscriptions, replay, fan-out.
-//! - [`http`]: the REST API and `/health`.
-//! - [`error`]: HTTP errors and their responses.
 //! - [`retention`]: deletes expired jobs.
+//! - [`auth`]: token verification and principals.
+//! - [`connections`]: open Socket.IO connections, in total and per user.
+//! - [`cluster`]: several nodes sharing events and history through Redis.
+//! - [`state`]: [`state::AppState`], what handlers share, and the Socket.IO counters.
+//! - [`error`]: HTTP errors and their responses.
+//! - [`socket`]: the Socket.IO endpoint: sessions, subscriptions, replay, fan-out, emits.
+//! - [`http`]: the REST API and `/health`.
+//! - [`startup`]: [`startup::Application`] builds the server, binds it, runs it until stopped.
 //!
 //! An event flows: runner → [`journal::Journal::record`] → store writer and
-//! [`socket::fanout::Fanout`] → sockets in the job's and project's rooms.
+//! [`socket::fanout::Fanout`] → [`socket::emit`] → sockets in the job's and
+//! project's rooms.
 
 pub mod artifact;
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod http;
 pub mod ingest;
@@ -41,5 +47,6 @@ pub mod socket;
 pub mod startup;
 pub mod state;
 pub mod store;
+pub mod tasks;
 pub mod telemetry;
 pub mod wire;

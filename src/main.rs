@@ -88,7 +88,6 @@ async fn main() -> ExitCode {
         };
     }
 
-    buildcast::telemetry::init();
     if let Err(e) = &dotenv
         && !e.not_found()
     {
@@ -102,6 +101,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    buildcast::telemetry::init(&config.log);
     let app = match Application::build(config).await {
         Ok(app) => app,
         Err(e) => {

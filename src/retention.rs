@@ -7,9 +7,9 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-use crate::journal::{Journal, blocking};
+use crate::journal::Journal;
 use crate::runner::Runner;
-use crate::store::{StoreError, WriteOp};
+use crate::store::StoreError;
 
 /// Runs the sweep every `interval` until `stop` is cancelled.
 pub async fn run(
@@ -39,15 +39,11 @@ pub async fn sweep(
     keep: Duration,
 ) -> Result<usize, StoreError> {
     let before = OffsetDateTime::now_utc() - keep;
-    let store = journal.store().clone();
-    let expired = blocking(move || store.finished_before(before)).await?;
+    let expired = journal.delete_finished_before(before).await?;
     for id in &expired {
-        journal.writer().send(WriteOp::DeleteJob(id.clone()));
-        journal.forget(id);
         if let Err(e) = runner.remove_job_files(id).await {
             tracing::warn!(job_id = %id, error = %e, "could not remove a job's files");
         }
     }
-    journal.writer().flush().await;
     Ok(expired.len())
 }

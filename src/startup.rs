@@ -16,30 +16,35 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum::Router;
 use axum::body::Body;
-use axum::http::{HeaderName, Method, Request, header};
+use axum::http::{HeaderName, HeaderValue, Method, Request, header};
 use socketioxide::SocketIo;
 use socketioxide::layer::SocketIoLayer;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tower::util::MapRequestLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::auth::{Authenticator, ConnectionLimiter};
+use crate::auth::Authenticator;
 use crate::cluster::Cluster;
 use crate::config::{Config, CorsOrigins};
+use crate::connections::ConnectionLimiter;
 use crate::ingest::Ingestor;
 use crate::journal::Journal;
 use crate::runner::Runner;
 use crate::runner::pipeline::Pipelines;
-use crate::socket::fanout::{Fanout, SocketStats};
+use crate::socket::fanout::Fanout;
 use crate::socket::origin::OriginGuard;
 use crate::socket::polls::Polls;
-use crate::state::AppState;
+use crate::state::{AppState, SocketStats};
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 use crate::store::writer::{BatchWriter, WriterThread};
+use crate::tasks::Tasks;
+
+/// How long shutdown waits for the last tasks once they are told to stop, when
+/// the grace period has already run out.
+const TASKS_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A built server, bound and ready to run.
 pub struct Application {
@@ -57,7 +62,10 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pipelines = Pipelines::load(&config.pipelines)?;
         let auth = Arc::new(Authenticator::new(&config.auth.mode)?);
-        let connections = ConnectionLimiter::new(config.auth.max_connections_per_user);
+        let connections = ConnectionLimiter::new(
+            config.limits.max_connections,
+            config.limits.max_connections_per_user,
+        );
         let store: Arc<dyn Store> =
             Arc::new(SqliteStore::open(&config.data_dir).with_context(|| {
                 format!(
@@ -66,6 +74,7 @@ impl Application {
                 )
             })?);
         let (writer, writer_thread) = BatchWriter::start(store.clone());
+        let tasks = Tasks::new();
         let node = match &config.node_id {
             Some(node) => node.clone(),
             None => node_id(&config.data_dir)?,
@@ -79,6 +88,7 @@ impl Application {
                 log_cap: config.max_log_bytes_per_job,
                 max_unstored: config.max_unstored_bytes,
             },
+            tasks.clone(),
         );
         kill_leftover_steps(&config.data_dir);
         let interrupted = journal
@@ -96,6 +106,7 @@ impl Application {
             Arc::new(pipelines),
             config.max_concurrent_jobs,
             &config.data_dir,
+            tasks.clone(),
         );
         let ingestor = Arc::new(Ingestor::new(journal.clone()));
         let cluster = match &config.redis_url {
@@ -106,6 +117,7 @@ impl Application {
                     ingestor.clone(),
                     runner.clone(),
                     config.redis_history_ttl,
+                    config.redis_publish_queue,
                 )
                 .with_context(|| format!("invalid REDIS_URL={url:?}"))?,
             ),
@@ -120,6 +132,7 @@ impl Application {
             auth,
             connections,
             sockets: Arc::new(SocketStats::default()),
+            tasks,
         };
         let config = &state.config;
 
@@ -133,6 +146,7 @@ impl Application {
                 &journal,
                 state.sockets.clone(),
                 config.websocket.log_batch_interval,
+                state.tasks.clone(),
             )));
             let path: Arc<str> = config.websocket.path.as_str().into();
             router = router
@@ -142,14 +156,14 @@ impl Application {
                     crate::socket::polls::track,
                 ))
                 .layer(MapRequestLayer::new(move |req: Request<Body>| {
-                    if crate::socket::head::is_socket_io_path(req.uri().path(), &path) {
-                        crate::socket::head::detach(req)
+                    if crate::socket::request_head::is_socket_io_path(req.uri().path(), &path) {
+                        crate::socket::request_head::detach(req)
                     } else {
                         req
                     }
                 }));
             if let CorsOrigins::List(allowed) = &config.cors {
-                let guard = OriginGuard::new(&config.websocket.path, allowed);
+                let guard = OriginGuard::new(&config.websocket.path, &header_values(allowed));
                 router = router.layer(axum::middleware::from_fn_with_state(
                     guard,
                     crate::socket::origin::check,
@@ -177,6 +191,12 @@ impl Application {
         })
     }
 
+    /// Every task the server spawns: empty once [`Application::run_until_stopped`]
+    /// has returned.
+    pub fn tasks(&self) -> crate::tasks::Tasks {
+        self.state.tasks.clone()
+    }
+
     /// The port the server listens on (the chosen one when `PORT=0`).
     pub fn port(&self) -> u16 {
         self.listener.local_addr().map_or(0, |a| a.port())
@@ -197,20 +217,25 @@ impl Application {
         } = self;
         let addr = listener.local_addr()?;
         tracing::info!(node = %state.journal.node(), "buildcast listening on http://{addr}");
-        let background = CancellationToken::new();
-        let background_tasks = TaskTracker::new();
+        let tasks = state.tasks.clone();
+        // The sweeps stop first; the tasks that deliver (catch-ups, batch timers)
+        // only once the sockets are closed.
+        let background = tasks.stop_token().child_token();
+        // The cluster's loops stop before the rest: the builds' last events must
+        // be published before the sockets close.
         let cluster_stop = CancellationToken::new();
         let cluster_tasks = tokio_util::task::TaskTracker::new();
         if let Some(cluster) = &state.cluster {
             cluster.start(
                 state.sockets.connected.clone(),
                 cluster_stop.clone(),
+                &tasks,
                 &cluster_tasks,
             );
         }
         cluster_tasks.close();
         if let Some(keep) = state.config.retention {
-            background_tasks.spawn(crate::retention::run(
+            tasks.spawn(crate::retention::run(
                 state.journal.clone(),
                 state.runner.clone(),
                 keep,
@@ -220,28 +245,29 @@ impl Application {
         }
 
         if let Some(io) = &io {
-            background_tasks.spawn(crate::socket::sweep_idle(
+            tasks.spawn(crate::socket::idle::sweep_idle(
                 io.clone(),
-                state.config.auth.idle_timeout,
+                state.config.limits.idle_timeout,
                 background.clone(),
             ));
-            background_tasks.spawn(crate::socket::polls::sweep_abandoned(
+            tasks.spawn(crate::socket::polls::sweep_abandoned(
                 io.clone(),
                 polls.clone(),
                 state.config.websocket.polling_timeout,
                 background.clone(),
             ));
         }
-        background_tasks.close();
         let stop_http = CancellationToken::new();
         let server = axum::serve(listener, router)
             .with_graceful_shutdown(stop_http.clone().cancelled_owned());
-        let mut server = tokio::spawn(server.into_future());
+        let mut server = tasks.spawn(server.into_future());
         tokio::select! {
             () = shutdown => {}
             result = &mut server => {
-                background.cancel();
-                background_tasks.wait().await;
+                cluster_stop.cancel();
+                if !tasks.shutdown(state.config.shutdown_grace).await {
+                    tracing::warn!(tasks = tasks.len(), "tasks still running after the grace period");
+                }
                 return result.context("server task failed")?.context("server failed");
             }
         }
@@ -251,7 +277,6 @@ impl Application {
         // The builds' last events are queued: let the cluster publish them.
         cluster_stop.cancel();
         cluster_tasks.wait().await;
-        background_tasks.wait().await;
         // HTTP keeps serving until the connections are closed: long-polling
         // clients take their last events and the close with their next poll.
         let deadline = tokio::time::Instant::now() + state.config.shutdown_grace;
@@ -266,7 +291,20 @@ impl Application {
             tracing::warn!("connections still open after the grace period; closing them");
             server.abort();
         }
-        state.journal.writer().stop();
+        // Nothing is left to deliver: stop what still runs (timers, catch-ups of
+        // closed sockets) and wait for every task to be gone.
+        if !tasks
+            .shutdown(
+                TASKS_GRACE.max(deadline.saturating_duration_since(tokio::time::Instant::now())),
+            )
+            .await
+        {
+            tracing::warn!(
+                tasks = tasks.len(),
+                "tasks still running after the grace period"
+            );
+        }
+        state.journal.stop_writer();
         tokio::task::spawn_blocking(move || writer_thread.join())
             .await
             .context("history writer did not stop")?;
@@ -331,9 +369,23 @@ fn cors(origins: &CorsOrigins) -> CorsLayer {
     match origins {
         CorsOrigins::Any => layer.allow_origin(AllowOrigin::any()),
         CorsOrigins::List(list) => layer
-            .allow_origin(AllowOrigin::list(list.iter().cloned()))
+            .allow_origin(AllowOrigin::list(header_values(list)))
             .allow_credentials(true),
     }
+}
+
+/// The configured origins as header values (the config checked each one).
+fn header_values(origins: &[String]) -> Vec<HeaderValue> {
+    origins
+        .iter()
+        .filter_map(|origin| match HeaderValue::from_str(origin) {
+            Ok(value) => Some(value),
+            Err(e) => {
+                tracing::error!(%origin, error = %e, "ignoring an origin that is not a header value");
+                None
+            }
+        })
+        .collect()
 }
 
 /// Binds with a listen backlog large enough for connection bursts.

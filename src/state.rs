@@ -4,14 +4,16 @@
 //! socketioxide with `with_state`; every field is cheap to clone.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 
-use crate::auth::{Authenticator, ConnectionLimiter};
+use crate::auth::Authenticator;
 use crate::cluster::Cluster;
 use crate::config::Config;
+use crate::connections::ConnectionLimiter;
 use crate::ingest::Ingestor;
 use crate::journal::Journal;
 use crate::runner::Runner;
-use crate::socket::fanout::SocketStats;
+use crate::tasks::Tasks;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -27,8 +29,29 @@ pub struct AppState {
     pub cluster: Option<Arc<Cluster>>,
     /// Verifies tokens (or lets everyone in when `AUTH_MODE=none`).
     pub auth: Arc<Authenticator>,
-    /// Open Socket.IO connections per user, for `MAX_CONNECTIONS_PER_USER`.
+    /// Open Socket.IO connections, for `MAX_CONNECTIONS` and `MAX_CONNECTIONS_PER_USER`.
     pub connections: Arc<ConnectionLimiter>,
     /// Socket.IO counters (connected clients, lagging sockets), reported by `/health`.
     pub sockets: Arc<SocketStats>,
+    /// Every task the server spawns; shutdown waits for them.
+    pub tasks: Tasks,
+}
+
+/// Counters of the Socket.IO side, reported by `/health`.
+#[derive(Debug, Default)]
+pub struct SocketStats {
+    /// Clients connected right now, over either transport (shared with the cluster
+    /// heartbeat).
+    pub connected: Arc<AtomicUsize>,
+    /// Times a socket's buffer was full and it was switched to catch-up.
+    pub lagged: AtomicU64,
+    /// Times a project subscriber's buffer was full and its project events were
+    /// kept in a backlog for it.
+    pub project_catch_ups: AtomicU64,
+    /// Project subscribers disconnected because their backlog passed
+    /// `socket::fanout::MAX_PROJECT_BACKLOG`.
+    pub dropped_project_sockets: AtomicU64,
+    /// Bumped whenever a socket joins or leaves a room, or disconnects: the fan-out
+    /// keeps each job room's socket list until this changes.
+    pub membership: AtomicU64,
 }

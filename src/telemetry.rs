@@ -1,21 +1,20 @@
 //! Tracing set-up: one subscriber for the whole process, filtered by `RUST_LOG`
 //! (default: `buildcast=info,tower_http=info`), human-readable on a terminal and
-//! JSON lines when `LOG_FORMAT=json`.
+//! JSON lines when `LOG_FORMAT=json`. The settings come from [`crate::config`],
+//! which reads and checks them with every other variable.
 
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global subscriber. Call once, first thing in `main`.
-pub fn init() {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("buildcast=info,tower_http=info"));
-    let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
-    let ansi = std::env::var_os("NO_COLOR").is_none();
+use crate::config::LogConfig;
+
+/// Installs the global subscriber. Call once, right after reading the config.
+pub fn init(log: &LogConfig) {
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(EnvFilter::new(&log.filter))
         .with_writer(std::io::stdout);
-    if json {
+    if log.json {
         builder.json().init();
     } else {
-        builder.with_ansi(ansi).init();
+        builder.with_ansi(log.ansi).init();
     }
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::job::{JobId, JobRecord, Phase, ProjectId, Status, Stream};
+use crate::job::{EventKind, JobId, JobRecord, Phase, ProjectId, Status, Stream};
 
 /// Socket.IO event names sent by the server.
 pub mod events {
@@ -20,6 +20,14 @@ pub mod events {
     pub const JOB_COMPLETED: &str = "job:completed";
     pub const PROJECT_PROGRESS: &str = "project:progress";
     pub const PROJECT_COMPLETED: &str = "project:completed";
+}
+
+/// Socket.IO events sent by clients.
+pub mod client_events {
+    pub const SUBSCRIBE_JOB: &str = "subscribe:job";
+    pub const UNSUBSCRIBE_JOB: &str = "unsubscribe:job";
+    pub const SUBSCRIBE_PROJECT: &str = "subscribe:project";
+    pub const UNSUBSCRIBE_PROJECT: &str = "unsubscribe:project";
 }
 
 /// A point in time, written as JavaScript's `toISOString()` does:
@@ -111,64 +119,23 @@ pub enum EventPayload {
     Completed(CompletedPayload),
 }
 
-/// The kind of a recorded event, as stored and as named on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
-    Progress,
-    Log,
-    Error,
-    Completed,
+/// The Socket.IO event a recorded event of `kind` goes out as to job rooms.
+pub fn job_event_name(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::Progress => events::JOB_PROGRESS,
+        EventKind::Log => events::JOB_LOG,
+        EventKind::Error => events::JOB_ERROR,
+        EventKind::Completed => events::JOB_COMPLETED,
+    }
 }
 
-impl EventKind {
-    /// The short name used in storage and between nodes.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Progress => "progress",
-            Self::Log => "log",
-            Self::Error => "error",
-            Self::Completed => "completed",
-        }
-    }
-
-    /// The kind of a [`EventKind::name`].
-    pub fn from_name(name: &str) -> Option<Self> {
-        Some(match name {
-            "progress" => Self::Progress,
-            "log" => Self::Log,
-            "error" => Self::Error,
-            "completed" => Self::Completed,
-            _ => return None,
-        })
-    }
-
-    /// The Socket.IO event name for the job room.
-    pub fn job_event(self) -> &'static str {
-        match self {
-            Self::Progress => events::JOB_PROGRESS,
-            Self::Log => events::JOB_LOG,
-            Self::Error => events::JOB_ERROR,
-            Self::Completed => events::JOB_COMPLETED,
-        }
-    }
-
-    /// The Socket.IO event name for the project room, for the kinds sent there.
-    pub fn project_event(self) -> Option<&'static str> {
-        match self {
-            Self::Progress => Some(events::PROJECT_PROGRESS),
-            Self::Completed => Some(events::PROJECT_COMPLETED),
-            Self::Log | Self::Error => None,
-        }
-    }
-
-    pub fn from_job_event(name: &str) -> Option<Self> {
-        Some(match name {
-            events::JOB_PROGRESS => Self::Progress,
-            events::JOB_LOG => Self::Log,
-            events::JOB_ERROR => Self::Error,
-            events::JOB_COMPLETED => Self::Completed,
-            _ => return None,
-        })
+/// The Socket.IO event a recorded event of `kind` goes out as to project rooms,
+/// for the kinds sent there.
+pub fn project_event_name(kind: EventKind) -> Option<&'static str> {
+    match kind {
+        EventKind::Progress => Some(events::PROJECT_PROGRESS),
+        EventKind::Completed => Some(events::PROJECT_COMPLETED),
+        EventKind::Log | EventKind::Error => None,
     }
 }
 

@@ -202,7 +202,13 @@ fn loss_prone_non_resuming_clients_under_flood() {
     let out = Command::new(bench.join("target/release/bench"))
         .args(["run", "--server", "buildcast", "--name", "loss-prone"])
         .args(["--clients", "50", "--lines", "30000", "--rate", "0"])
-        .args(["--no-resume", "--stall-read-ms", "3000", "--ping-interval-ms", "100"])
+        .args([
+            "--no-resume",
+            "--stall-read-ms",
+            "3000",
+            "--ping-interval-ms",
+            "100",
+        ])
         .args(["--stall", "5", "--max-wait", "60", "--quiet"])
         .arg("--buildcast")
         .arg(target.join("release/buildcast"))

@@ -9,6 +9,8 @@
 // The output depends only on the sources and the locked package versions, so a
 // rebuild without changes leaves dist/ identical. `node build.mjs --watch`
 // rebuilds on every change (then run `cargo build` to embed it).
+// `node build.mjs --out <dir>` writes the same files into <dir> instead (the
+// freshness test in the crate's tests/web_dist.rs compares them with dist/).
 
 import * as esbuild from 'esbuild';
 import { copyFileSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -17,7 +19,8 @@ import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const src = path.join(here, 'src');
-const dist = path.join(here, 'dist');
+const out = process.argv.indexOf('--out');
+const dist = out > 0 ? path.resolve(process.argv[out + 1]) : path.join(here, 'dist');
 const assets = path.join(dist, 'assets');
 const watch = process.argv.includes('--watch');
 
@@ -28,7 +31,7 @@ const options = {
   minify: true,
   format: 'iife',
   target: ['es2020', 'chrome100', 'firefox100', 'safari15'],
-  outdir: 'dist/assets',
+  outdir: assets,
   entryNames: '[name]-[hash]',
   assetNames: '[name]-[hash]',
   charset: 'utf8',

@@ -20,7 +20,7 @@ pub fn router() -> Router<AppState> {
 
 async fn health(State(state): State<AppState>) -> Json<Value> {
     let stats = &state.sockets;
-    let writer = state.journal.writer().status();
+    let writer = state.journal.writer_status();
     let store_ok = writer.error.is_none();
     let mut store = json!({
         "ok": store_ok,

@@ -13,8 +13,9 @@ use futures_util::stream;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::caller::Caller;
 use super::visible_job;
-use crate::auth::{Caller, Role};
+use crate::auth::Role;
 use crate::error::{ApiError, ApiQuery};
 use crate::state::AppState;
 
@@ -24,9 +25,13 @@ const MAX_PAGE: usize = 10_000;
 const LOG_CHUNK: usize = 2_000;
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/jobs/{id}/events", get(events))
-        .route("/jobs/{id}/log", get(log))
+    Router::new().route("/jobs/{id}/events", get(events))
+}
+
+/// The routes that stream (the raw log, read from the store chunk by chunk): no
+/// request timeout.
+pub fn download_router() -> Router<AppState> {
+    Router::new().route("/jobs/{id}/log", get(log))
 }
 
 #[derive(Deserialize)]
@@ -56,6 +61,7 @@ struct EventView {
     data: Box<RawValue>,
 }
 
+#[tracing::instrument(skip_all, fields(job_id = %id))]
 async fn events(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -73,7 +79,7 @@ async fn events(
         .map(|e| {
             Ok(EventView {
                 seq: e.seq,
-                event: e.kind.job_event(),
+                event: crate::wire::job_event_name(e.kind),
                 data: RawValue::from_string(e.payload).map_err(|e| ApiError::Internal(e.into()))?,
             })
         })
@@ -91,6 +97,7 @@ struct LogLine {
     message: String,
 }
 
+#[tracing::instrument(skip_all, fields(job_id = %id))]
 async fn log(
     State(state): State<AppState>,
     Caller(caller): Caller,

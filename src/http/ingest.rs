@@ -16,14 +16,14 @@ use subtle::ConstantTimeEq;
 use super::job_id;
 use crate::cluster::Route;
 use crate::error::ApiError;
-use crate::ingest::{ApplyError, parse_batch};
-use crate::journal::RecordError;
+use crate::ingest::parse_batch;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/jobs/{id}/events", post(ingest))
 }
 
+#[tracing::instrument(skip_all, fields(job_id = %id))]
 async fn ingest(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -33,7 +33,7 @@ async fn ingest(
     check_worker(&state, &headers)?;
     let Json(body) = body?;
     let id = job_id(&id)?;
-    let events = parse_batch(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let events = parse_batch(&body)?;
     if let Some(cluster) = &state.cluster
         && cluster.route(&id).await == Route::Elsewhere
     {
@@ -51,19 +51,7 @@ async fn ingest(
             Json(json!({ "jobId": id, "accepted": events.len(), "forwarded": true })),
         ));
     }
-    let last_seq = state
-        .ingestor
-        .apply(&id, &events)
-        .await
-        .map_err(|e| match e {
-            ApplyError::Record(RecordError::Finished(_)) => ApiError::Conflict(e.to_string()),
-            ApplyError::Record(
-                RecordError::UnknownJob(_) | RecordError::Exists(_) | RecordError::Mirrored(_),
-            ) => ApiError::Internal(e.into()),
-            ApplyError::NeedsProject(_) | ApplyError::WrongProject(..) => {
-                ApiError::BadRequest(e.to_string())
-            }
-        })?;
+    let last_seq = state.ingestor.apply(&id, &events).await?;
     Ok((
         StatusCode::OK,
         Json(json!({

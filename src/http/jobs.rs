@@ -10,11 +10,12 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio_util::io::ReaderStream;
 
+use super::caller::Caller;
 use super::{job_id, job_not_found, visible_job};
-use crate::auth::{Caller, Role};
+use crate::auth::Role;
 use crate::error::{ApiError, ApiJson, ApiQuery};
 use crate::job::{JobId, ProjectId, Status};
-use crate::runner::{CancelError, SubmitError};
+use crate::runner::CancelError;
 use crate::state::AppState;
 use crate::store::JobFilter;
 use crate::wire::JobView;
@@ -27,7 +28,11 @@ pub fn router() -> Router<AppState> {
         .route("/jobs", post(create).get(list))
         .route("/jobs/{id}", get(show))
         .route("/jobs/{id}/cancel", post(cancel))
-        .route("/jobs/{id}/artifacts/{name}", get(artifact))
+}
+
+/// The routes that stream a file: no request timeout.
+pub fn download_router() -> Router<AppState> {
+    Router::new().route("/jobs/{id}/artifacts/{name}", get(artifact))
 }
 
 /// Body of `POST /api/jobs`. Unknown fields are refused, so a typo is not ignored.
@@ -47,6 +52,7 @@ struct Created {
     status: Status,
 }
 
+#[tracing::instrument(skip_all, fields(project_id = %body.project_id, pipeline = %body.pipeline))]
 async fn create(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -55,14 +61,7 @@ async fn create(
     let project_id = ProjectId::parse(&body.project_id)
         .map_err(|e| ApiError::BadRequest(format!("invalid projectId: {e}")))?;
     caller.require(Role::Builder, &project_id)?;
-    let job = state
-        .runner
-        .submit(project_id, &body.pipeline)
-        .map_err(|e| match e {
-            SubmitError::UnknownPipeline(_) => ApiError::BadRequest(e.to_string()),
-            SubmitError::ShuttingDown => ApiError::Unavailable(e.to_string()),
-            SubmitError::Record(e) => ApiError::Internal(e.into()),
-        })?;
+    let job = state.runner.submit(project_id, &body.pipeline)?;
     Ok((
         StatusCode::CREATED,
         Json(Created {
@@ -93,6 +92,7 @@ enum ListStatus {
     Finished,
 }
 
+#[tracing::instrument(skip_all)]
 async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -120,6 +120,7 @@ async fn list(
     Ok(Json(serde_json::json!({ "jobs": jobs })))
 }
 
+#[tracing::instrument(skip_all, fields(job_id = %id))]
 async fn show(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -129,6 +130,7 @@ async fn show(
     Ok(Json(JobView::from(&job)))
 }
 
+#[tracing::instrument(skip_all, fields(job_id = %id))]
 async fn cancel(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -165,6 +167,7 @@ async fn cancel(
     }
 }
 
+#[tracing::instrument(skip_all, fields(job_id = %id))]
 async fn artifact(
     State(state): State<AppState>,
     Caller(caller): Caller,

@@ -7,7 +7,13 @@
 //! - [`history`]: a job's recorded events and its raw log.
 //! - [`ingest`]: `POST /api/jobs/{id}/events`, for external workers.
 //! - [`pipelines`]: the pipelines this server can run.
+//! - [`caller`]: the [`caller::Caller`] extractor (who is asking).
+//!
+//! Every route but the streaming ones (the raw log, artifact downloads, the
+//! dashboard's files) answers within `REST_TIMEOUT_SECS` or with 408 and a JSON
+//! error. The Socket.IO endpoint is a layer outside this router.
 
+pub mod caller;
 pub mod dashboard;
 pub mod health;
 pub mod history;
@@ -15,8 +21,13 @@ pub mod ingest;
 pub mod jobs;
 pub mod pipelines;
 
+use std::time::Duration;
+
 use axum::Router;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
+use tower::ServiceBuilder;
+use tower::timeout::TimeoutLayer;
 
 use crate::auth::{Principal, Role};
 use crate::error::ApiError;
@@ -25,17 +36,35 @@ use crate::state::AppState;
 
 /// Every HTTP route except the Socket.IO endpoint.
 pub fn router(state: &AppState) -> Router<AppState> {
+    let timeout = state.config.rest_timeout;
     let api = Router::new()
         .merge(jobs::router())
         .merge(history::router())
         .merge(ingest::router())
         .merge(pipelines::router())
+        .route_layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(move |_| timed_out(timeout)))
+                .layer(TimeoutLayer::new(timeout)),
+        )
+        .merge(jobs::download_router())
+        .merge(history::download_router())
         .layer(DefaultBodyLimit::max(state.config.rest_body_limit));
+    let health = health::router().route_layer(
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(move |_| timed_out(timeout)))
+            .layer(TimeoutLayer::new(timeout)),
+    );
     Router::new()
-        .merge(health::router())
+        .merge(health)
         .merge(dashboard::router())
         .nest("/api", api)
         .fallback(not_found)
+}
+
+/// The answer to a request that took longer than `REST_TIMEOUT_SECS`.
+async fn timed_out(after: Duration) -> ApiError {
+    ApiError::Timeout(after)
 }
 
 async fn not_found() -> ApiError {

@@ -5,7 +5,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 
-use crate::auth::Caller;
+use super::caller::Caller;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {

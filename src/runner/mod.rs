@@ -19,6 +19,9 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::tasks::Tasks;
 
 use crate::job::{JobEvent, JobId, JobRecord, Outcome, Phase, ProjectId, Stream};
 use crate::journal::{Journal, RecordError};
@@ -64,8 +67,10 @@ pub struct Runner {
     active: Mutex<HashMap<JobId, CancellationToken>>,
     /// Parent of every job's cancel handle: cancelled when the server stops.
     stopping: CancellationToken,
-    /// Every job task, so shutdown can wait for them.
-    tasks: TaskTracker,
+    /// The job tasks, so shutdown can wait for them (before the sockets close).
+    jobs: TaskTracker,
+    /// Where the job tasks are spawned: the server's tracker of every task.
+    tasks: Tasks,
 }
 
 impl Runner {
@@ -74,6 +79,7 @@ impl Runner {
         pipelines: Arc<Pipelines>,
         max_concurrent: usize,
         data_dir: &Path,
+        tasks: Tasks,
     ) -> Arc<Self> {
         Arc::new(Self {
             journal,
@@ -83,7 +89,8 @@ impl Runner {
             groups: GroupRecords::new(data_dir),
             active: Mutex::new(HashMap::new()),
             stopping: CancellationToken::new(),
-            tasks: TaskTracker::new(),
+            jobs: TaskTracker::new(),
+            tasks,
         })
     }
 
@@ -159,10 +166,10 @@ impl Runner {
         tracing::info!(job_id = %record.id, project_id = %record.project_id, pipeline = %pipeline.name, "job queued");
         let runner = self.clone();
         let id = record.id.clone();
-        self.tasks.spawn(async move {
+        self.tasks.spawn(self.jobs.track_future(async move {
             runner.run_job(&id, &pipeline, &cancel).await;
             runner.active.lock().expect("active jobs").remove(&id);
-        });
+        }));
         Ok(record)
     }
 
@@ -192,8 +199,8 @@ impl Runner {
     /// their processes to be gone.
     pub async fn shutdown(&self) {
         self.stopping.cancel();
-        self.tasks.close();
-        self.tasks.wait().await;
+        self.jobs.close();
+        self.jobs.wait().await;
     }
 
     fn emit(&self, id: &JobId, event: JobEvent) {
@@ -282,6 +289,12 @@ impl Runner {
                         );
                     },
                 )
+                .instrument(tracing::info_span!(
+                    "step",
+                    job_id = %id,
+                    step = step.name,
+                    phase = step.phase.as_str()
+                ))
                 .await;
                 match end {
                     StepEnd::Succeeded => {}
@@ -318,7 +331,9 @@ impl Runner {
                 },
             );
             let collected =
-                artifacts::collect(&workdir, &pipeline.artifacts, &self.artifacts_dir(id)).await;
+                artifacts::collect(&workdir, &pipeline.artifacts, &self.artifacts_dir(id))
+                    .instrument(tracing::info_span!("artifacts", job_id = %id))
+                    .await;
             for note in &collected.notes {
                 self.emit(id, system(note.clone()));
             }

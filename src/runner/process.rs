@@ -43,12 +43,12 @@ const TURN: Duration = Duration::from_millis(2);
 /// The reader instead yields after [`LINES_PER_TURN`] lines *and* [`TURN`] of
 /// time: expensive lines (a fan-out to many per-line sockets) yield as often as
 /// before, cheap ones go on for a couple of milliseconds.
-struct Turn {
+struct ReaderTurn {
     lines: u32,
     started: Instant,
 }
 
-impl Turn {
+impl ReaderTurn {
     fn new() -> Self {
         Self {
             lines: 0,
@@ -98,7 +98,7 @@ pub async fn run_step(
     record_as: RecordAs<'_>,
     on_line: impl FnMut(Stream, String),
 ) -> StepEnd {
-    // The reader yields by its own measure ([`Turn`]), not Tokio's budget.
+    // The reader yields by its own measure ([`ReaderTurn`]), not Tokio's budget.
     tokio::task::unconstrained(step(script, dir, env, deadline, cancel, record_as, on_line)).await
 }
 
@@ -143,7 +143,7 @@ async fn step(
     let (mut out_buf, mut err_buf) = (Vec::new(), Vec::new());
     let (mut out_open, mut err_open) = (true, true);
     let mut exit = None;
-    let mut turn = Turn::new();
+    let mut turn = ReaderTurn::new();
 
     let end = loop {
         if exit.is_some() && !out_open && !err_open {

@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use serde::ser::{Serialize, SerializeSeq, Serializer};
 
-use crate::journal::Recorded;
-use crate::wire::EventKind;
+use crate::job::EventKind;
+use crate::journal::RecordedEvent;
 
 /// Most lines in one `job:logs` event.
 pub const MAX_LINES: usize = 1000;
@@ -23,9 +23,9 @@ pub const MAX_LINES: usize = 1000;
 /// reaches it).
 pub const MAX_BYTES: usize = 64 * 1024;
 
-/// Recorded log lines, serialized as the JSON array that `job:logs` carries: each
+/// RecordedEvent log lines, serialized as the JSON array that `job:logs` carries: each
 /// element is the line's `job:log` payload, as recorded.
-pub struct LogRun<'a>(pub &'a [Arc<Recorded>]);
+pub struct LogRun<'a>(pub &'a [Arc<RecordedEvent>]);
 
 impl Serialize for LogRun<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -39,7 +39,7 @@ impl Serialize for LogRun<'_> {
 
 /// How many of `events` go out in the next emit: a run of log lines within the
 /// limits when batching, otherwise one event.
-pub fn run_len(events: &[Arc<Recorded>], batch: bool) -> usize {
+pub fn run_len(events: &[Arc<RecordedEvent>], batch: bool) -> usize {
     let Some(first) = events.first() else {
         return 0;
     };
@@ -61,13 +61,13 @@ pub fn run_len(events: &[Arc<Recorded>], batch: bool) -> usize {
 /// Live log lines of one job held back for its batching subscribers.
 #[derive(Debug, Default)]
 pub struct Pending {
-    pub events: Vec<Arc<Recorded>>,
+    pub events: Vec<Arc<RecordedEvent>>,
     bytes: usize,
 }
 
 impl Pending {
     /// Adds a line; true once the run is as long as one event may carry.
-    pub fn push(&mut self, event: Arc<Recorded>) -> bool {
+    pub fn push(&mut self, event: Arc<RecordedEvent>) -> bool {
         self.bytes += event.json.get().len();
         self.events.push(event);
         self.events.len() >= MAX_LINES || self.bytes >= MAX_BYTES
@@ -79,9 +79,9 @@ mod tests {
     use super::*;
     use serde_json::value::RawValue;
 
-    fn event(seq: u64, kind: EventKind, size: usize) -> Arc<Recorded> {
+    fn event(seq: u64, kind: EventKind, size: usize) -> Arc<RecordedEvent> {
         let json = format!(r#"{{"seq":{seq},"message":"{}"}}"#, "x".repeat(size));
-        Arc::new(Recorded {
+        Arc::new(RecordedEvent {
             seq,
             kind,
             json: RawValue::from_string(json).unwrap(),

@@ -17,7 +17,7 @@
 //! connected without being delivered to.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -26,30 +26,14 @@ use socketioxide::socket::Sid;
 use socketioxide::{SocketError, SocketIo};
 
 use super::batch::Pending;
-use super::replay::{self, AttachError, Emit, Start};
+use super::emit::{Emit, emit_event, emit_project, emit_run};
+use super::replay::{self, AttachError, Start};
 use super::{job_batch_room, job_room, project_room, room_of, session};
+use crate::job::EventKind;
 use crate::job::{JobId, JobRecord};
-use crate::journal::{EventSink, Journal, Recorded};
-use crate::wire::EventKind;
-
-/// Counters of the Socket.IO side, reported by `/health`.
-#[derive(Debug, Default)]
-pub struct SocketStats {
-    /// Clients connected right now, over either transport (shared with the cluster
-    /// heartbeat).
-    pub connected: Arc<std::sync::atomic::AtomicUsize>,
-    /// Times a socket's buffer was full and it was switched to catch-up.
-    pub lagged: AtomicU64,
-    /// Times a project subscriber's buffer was full and its project events were
-    /// kept in a backlog for it.
-    pub project_catch_ups: AtomicU64,
-    /// Project subscribers disconnected because their backlog passed
-    /// [`MAX_PROJECT_BACKLOG`].
-    pub dropped_project_sockets: AtomicU64,
-    /// Bumped whenever a socket joins or leaves a room, or disconnects: the fan-out
-    /// keeps each job room's socket list until this changes.
-    pub membership: AtomicU64,
-}
+use crate::journal::{EventSink, Journal, RecordedEvent};
+use crate::state::SocketStats;
+use crate::tasks::Tasks;
 
 /// Most project events held for one socket whose buffer is full. Past it the
 /// client has fallen hopelessly behind: it is disconnected, reconnects and takes a
@@ -57,7 +41,7 @@ pub struct SocketStats {
 pub const MAX_PROJECT_BACKLOG: usize = 4096;
 
 /// A project event waiting for a socket: the event's name and what was recorded.
-type ProjectEvent = (&'static str, Arc<Recorded>);
+type ProjectEvent = (&'static str, Arc<RecordedEvent>);
 
 /// Delivers recorded events to subscribed sockets.
 pub struct Fanout {
@@ -76,6 +60,8 @@ pub struct Fanout {
     /// Project events waiting for sockets whose buffer was full, oldest first.
     /// While a socket has an entry, its new project events queue behind it.
     project_backlogs: Arc<Mutex<HashMap<Sid, VecDeque<ProjectEvent>>>>,
+    /// Where catch-ups, batch timers, backlog drains and disconnects are spawned.
+    tasks: Tasks,
 }
 
 /// The sockets of one room.
@@ -90,6 +76,7 @@ impl Fanout {
         journal: &Arc<Journal>,
         stats: Arc<SocketStats>,
         batch_interval: Duration,
+        tasks: Tasks,
     ) -> Self {
         Self {
             io,
@@ -99,6 +86,7 @@ impl Fanout {
             batch_interval,
             audience: Mutex::default(),
             project_backlogs: Arc::default(),
+            tasks,
         }
     }
 
@@ -141,7 +129,7 @@ impl Fanout {
         };
         tracing::warn!(sid = %socket.id, job_id = %job, seq = missed, "socket buffer full; catching it up from history");
         let job = job.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn_until_stopped(async move {
             let from = Start::After(missed.saturating_sub(1));
             match replay::attach(&journal, &socket, &job, from, subscription).await {
                 Ok(_) => {}
@@ -159,16 +147,16 @@ impl Fanout {
     }
 
     /// Emits one event to every socket in job room `room`.
-    fn emit_to(&self, room: String, job: &JobId, event: &Recorded) {
+    fn emit_to(&self, room: String, job: &JobId, event: &RecordedEvent) {
         for socket in self.members(room).iter() {
-            if let Err(Emit::Full) = replay::emit(socket, event) {
+            if let Err(Emit::Full) = emit_event(socket, event) {
                 self.catch_up(socket.clone(), job, event.seq());
             }
         }
     }
 
     /// Holds a log line for the job's batching subscribers, if it has any.
-    fn hold(&self, job: &JobId, event: &Arc<Recorded>) {
+    fn hold_for_runs(&self, job: &JobId, event: &Arc<RecordedEvent>) {
         let mut pending = self.pending.lock().expect("pending batches");
         if let Some(run) = pending.get_mut(job) {
             if run.push(event.clone()) {
@@ -179,7 +167,7 @@ impl Fanout {
             return;
         }
         // The first line of a run: only worth holding if someone takes runs. (A
-        // socket joins the batch room only after `settle`, under the job's lock.)
+        // socket joins the batch room only after `flush_held`, under the job's lock.)
         if self.members(job_batch_room(job)).is_empty() {
             return;
         }
@@ -190,10 +178,10 @@ impl Fanout {
         let journal = self.journal.clone();
         let job = job.clone();
         let interval = self.batch_interval;
-        tokio::spawn(async move {
+        self.tasks.spawn_until_stopped(async move {
             tokio::time::sleep(interval).await;
             if let Some(journal) = journal.upgrade() {
-                journal.settle(&job);
+                journal.flush_held(&job);
             }
         });
     }
@@ -211,7 +199,7 @@ impl Fanout {
             return;
         };
         for socket in self.members(job_batch_room(job)).iter() {
-            if let Err(Emit::Full) = replay::emit_run(socket, &run.events) {
+            if let Err(Emit::Full) = emit_run(socket, &run.events) {
                 self.catch_up(socket.clone(), job, first.seq());
             }
         }
@@ -221,7 +209,7 @@ impl Fanout {
 impl Fanout {
     /// Emits a project event to one socket, or queues it behind the socket's
     /// backlog.
-    fn emit_project(&self, socket: SocketRef, name: &'static str, event: &Arc<Recorded>) {
+    fn deliver_project(&self, socket: SocketRef, name: &'static str, event: &Arc<RecordedEvent>) {
         let mut backlogs = self.project_backlogs.lock().expect("project backlogs");
         if let Some(backlog) = backlogs.get_mut(&socket.id) {
             if backlog.len() < MAX_PROJECT_BACKLOG {
@@ -234,16 +222,19 @@ impl Fanout {
                 .dropped_project_sockets
                 .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(sid = %socket.id, "project subscriber fell {MAX_PROJECT_BACKLOG} events behind; disconnecting it so it resubscribes");
-            tokio::spawn(disconnect(socket));
+            self.tasks.spawn_until_stopped(disconnect(socket));
             return;
         }
-        match replay::outcome(socket.emit(name, &*event.json)) {
+        match emit_project(&socket, name, event) {
             Ok(()) | Err(Emit::Closed) => {}
             Err(Emit::Full) => {
                 self.stats.project_catch_ups.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(sid = %socket.id, "project subscriber's buffer full; keeping its project events until it reads");
                 backlogs.insert(socket.id, VecDeque::from([(name, event.clone())]));
-                tokio::spawn(drain_project_backlog(self.project_backlogs.clone(), socket));
+                self.tasks.spawn_until_stopped(drain_project_backlog(
+                    self.project_backlogs.clone(),
+                    socket,
+                ));
             }
         }
     }
@@ -269,7 +260,7 @@ async fn drain_project_backlog(
         };
         let before = backlog.len();
         while let Some((name, event)) = backlog.front() {
-            match replay::outcome(socket.emit(*name, &*event.json)) {
+            match emit_project(&socket, name, event) {
                 Ok(()) => {
                     backlog.pop_front();
                 }
@@ -314,10 +305,10 @@ pub(super) async fn disconnect(socket: SocketRef) {
 }
 
 impl EventSink for Fanout {
-    fn deliver(&self, job: &JobRecord, event: &Arc<Recorded>) {
+    fn deliver(&self, job: &JobRecord, event: &Arc<RecordedEvent>) {
         self.emit_to(job_room(&job.id), &job.id, event);
         if event.kind == EventKind::Log {
-            self.hold(&job.id, event);
+            self.hold_for_runs(&job.id, event);
         } else {
             self.flush(&job.id);
             self.emit_to(job_batch_room(&job.id), &job.id, event);
@@ -325,15 +316,15 @@ impl EventSink for Fanout {
                 self.forget(&job.id);
             }
         }
-        let Some(name) = event.kind.project_event() else {
+        let Some(name) = crate::wire::project_event_name(event.kind) else {
             return;
         };
         for socket in self.io.to(project_room(&job.project_id)).sockets() {
-            self.emit_project(socket, name, event);
+            self.deliver_project(socket, name, event);
         }
     }
 
-    fn settle(&self, id: &JobId) {
+    fn flush_held(&self, id: &JobId) {
         self.flush(id);
     }
 }

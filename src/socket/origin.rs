@@ -36,7 +36,7 @@ impl OriginGuard {
 
     /// Whether a request for `path` with `origin` may go on.
     pub fn admits(&self, path: &str, origin: Option<&HeaderValue>) -> bool {
-        if !super::head::is_socket_io_path(path, &self.req_path) {
+        if !super::request_head::is_socket_io_path(path, &self.req_path) {
             return true;
         }
         origin.is_none_or(|origin| {

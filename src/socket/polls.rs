@@ -111,7 +111,7 @@ impl Polls {
     /// The session id of a long-polling `GET` to the Socket.IO path, if it is one.
     fn poll_of(&self, request: &Request) -> Option<String> {
         if request.method() != Method::GET
-            || !super::head::is_socket_io_path(request.uri().path(), &self.path)
+            || !super::request_head::is_socket_io_path(request.uri().path(), &self.path)
         {
             return None;
         }

@@ -26,15 +26,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use socketioxide::extract::SocketRef;
-use socketioxide::{SendError, SocketError};
 
-use super::batch::{LogRun, MAX_LINES, run_len};
+use super::batch::{MAX_LINES, run_len};
+use super::emit::{Emit, emit_unit};
 use super::{Subscription, job_batch_room, job_room, room_of, session};
 use crate::job::{JobId, JobRecord};
-use crate::journal::{Journal, Recorded, blocking};
+use crate::journal::{Journal, RecordedEvent};
 use crate::store::StoreError;
-use crate::wire::EventKind;
-use crate::wire::events::JOB_LOGS;
 
 /// Events read from the store per round trip.
 const PAGE: usize = 1000;
@@ -137,7 +135,7 @@ impl Pacer {
     async fn send(
         &mut self,
         socket: &SocketRef,
-        unit: &[Arc<Recorded>],
+        unit: &[Arc<RecordedEvent>],
         batch: bool,
     ) -> Result<(), AttachError> {
         loop {
@@ -169,13 +167,13 @@ pub(super) fn pause_after(stalled: u32) -> Duration {
 /// The subscription a replay serves; it stops once a newer one (or an
 /// unsubscribe) replaces it.
 #[derive(Clone, Copy)]
-struct Current<'a> {
+struct ServedSubscription<'a> {
     socket: &'a SocketRef,
     id: &'a JobId,
     subscription: Subscription,
 }
 
-impl Current<'_> {
+impl ServedSubscription<'_> {
     fn still(&self) -> bool {
         session(self.socket).is_current(self.id, self.subscription.generation)
     }
@@ -212,7 +210,7 @@ pub async fn attach(
     let batch = subscription.batch;
     let generation = subscription.generation;
     let session = session(socket);
-    let current = Current {
+    let current = ServedSubscription {
         socket,
         id,
         subscription,
@@ -314,9 +312,7 @@ pub async fn attach(
                 cursor = Some(last.max(until - 1));
             }
             Step::NotLive => {
-                let store = journal.store().clone();
-                let key = id.clone();
-                let stored = blocking(move || store.job(&key)).await?;
+                let stored = journal.stored_job(id).await?;
                 if let Some(job) = stored {
                     // Finished and out of memory: all of it is in the store.
                     if let Some(since) = cursor {
@@ -355,12 +351,12 @@ fn detached() -> Attached {
 /// the last seq sent (or `since` if none) and whether seqs were missing on the way.
 async fn replay_stored(
     journal: &Arc<Journal>,
-    current: &Current<'_>,
+    current: &ServedSubscription<'_>,
     pacer: &mut Pacer,
     mut since: u64,
     until: Option<u64>,
 ) -> Result<(u64, bool), AttachError> {
-    let Current {
+    let ServedSubscription {
         socket,
         id,
         subscription,
@@ -376,9 +372,7 @@ async fn replay_stored(
         if limit == 0 {
             return Ok((since, gap));
         }
-        let store = journal.store().clone();
-        let key = id.clone();
-        let page = blocking(move || store.events(&key, since, limit)).await?;
+        let page = journal.stored_events(id, since, limit).await?;
         if page.is_empty() {
             return Ok((since, gap));
         }
@@ -389,7 +383,7 @@ async fn replay_stored(
                 done = true;
                 break;
             }
-            events.push(Arc::new(Recorded {
+            events.push(Arc::new(RecordedEvent {
                 seq: stored.seq,
                 kind: stored.kind,
                 json: serde_json::value::RawValue::from_string(stored.payload)
@@ -408,46 +402,6 @@ async fn replay_stored(
         }
         if done {
             return Ok((since, gap));
-        }
-    }
-}
-
-/// How an emit to one socket can fail.
-pub(super) enum Emit {
-    /// Its buffer is full: the client reads slower than events come.
-    Full,
-    /// It is gone.
-    Closed,
-}
-
-/// Emits a job event to one socket.
-pub(super) fn emit(socket: &SocketRef, event: &Recorded) -> Result<(), Emit> {
-    outcome(socket.emit(event.kind.job_event(), &*event.json))
-}
-
-/// Emits a run of log lines to one socket as one `job:logs` event.
-pub(super) fn emit_run(socket: &SocketRef, run: &[Arc<Recorded>]) -> Result<(), Emit> {
-    outcome(socket.emit(JOB_LOGS, &LogRun(run)))
-}
-
-/// Emits what [`run_len`] grouped: a run of lines when batching, else one event.
-fn emit_unit(socket: &SocketRef, unit: &[Arc<Recorded>], batch: bool) -> Result<(), Emit> {
-    if batch && unit[0].kind == EventKind::Log {
-        emit_run(socket, unit)
-    } else {
-        emit(socket, &unit[0])
-    }
-}
-
-pub(super) fn outcome(sent: Result<(), SendError>) -> Result<(), Emit> {
-    match sent {
-        Ok(()) => Ok(()),
-        Err(SendError::Socket(SocketError::InternalChannelFull)) => Err(Emit::Full),
-        Err(SendError::Socket(SocketError::Closed)) => Err(Emit::Closed),
-        Err(e) => {
-            tracing::error!(error = %e, "could not encode an event");
-            // Nothing was queued, and sending again would fail the same way.
-            Ok(())
         }
     }
 }

@@ -4,19 +4,20 @@
 //!
 //! Every payload is checked by the pure functions [`parse_job_request`] and
 //! [`parse_id`]; anything else than what they accept is answered
-//! `{ ok: false, error }` and joins nothing.
+//! `{ ok: false, error }` ([`super::ack::AckError`]) and joins nothing.
 
 use serde_json::Value;
 use socketioxide::extract::{AckSender, Event, SocketRef, State, TryData};
 
 use std::sync::Arc;
 
+use super::ack::{AckError, answer};
 use super::replay::{self, AttachError, Start};
-use super::{Session, project_room, session};
+use super::{Session, job_batch_room, job_room, join, leave, project_room, session};
 use crate::job::{JobId, ProjectId};
 use crate::state::AppState;
 use crate::store::JobFilter;
-use crate::wire::{Ack, Empty, JobSubscribed, JobView, ProjectSubscribed};
+use crate::wire::{Empty, JobSubscribed, JobView, ProjectSubscribed};
 
 /// Jobs listed in a `subscribe:project` acknowledgement.
 const PROJECT_SNAPSHOT_JOBS: usize = 50;
@@ -126,49 +127,40 @@ fn truncate(s: &str) -> &str {
 }
 
 /// The payload, or a message saying it is missing.
-fn payload(data: Result<Value, socketioxide::ParserError>) -> Result<Value, String> {
-    data.map_err(|_| "missing or unreadable payload".to_string())
+fn payload(data: Result<Value, socketioxide::ParserError>) -> Result<Value, AckError> {
+    data.map_err(|_| AckError::Invalid("missing or unreadable payload".into()))
 }
 
 /// Counts a client event against the socket's rate limit.
-fn admit(socket: &SocketRef) -> Result<Arc<Session>, String> {
+fn admit(socket: &SocketRef) -> Result<Arc<Session>, AckError> {
     let session = session(socket);
-    session.admit_event().map_err(|e| e.to_string())?;
+    session.admit_event()?;
     Ok(session)
 }
 
-/// The answer to a subscription outside the caller's projects.
-const FORBIDDEN: &str = "forbidden";
-
-fn answer<T: serde::Serialize>(ack: AckSender, reply: Ack<T>) {
-    if let Err(e) = ack.send(&reply) {
-        tracing::debug!(error = %e, "could not send an acknowledgement");
-    }
-}
-
+#[tracing::instrument(skip_all, fields(sid = %socket.id))]
 pub async fn subscribe_job(
     socket: SocketRef,
     TryData(data): TryData<Value>,
     ack: AckSender,
     State(state): State<AppState>,
 ) {
-    let checked = admit(&socket).and_then(|session| {
-        let request = payload(data).and_then(|v| parse_job_request(&v))?;
-        Ok((session, request))
-    });
-    let (session, request) = match checked {
-        Ok(checked) => checked,
-        Err(error) => return answer(ack, Ack::<Empty>::err(error)),
-    };
+    answer(ack, subscribe_job_inner(&socket, data, &state).await);
+}
+
+async fn subscribe_job_inner(
+    socket: &SocketRef,
+    data: Result<Value, socketioxide::ParserError>,
+    state: &AppState,
+) -> Result<JobSubscribed, AckError> {
+    let session = admit(socket)?;
+    let request = parse_job_request(&payload(data)?)?;
     let id = &request.job_id;
     let journal = &state.journal;
-    let current = match journal.job(id).await {
-        Ok(job) => job,
-        Err(e) => {
-            tracing::error!(job_id = %id, error = %e, "reading a job failed");
-            return answer(ack, Ack::<Empty>::err("history is unavailable right now"));
-        }
-    };
+    let current = journal.job(id).await.map_err(|e| {
+        tracing::error!(job_id = %id, error = %e, "reading a job failed");
+        AckError::HistoryUnavailable
+    })?;
     // A restricted caller may only follow jobs it can see; a job that does not
     // exist yet could turn out to be in any project.
     let visible = match &current {
@@ -177,13 +169,9 @@ pub async fn subscribe_job(
     };
     if !visible {
         tracing::info!(sid = %socket.id, job_id = %id, user = %session.principal.user, "subscription refused: forbidden");
-        return answer(ack, Ack::<Empty>::err(FORBIDDEN));
+        return Err(AckError::Forbidden);
     }
-    let subscription = match session.follow(id, request.batch) {
-        Ok(subscription) => subscription,
-        Err(refusal) => return answer(ack, Ack::<Empty>::err(refusal.to_string())),
-    };
-
+    let subscription = session.follow(id, request.batch)?;
     let mut reason = None;
     let start = match request.since {
         None => Start::Now,
@@ -209,74 +197,68 @@ pub async fn subscribe_job(
             _ => Start::After(since),
         },
     };
-    match replay::attach(journal, &socket, id, start, subscription).await {
-        Ok(attached) => {
-            if attached.gap && reason.is_none() {
-                reason = Some(
-                    "part of the history after since was dropped (the log exceeded MAX_LOG_BYTES_PER_JOB, or lines came while the disk was full past MAX_UNSTORED_BYTES)"
-                        .into(),
-                );
-            }
-            tracing::info!(sid = %socket.id, job_id = %id, since = ?request.since, "subscribed to job");
-            let last_seq = attached.job.as_ref().map_or(0, |j| j.last_seq);
-            let epoch = attached.job.as_ref().map(|j| j.epoch.clone());
-            answer(
-                ack,
-                Ack::ok(JobSubscribed {
-                    job: attached.job.as_ref().map(JobView::from),
-                    last_seq,
-                    epoch,
-                    recovered: request.since.is_none() || reason.is_none(),
-                    reason,
-                }),
-            );
-        }
+    let attached = match replay::attach(journal, socket, id, start, subscription).await {
+        Ok(attached) => attached,
         Err(AttachError::Store(e)) => {
             tracing::error!(job_id = %id, error = %e, "replay failed");
-            answer(ack, Ack::<Empty>::err("history is unavailable right now"));
+            return Err(AckError::HistoryUnavailable);
         }
-        Err(e) => answer(ack, Ack::<Empty>::err(e.to_string())),
+        Err(e) => return Err(AckError::Detached(e)),
+    };
+    if attached.gap && reason.is_none() {
+        reason = Some(
+            "part of the history after since was dropped (the log exceeded MAX_LOG_BYTES_PER_JOB, or lines came while the disk was full past MAX_UNSTORED_BYTES)"
+                .into(),
+        );
     }
+    tracing::info!(sid = %socket.id, job_id = %id, since = ?request.since, "subscribed to job");
+    let last_seq = attached.job.as_ref().map_or(0, |j| j.last_seq);
+    let epoch = attached.job.as_ref().map(|j| j.epoch.clone());
+    Ok(JobSubscribed {
+        job: attached.job.as_ref().map(JobView::from),
+        last_seq,
+        epoch,
+        recovered: request.since.is_none() || reason.is_none(),
+        reason,
+    })
 }
 
+#[tracing::instrument(skip_all, fields(sid = %socket.id))]
 pub async fn unsubscribe_job(socket: SocketRef, TryData(data): TryData<Value>, ack: AckSender) {
-    let checked = admit(&socket).and_then(|session| {
-        Ok((
-            session,
-            payload(data).and_then(|v| parse_id(&v, "job id", JobId::parse))?,
-        ))
-    });
-    match checked {
-        Ok((session, id)) => {
-            session.unfollow(&id);
-            super::leave(&socket, super::job_room(&id));
-            super::leave(&socket, super::job_batch_room(&id));
-            tracing::info!(sid = %socket.id, job_id = %id, "unsubscribed from job");
-            answer(ack, Ack::ok(Empty {}));
-        }
-        Err(error) => answer(ack, Ack::<Empty>::err(error)),
-    }
+    let unsubscribed = (|| {
+        let session = admit(&socket)?;
+        let id = parse_id(&payload(data)?, "job id", JobId::parse)?;
+        session.unfollow(&id);
+        leave(&socket, job_room(&id));
+        leave(&socket, job_batch_room(&id));
+        tracing::info!(sid = %socket.id, job_id = %id, "unsubscribed from job");
+        Ok(Empty {})
+    })();
+    answer(ack, unsubscribed);
 }
 
+#[tracing::instrument(skip_all, fields(sid = %socket.id))]
 pub async fn subscribe_project(
     socket: SocketRef,
     TryData(data): TryData<Value>,
     ack: AckSender,
     State(state): State<AppState>,
 ) {
-    let checked = admit(&socket).and_then(|session| {
-        let id = payload(data).and_then(|v| parse_id(&v, "project id", ProjectId::parse))?;
-        if !session.principal.can_see(&id) {
-            return Err(FORBIDDEN.to_string());
-        }
-        session.follow_project(&id).map_err(|e| e.to_string())?;
-        Ok(id)
-    });
-    let id = match checked {
-        Ok(id) => id,
-        Err(error) => return answer(ack, Ack::<Empty>::err(error)),
-    };
-    super::join(&socket, project_room(&id));
+    answer(ack, subscribe_project_inner(&socket, data, &state).await);
+}
+
+async fn subscribe_project_inner(
+    socket: &SocketRef,
+    data: Result<Value, socketioxide::ParserError>,
+    state: &AppState,
+) -> Result<ProjectSubscribed, AckError> {
+    let session = admit(socket)?;
+    let id = parse_id(&payload(data)?, "project id", ProjectId::parse)?;
+    if !session.principal.can_see(&id) {
+        return Err(AckError::Forbidden);
+    }
+    session.follow_project(&id)?;
+    join(socket, project_room(&id));
     tracing::info!(sid = %socket.id, project_id = %id, "subscribed to project");
     let filter = JobFilter {
         active: None,
@@ -284,46 +266,34 @@ pub async fn subscribe_project(
         limit: PROJECT_SNAPSHOT_JOBS,
     };
     match state.journal.jobs(filter).await {
-        Ok(jobs) => answer(
-            ack,
-            Ack::ok(ProjectSubscribed {
-                jobs: jobs.iter().map(JobView::from).collect(),
-            }),
-        ),
+        Ok(jobs) => Ok(ProjectSubscribed {
+            jobs: jobs.iter().map(JobView::from).collect(),
+        }),
         Err(e) => {
             tracing::error!(error = %e, "listing a project's jobs failed");
-            answer(ack, Ack::<Empty>::err("job list is unavailable right now"));
+            Err(AckError::JobListUnavailable)
         }
     }
 }
 
+#[tracing::instrument(skip_all, fields(sid = %socket.id))]
 pub async fn unsubscribe_project(socket: SocketRef, TryData(data): TryData<Value>, ack: AckSender) {
-    let checked = admit(&socket).and_then(|session| {
-        Ok((
-            session,
-            payload(data).and_then(|v| parse_id(&v, "project id", ProjectId::parse))?,
-        ))
-    });
-    match checked {
-        Ok((session, id)) => {
-            session.unfollow_project(&id);
-            super::leave(&socket, project_room(&id));
-            tracing::info!(sid = %socket.id, project_id = %id, "unsubscribed from project");
-            answer(ack, Ack::ok(Empty {}));
-        }
-        Err(error) => answer(ack, Ack::<Empty>::err(error)),
-    }
+    let unsubscribed = (|| {
+        let session = admit(&socket)?;
+        let id = parse_id(&payload(data)?, "project id", ProjectId::parse)?;
+        session.unfollow_project(&id);
+        leave(&socket, project_room(&id));
+        tracing::info!(sid = %socket.id, project_id = %id, "unsubscribed from project");
+        Ok(Empty {})
+    })();
+    answer(ack, unsubscribed);
 }
 
 /// Any event the server does not know.
 pub async fn unknown_event(socket: SocketRef, Event(name): Event, ack: AckSender) {
-    if let Err(error) = admit(&socket) {
-        return answer(ack, Ack::<Empty>::err(error));
-    }
-    answer(
-        ack,
-        Ack::<Empty>::err(format!("unknown event {:?}", truncate(&name))),
-    );
+    let reply = admit(&socket)
+        .and_then(|_| Err::<Empty, _>(AckError::UnknownEvent(truncate(&name).to_owned())));
+    answer(ack, reply);
 }
 
 #[cfg(test)]

@@ -16,8 +16,8 @@ use std::sync::atomic::AtomicU64;
 
 use time::OffsetDateTime;
 
+use crate::job::EventKind;
 use crate::job::{JobId, JobRecord, ProjectId};
-use crate::wire::EventKind;
 
 /// A failure of the database. Details are logged; callers answer a generic error.
 #[derive(Debug, thiserror::Error)]
@@ -98,4 +98,13 @@ pub trait Store: Send + Sync + 'static {
     fn unfinished_jobs(&self) -> Result<Vec<JobRecord>, StoreError>;
     /// Finished jobs that ended before `before`.
     fn finished_before(&self, before: OffsetDateTime) -> Result<Vec<JobId>, StoreError>;
+}
+
+/// Runs a blocking store call on Tokio's blocking threads, off the async ones.
+pub async fn run_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Corrupt(format!("store task failed: {e}"))))
 }

@@ -13,8 +13,8 @@ use rusqlite_migration::{M, Migrations};
 use time::OffsetDateTime;
 
 use super::{JobFilter, Store, StoreError, StoredEvent, WriteOp};
+use crate::job::EventKind;
 use crate::job::{JobId, JobRecord, Phase, ProjectId, Status};
-use crate::wire::EventKind;
 
 /// The schema, one entry per file in `migrations/`, applied in order.
 const MIGRATION_STEPS: &[M<'static>] = &[
@@ -114,8 +114,14 @@ fn job_from_row(row: &Row<'_>) -> Result<JobRecord, StoreError> {
         id: JobId::parse(&id).map_err(|_| corrupt("job id", &id))?,
         project_id: ProjectId::parse(&project).map_err(|_| corrupt("project id", &project))?,
         pipeline: text(2)?,
-        status: Status::parse(&status).ok_or_else(|| corrupt("status", &status))?,
-        phase: Phase::parse(&phase).ok_or_else(|| corrupt("phase", &phase))?,
+        status: status
+            .parse::<Status>()
+            .ok()
+            .ok_or_else(|| corrupt("status", &status))?,
+        phase: phase
+            .parse::<Phase>()
+            .ok()
+            .ok_or_else(|| corrupt("phase", &phase))?,
         progress: row.get(5)?,
         message: text(6)?,
         created_at: from_millis(row.get(7)?)?,

@@ -247,9 +247,9 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use super::*;
+    use crate::job::EventKind;
     use crate::job::JobId;
     use crate::store::{JobFilter, StoreError, StoredEvent};
-    use crate::wire::EventKind;
 
     /// A store whose writes fail while `full` is set, and that counts committed events.
     #[derive(Default)]

@@ -110,6 +110,8 @@ pub struct TestApp {
     /// The server's `DATA_DIR`.
     pub data_dir: PathBuf,
     pub client: reqwest::Client,
+    /// Every task the server spawned: empty once it has stopped.
+    pub tasks: buildcast::tasks::Tasks,
     /// Holds `data/` and `pipelines.toml`; removed when dropped.
     root: Option<TempDir>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -149,6 +151,7 @@ pub async fn try_spawn_app(opts: TestOptions) -> anyhow::Result<TestApp> {
     let config = Config::from_lookup(|name| vars.get(name).cloned())?;
     let app = Application::build(config).await?;
     let port = app.port();
+    let tasks = app.tasks();
     let (shutdown, stop) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async move {
         let _ = stop.await;
@@ -161,6 +164,7 @@ pub async fn try_spawn_app(opts: TestOptions) -> anyhow::Result<TestApp> {
             .timeout(Duration::from_secs(30))
             .build()
             .expect("an HTTP client"),
+        tasks,
         root: Some(root),
         shutdown: Some(shutdown),
         server: Some(server),

@@ -149,3 +149,31 @@ async fn queries_and_subscriptions_work_after_a_restart() {
     let health: Value = app.get("/health").await.json().await.expect("JSON body");
     assert_eq!(health["websocket"]["connected_clients"], 1, "{health}");
 }
+
+#[tokio::test]
+async fn a_stopped_server_leaves_no_task_running() {
+    // Arrange: a build running, a polling client following it, retention and
+    // the sweeps running.
+    let app = spawn_app(TestOptions::default()).await;
+    let running = app.start_job("p1", "slow").await;
+    let mut socket = PollingSocket::connect(&app).await;
+    socket
+        .emit_with_ack("subscribe:job", &json!({ "jobId": running, "since": 0 }))
+        .await;
+    app.wait_job(&running, FINISH, "the build prints", |j| {
+        j["lastSeq"].as_u64().unwrap_or(0) > 10
+    })
+    .await;
+    let tasks = app.tasks.clone();
+    assert!(!tasks.is_empty(), "the server runs tasks");
+
+    // Act
+    drop(app.stop().await);
+
+    // Assert
+    assert!(
+        tasks.is_empty(),
+        "{} tasks still running after shutdown",
+        tasks.len()
+    );
+}

@@ -350,3 +350,27 @@ test('a token minted by `buildcast token` is accepted', async () => {
   const res = await api(server.url, 'POST', '/api/jobs', { token, body: { projectId: 'web', pipeline: 'quick' } });
   assert.equal(res.status, 201);
 });
+
+test('MAX_CONNECTIONS: the next connection is refused with "Too many connections", whoever it is; a freed slot is taken again', async () => {
+  const server = await startServer({ env: { MAX_CONNECTIONS: '3' } });
+  const sockets = [];
+  for (let i = 0; i < 3; i++) {
+    const { result, socket } = await attempt(server.url);
+    assert.equal(result, 'connected', `connection ${i + 1}`);
+    sockets.push(socket);
+  }
+  const fourth = await attempt(server.url);
+  assert.equal(fourth.result, 'Too many connections');
+  assert.ok(sockets.every((s) => s.connected), 'the first three stay connected');
+  sockets.pop().disconnect();
+  await waitFor(
+    async () => {
+      const again = await attempt(server.url);
+      if (again.result === 'connected') sockets.push(again.socket);
+      return again.result === 'connected';
+    },
+    10_000,
+    { what: 'a freed slot' },
+  );
+  sockets.forEach((s) => s.disconnect());
+});

@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import net from 'node:net';
+import { readFileSync } from 'node:fs';
 
 import {
   startServer,
@@ -304,4 +305,64 @@ test('the Python worker example (examples/worker.py) streams a whole build throu
   assert.equal(got.filter((e) => e.event === 'job:log' && e.data.stream === 'stdout').length, 15);
   assert.equal(got.at(-1).data.status, 'completed');
   await redis.stop();
+});
+
+/** Resident memory of a process, in bytes (Linux). */
+function rssBytes(pid) {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)[1]) * 1024;
+}
+
+const OUTAGE_SECS = 45;
+const FLOOD_PIPELINES = `
+[pipelines.flood]
+description = "about 1,000 lines a second for a minute and a half"
+timeout = "300s"
+[pipelines.flood.steps]
+build = "for s in $(seq 1 90); do seq 1 1000 | sed \\"s/^/flood $s line /\\"; sleep 1; done"
+`;
+
+test(`Redis down for ${OUTAGE_SECS} s under ~1,000 lines/s: the publish queue stays bounded, memory does not grow with the outage, and the other node ends with every seq`, { skip: !REDIS && 'redis-server is not installed', timeout: 240_000 }, async () => {
+  const redis = await startRedis();
+  const QUEUE = 2000;
+  const env = { REDIS_URL: redis.url, REDIS_PUBLISH_QUEUE: String(QUEUE) };
+  const [owner, other] = await Promise.all([startServer({ env, pipelines: FLOOD_PIPELINES }), startServer({ env, pipelines: FLOOD_PIPELINES })]);
+  for (const n of [owner, other]) await waitFor(async () => (await (await fetch(`${n.url}/health`)).json()).redis === 'ok', 10_000);
+  const remote = await connect(other.url);
+  const created = await (
+    await fetch(`${owner.url}/api/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ projectId: projectId('outage'), pipeline: 'flood' }) })
+  ).json();
+  const seqs = [];
+  remote.on('job:logs', (run) => run.forEach((e) => seqs.push(e.seq)));
+  for (const name of ['job:progress', 'job:error', 'job:completed']) remote.on(name, (e) => seqs.push(e.seq));
+  let completed = false;
+  remote.on('job:completed', () => (completed = true));
+  assert.equal((await emitAck(remote, 'subscribe:job', { jobId: created.jobId, since: 0, batch: true })).ok, true);
+  await waitFor(() => seqs.length > 2_000, 30_000, { what: 'lines through redis before the outage' });
+
+  await redis.stop();
+  await waitFor(async () => (await (await fetch(`${owner.url}/health`)).json()).redis === 'down', 10_000);
+  const started = Date.now();
+  let maxQueued = 0;
+  const samples = [];
+  while (Date.now() - started < OUTAGE_SECS * 1000) {
+    await sleep(1_000);
+    const h = await (await fetch(`${owner.url}/health`)).json();
+    maxQueued = Math.max(maxQueued, h.cluster?.unpublished_events ?? 0);
+    samples.push(rssBytes(owner.proc.pid));
+  }
+  const job = await (await fetch(`${owner.url}/api/jobs/${created.jobId}`)).json();
+  assert.ok(job.lastSeq > seqs.length + 20_000, `the build went on during the outage (${job.lastSeq} events, ${seqs.length} seen remotely)`);
+  // The queue, plus the one batch (at most 512) being retried.
+  assert.ok(maxQueued <= QUEUE + 512, `at most REDIS_PUBLISH_QUEUE events queued, plus one batch in flight (saw ${maxQueued})`);
+  // From 10 s into the outage to its end, ~35,000 more events were recorded; an
+  // unbounded queue holds them all (tens of MB). Bounded, memory stays flat.
+  const grew = Math.max(...samples.slice(10)) - samples[9];
+  assert.ok(grew < 12 * 1024 * 1024, `RSS grew ${(grew / 1048576).toFixed(1)} MiB during the outage`);
+
+  await startRedis(redis.port);
+  await waitFor(() => completed, 150_000, { what: 'the remote client to see the job complete' });
+  const last = (await (await fetch(`${owner.url}/api/jobs/${created.jobId}`)).json()).lastSeq;
+  await waitFor(() => seqs.length >= last, 30_000, { what: 'every event on the other node' });
+  assertSeqSeries(seqs, 1, last, 'client on the other node, across the outage');
 });

@@ -4,13 +4,23 @@
 //! Values come from the process environment (a `.env` file is loaded into it by
 //! `main` through dotenvy). A bad value stops start-up with a [`ConfigError`] that
 //! names the variable and the value; nothing else in the crate reads the
-//! environment.
+//! environment (logging's `RUST_LOG`, `LOG_FORMAT` and `NO_COLOR` included).
+//!
+//! [`mod@env`] reads and parses variables; [`auth`] reads `AUTH_MODE` and the JWT
+//! settings.
 
-use std::net::{IpAddr, Ipv4Addr};
+pub mod auth;
+pub mod env;
+
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use axum::http::{HeaderValue, Uri};
+pub use env::parse_origins;
+use env::{Env, parse_bool, parse_days, parse_host, parse_path};
+
+/// The tracing filter when `RUST_LOG` is unset.
+pub const DEFAULT_LOG_FILTER: &str = "buildcast=info,tower_http=info";
 
 /// Everything buildcast can be told at start-up.
 #[derive(Debug, Clone)]
@@ -50,8 +60,15 @@ pub struct Config {
     /// How long a stopping server waits for running steps to end after signalling them
     /// (`SHUTDOWN_GRACE_SECS`).
     pub shutdown_grace: Duration,
-    /// Authentication and per-client limits.
+    /// Authentication.
     pub auth: AuthConfig,
+    /// What the server and each client may hold or do.
+    pub limits: ClientLimits,
+    /// Logging (`RUST_LOG`, `LOG_FORMAT`, `NO_COLOR`).
+    pub log: LogConfig,
+    /// `REST_TIMEOUT_SECS`: longest a REST request may take before it is answered
+    /// 408 (downloads, the live log and Socket.IO are exempt).
+    pub rest_timeout: Duration,
     /// `NODE_ID`: this server's name among several sharing Redis; default: a random
     /// id kept in `DATA_DIR/node-id`, so a restarted node keeps its jobs.
     pub node_id: Option<String>,
@@ -61,17 +78,60 @@ pub struct Config {
     /// `REDIS_HISTORY_TTL_SECS`: how long a finished job's events stay in Redis
     /// for other nodes to replay.
     pub redis_history_ttl: Duration,
+    /// `REDIS_PUBLISH_QUEUE`: events waiting for Redis kept in memory at most;
+    /// past it, a job's events are published from history once Redis is back.
+    pub redis_publish_queue: usize,
     /// `WORKER_TOKEN`: the bearer token external workers send to
     /// `POST /api/jobs/{id}/events`; unset disables that route.
     pub worker_token: Option<String>,
 }
 
-/// Who may connect, and how much each client may do.
+/// How the server logs.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// `RUST_LOG`: the tracing filter (default [`DEFAULT_LOG_FILTER`]), checked here.
+    pub filter: String,
+    /// `LOG_FORMAT=json`: JSON lines instead of human-readable text.
+    pub json: bool,
+    /// `NO_COLOR` unset: colours on the human-readable output.
+    pub ansi: bool,
+}
+
+fn log_config(env: &Env<'_>) -> Result<LogConfig, ConfigError> {
+    let filter = env.parse_with("RUST_LOG", DEFAULT_LOG_FILTER, |v| {
+        tracing_subscriber::EnvFilter::try_new(v)
+            .map(|_| v.to_owned())
+            .map_err(|e| format!("not a tracing filter such as buildcast=debug: {e}"))
+    })?;
+    let json = env.parse_with("LOG_FORMAT", "text", |v| {
+        match v.to_ascii_lowercase().as_str() {
+            "json" => Ok(true),
+            "text" | "pretty" | "full" => Ok(false),
+            _ => Err("expected json or text".into()),
+        }
+    })?;
+    Ok(LogConfig {
+        filter,
+        json,
+        // NO_COLOR disables colour when set at all, even empty (no-color.org).
+        ansi: !env.is_set("NO_COLOR"),
+    })
+}
+
+/// Who may connect.
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
     /// `AUTH_MODE`: `none` (only allowed on loopback unless `AUTH_ALLOW_ANONYMOUS=true`)
     /// or `jwt`.
     pub mode: AuthMode,
+}
+
+/// How much the server and each client may hold or do.
+#[derive(Debug, Clone)]
+pub struct ClientLimits {
+    /// `MAX_CONNECTIONS`: Socket.IO connections the server holds at once; the
+    /// next is refused with "Too many connections".
+    pub max_connections: usize,
     /// `MAX_CONNECTIONS_PER_USER`: concurrent Socket.IO connections of one token `sub`.
     pub max_connections_per_user: usize,
     /// `IDLE_TIMEOUT_SECS`: a socket with no subscription and no client event for
@@ -163,8 +223,8 @@ pub struct WebsocketConfig {
 pub enum CorsOrigins {
     /// `*`: any origin.
     Any,
-    /// Exactly these origins (scheme://host[:port]).
-    List(Vec<HeaderValue>),
+    /// Exactly these origins (`scheme://host[:port]`).
+    List(Vec<String>),
 }
 
 /// Where the pipeline definitions are read from.
@@ -214,7 +274,17 @@ impl Config {
         };
         let host = env.parse_with("HOST", "127.0.0.1", parse_host)?;
         Ok(Self {
-            auth: auth_config(&env, host)?,
+            auth: auth::auth_config(&env, host)?,
+            limits: ClientLimits {
+                max_connections: env.positive("MAX_CONNECTIONS", "100000")?,
+                max_connections_per_user: env.positive("MAX_CONNECTIONS_PER_USER", "10")?,
+                idle_timeout: Duration::from_secs(env.positive("IDLE_TIMEOUT_SECS", "300")?),
+                max_subscriptions_per_socket: env
+                    .positive("MAX_SUBSCRIPTIONS_PER_SOCKET", "200")?,
+                max_events_per_second: env.positive("MAX_EVENTS_PER_SECOND", "50")?,
+            },
+            log: log_config(&env)?,
+            rest_timeout: Duration::from_secs(env.positive("REST_TIMEOUT_SECS", "30")?),
             node_id: env.parse_with("NODE_ID", "", |v| {
                 if v.is_empty() {
                     Ok(None)
@@ -239,6 +309,7 @@ impl Config {
             redis_history_ttl: Duration::from_secs(
                 env.positive("REDIS_HISTORY_TTL_SECS", "86400")?,
             ),
+            redis_publish_queue: env.positive("REDIS_PUBLISH_QUEUE", "16384")?,
             worker_token: match env.get("WORKER_TOKEN") {
                 Some(token) if token.len() < 16 => {
                     return Err(ConfigError {
@@ -296,212 +367,11 @@ impl Config {
     }
 }
 
-fn auth_config(env: &Env<'_>, host: IpAddr) -> Result<AuthConfig, ConfigError> {
-    let default_mode = if host.is_loopback() { "none" } else { "jwt" };
-    let mode_name = env.get("AUTH_MODE").unwrap_or_else(|| default_mode.into());
-    let mode = match mode_name.to_ascii_lowercase().as_str() {
-        "none" => {
-            let anonymous_ok = env.parse_with("AUTH_ALLOW_ANONYMOUS", "false", parse_bool)?;
-            if !host.is_loopback() && !anonymous_ok {
-                return Err(ConfigError {
-                    variable: "AUTH_MODE",
-                    value: mode_name,
-                    reason: format!(
-                        "refusing to run without authentication on HOST={host}, which is reachable from other machines; \
-                         set AUTH_MODE=jwt with JWT_SECRET, or AUTH_ALLOW_ANONYMOUS=true to accept that risk"
-                    ),
-                });
-            }
-            AuthMode::None
-        }
-        "jwt" => AuthMode::Jwt(jwt_config(env)?),
-        _ => {
-            return Err(ConfigError {
-                variable: "AUTH_MODE",
-                value: mode_name,
-                reason: "expected none or jwt".into(),
-            });
-        }
-    };
-    Ok(AuthConfig {
-        mode,
-        max_connections_per_user: env.positive("MAX_CONNECTIONS_PER_USER", "10")?,
-        idle_timeout: Duration::from_secs(env.positive("IDLE_TIMEOUT_SECS", "300")?),
-        max_subscriptions_per_socket: env.positive("MAX_SUBSCRIPTIONS_PER_SOCKET", "200")?,
-        max_events_per_second: env.positive("MAX_EVENTS_PER_SECOND", "50")?,
-    })
-}
-
-/// Shortest HS256 secret accepted: shorter ones can be brute-forced.
-const MIN_SECRET: usize = 32;
-
-fn jwt_config(env: &Env<'_>) -> Result<JwtConfig, ConfigError> {
-    let key = match (env.get("JWT_SECRET"), env.get("JWT_PUBLIC_KEY_FILE")) {
-        (Some(_), Some(path)) => {
-            return Err(ConfigError {
-                variable: "JWT_PUBLIC_KEY_FILE",
-                value: path,
-                reason: "set either JWT_SECRET or JWT_PUBLIC_KEY_FILE, not both".into(),
-            });
-        }
-        (Some(secret), None) if secret.len() < MIN_SECRET => {
-            return Err(ConfigError {
-                variable: "JWT_SECRET",
-                value: "(hidden)".into(),
-                reason: format!("must be at least {MIN_SECRET} bytes"),
-            });
-        }
-        (Some(secret), None) => JwtKey::Secret(secret),
-        (None, Some(path)) => {
-            let pem = std::fs::read(&path).map_err(|e| ConfigError {
-                variable: "JWT_PUBLIC_KEY_FILE",
-                value: path.clone(),
-                reason: format!("cannot read it: {e}"),
-            })?;
-            JwtKey::PublicKey {
-                path: PathBuf::from(path),
-                pem,
-            }
-        }
-        (None, None) => {
-            return Err(ConfigError {
-                variable: "AUTH_MODE",
-                value: "jwt".into(),
-                reason: "needs JWT_SECRET (HS256) or JWT_PUBLIC_KEY_FILE (RS256/ES256)".into(),
-            });
-        }
-    };
-    Ok(JwtConfig {
-        key,
-        issuer: env.get("JWT_ISSUER"),
-        audience: env.get("JWT_AUDIENCE"),
-        leeway_secs: env.parse("JWT_LEEWAY_SECS", "30", "a whole number of seconds")?,
-    })
-}
-
-/// Looks variables up and turns their values into typed settings.
-struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
-
-impl Env<'_> {
-    /// The variable's value, with an empty value counting as unset.
-    fn get(&self, name: &str) -> Option<String> {
-        (self.0)(name)
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-    }
-
-    fn parse_with<T>(
-        &self,
-        variable: &'static str,
-        default: &str,
-        parse: impl Fn(&str) -> Result<T, String>,
-    ) -> Result<T, ConfigError> {
-        let value = self.get(variable).unwrap_or_else(|| default.to_owned());
-        parse(&value).map_err(|reason| ConfigError {
-            variable,
-            value,
-            reason,
-        })
-    }
-
-    fn parse<T: std::str::FromStr>(
-        &self,
-        variable: &'static str,
-        default: &str,
-        expected: &str,
-    ) -> Result<T, ConfigError> {
-        self.parse_with(variable, default, |v| {
-            v.parse().map_err(|_| format!("expected {expected}"))
-        })
-    }
-
-    fn positive<T: std::str::FromStr + Default + PartialEq>(
-        &self,
-        variable: &'static str,
-        default: &str,
-    ) -> Result<T, ConfigError> {
-        self.parse_with(variable, default, |v| match v.parse::<T>() {
-            Ok(n) if n != T::default() => Ok(n),
-            _ => Err("expected a whole number above 0".into()),
-        })
-    }
-
-    fn millis(&self, variable: &'static str, default: &str) -> Result<Duration, ConfigError> {
-        self.positive::<u64>(variable, default)
-            .map(Duration::from_millis)
-    }
-}
-
-fn parse_host(value: &str) -> Result<IpAddr, String> {
-    if value.eq_ignore_ascii_case("localhost") {
-        return Ok(IpAddr::V4(Ipv4Addr::LOCALHOST));
-    }
-    value
-        .parse()
-        .map_err(|_| "expected an IP address such as 127.0.0.1, 0.0.0.0 or ::1".into())
-}
-
-fn parse_days(value: &str) -> Result<Option<Duration>, String> {
-    let days: f64 = value
-        .parse()
-        .map_err(|_| "expected a number of days, such as 30 or 0.5".to_string())?;
-    if !days.is_finite() || !(0.0..=36_500.0).contains(&days) {
-        return Err("expected a number of days from 0 to 36500".into());
-    }
-    Ok((days > 0.0).then(|| Duration::from_secs_f64(days * 86_400.0)))
-}
-
-fn parse_bool(value: &str) -> Result<bool, String> {
-    match value.to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err("expected true or false".into()),
-    }
-}
-
-fn parse_path(value: &str) -> Result<String, String> {
-    let valid = value.starts_with('/')
-        && value.len() > 1
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/-_.~".contains(c));
-    if valid {
-        Ok(value.trim_end_matches('/').to_owned())
-    } else {
-        Err("expected a URL path such as /ws".into())
-    }
-}
-
-/// Parses `*`, one origin, or a comma-separated list of origins.
-pub fn parse_origins(value: &str) -> Result<CorsOrigins, String> {
-    if value == "*" {
-        return Ok(CorsOrigins::Any);
-    }
-    let mut origins = Vec::new();
-    for origin in value.split(',').map(str::trim).filter(|o| !o.is_empty()) {
-        origins.push(parse_origin(origin)?);
-    }
-    if origins.is_empty() {
-        return Err("expected *, an origin, or a comma-separated list of origins".into());
-    }
-    Ok(CorsOrigins::List(origins))
-}
-
-fn parse_origin(origin: &str) -> Result<HeaderValue, String> {
-    let bad = || format!("{origin:?} is not an origin like https://app.example.com");
-    let uri: Uri = origin.parse().map_err(|_| bad())?;
-    let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
-    let bare = uri.path_and_query().is_none_or(|p| p.as_str() == "/") && !origin.ends_with('/');
-    if !scheme_ok || uri.host().is_none() || !bare {
-        return Err(bad());
-    }
-    HeaderValue::from_str(origin).map_err(|_| bad())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
+    use std::net::Ipv4Addr;
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let vars: HashMap<String, String> = vars
@@ -567,8 +437,8 @@ mod tests {
         assert_eq!(
             list,
             CorsOrigins::List(vec![
-                HeaderValue::from_static("https://app.example.com"),
-                HeaderValue::from_static("https://admin.example.com:8443"),
+                String::from("https://app.example.com"),
+                String::from("https://admin.example.com:8443"),
             ])
         );
         for bad in [

@@ -1,0 +1,195 @@
+//! Per-socket state ([`Session`], kept in the socket's extensions): who the
+//! socket is, what it follows, its rate limit and its connection slot.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use socketioxide::extract::SocketRef;
+
+use crate::auth::Principal;
+use crate::config::ClientLimits;
+use crate::connections::ConnectionSlot;
+use crate::job::{JobId, ProjectId};
+use crate::state::SocketStats;
+
+/// One `subscribe:job` of a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subscription {
+    /// Distinguishes it from the socket's earlier subscriptions of the same job: a
+    /// replay that is no longer the latest stops.
+    pub generation: u64,
+    /// Log lines as `job:logs` runs instead of one `job:log` each.
+    pub batch: bool,
+}
+
+/// Per-socket state, kept in the socket's extensions.
+#[derive(Debug)]
+pub struct Session {
+    /// Who the socket authenticated as.
+    pub principal: Principal,
+    /// The socket's place in its user's connection count; released on disconnect.
+    slot: Mutex<Option<ConnectionSlot>>,
+    /// For each job this socket follows, its latest subscription.
+    following: Mutex<HashMap<JobId, Subscription>>,
+    /// Projects this socket follows.
+    projects: Mutex<HashSet<ProjectId>>,
+    /// Source of generations.
+    next_generation: AtomicU64,
+    /// When the client last sent an event (or connected).
+    last_event: Mutex<Instant>,
+    /// Start of the current one-second rate window, and events counted in it.
+    rate: Mutex<(Instant, u32)>,
+    /// Set when the socket disconnects. (socketioxide's own `connected()` is also
+    /// false for a moment right after the CONNECT packet goes out, when a client may
+    /// already be subscribing.)
+    closed: AtomicBool,
+    /// `MAX_SUBSCRIPTIONS_PER_SOCKET`.
+    max_subscriptions: usize,
+    /// `MAX_EVENTS_PER_SECOND`.
+    max_events_per_second: u32,
+    /// Where room membership changes are counted.
+    stats: Arc<SocketStats>,
+}
+
+/// Why a client event was refused before its handler ran.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Refusal {
+    #[error("rate limited")]
+    RateLimited,
+    #[error("too many subscriptions (at most {0} per connection)")]
+    TooManySubscriptions(usize),
+}
+
+impl Session {
+    pub(super) fn new(
+        principal: Principal,
+        slot: ConnectionSlot,
+        limits: &ClientLimits,
+        stats: Arc<SocketStats>,
+    ) -> Self {
+        let now = Instant::now();
+        Self {
+            principal,
+            slot: Mutex::new(Some(slot)),
+            following: Mutex::default(),
+            projects: Mutex::default(),
+            next_generation: AtomicU64::new(0),
+            last_event: Mutex::new(now),
+            rate: Mutex::new((now, 0)),
+            closed: AtomicBool::new(false),
+            max_subscriptions: limits.max_subscriptions_per_socket,
+            max_events_per_second: limits.max_events_per_second,
+            stats,
+        }
+    }
+
+    /// Counts a change of this socket's rooms (see [`SocketStats::membership`]).
+    pub(super) fn membership_changed(&self) {
+        self.stats.membership.fetch_add(1, Ordering::Release);
+    }
+
+    /// Counts a client event against the rate limit and marks the socket active.
+    pub fn admit_event(&self) -> Result<(), Refusal> {
+        let now = Instant::now();
+        *self.last_event.lock().expect("session") = now;
+        let mut rate = self.rate.lock().expect("session");
+        if now.duration_since(rate.0) >= Duration::from_secs(1) {
+            *rate = (now, 0);
+        }
+        rate.1 += 1;
+        if rate.1 > self.max_events_per_second {
+            return Err(Refusal::RateLimited);
+        }
+        Ok(())
+    }
+
+    fn subscriptions(&self) -> usize {
+        self.following.lock().expect("session").len() + self.projects.lock().expect("session").len()
+    }
+
+    /// How long the socket has had no subscription and sent nothing, if it has none.
+    pub fn idle_for(&self) -> Option<Duration> {
+        (self.subscriptions() == 0).then(|| self.last_event.lock().expect("session").elapsed())
+    }
+
+    /// Starts a new subscription of `job`, superseding any earlier one.
+    pub fn follow(&self, job: &JobId, batch: bool) -> Result<Subscription, Refusal> {
+        let subscription = Subscription {
+            generation: self.next_generation.fetch_add(1, Ordering::Relaxed) + 1,
+            batch,
+        };
+        let mut following = self.following.lock().expect("session");
+        if !following.contains_key(job)
+            && self.subscriptions_with(&following) >= self.max_subscriptions
+        {
+            return Err(Refusal::TooManySubscriptions(self.max_subscriptions));
+        }
+        following.insert(job.clone(), subscription);
+        Ok(subscription)
+    }
+
+    fn subscriptions_with(&self, following: &HashMap<JobId, Subscription>) -> usize {
+        following.len() + self.projects.lock().expect("session").len()
+    }
+
+    /// Starts following `project`.
+    pub fn follow_project(&self, project: &ProjectId) -> Result<(), Refusal> {
+        let following = self.following.lock().expect("session").len();
+        let mut projects = self.projects.lock().expect("session");
+        if !projects.contains(project) && following + projects.len() >= self.max_subscriptions {
+            return Err(Refusal::TooManySubscriptions(self.max_subscriptions));
+        }
+        projects.insert(project.clone());
+        Ok(())
+    }
+
+    pub fn unfollow_project(&self, project: &ProjectId) {
+        self.projects.lock().expect("session").remove(project);
+    }
+
+    /// Whether `generation` is still the current subscription of `job`.
+    pub fn is_current(&self, job: &JobId, generation: u64) -> bool {
+        self.following
+            .lock()
+            .expect("session")
+            .get(job)
+            .is_some_and(|s| s.generation == generation)
+    }
+
+    /// Ends the subscription of `job`.
+    pub fn unfollow(&self, job: &JobId) {
+        self.following.lock().expect("session").remove(job);
+    }
+
+    /// The current subscription of `job`, if any.
+    pub fn subscription(&self, job: &JobId) -> Option<Subscription> {
+        self.following.lock().expect("session").get(job).copied()
+    }
+
+    /// Whether the socket has disconnected.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Marks the socket closed and gives its connection slot back; `true` only
+    /// the first time, so that a close seen twice is counted once.
+    pub(super) fn release(&self) -> bool {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        if let Some(slot) = self.slot.lock().expect("session").take() {
+            slot.release();
+        }
+        true
+    }
+}
+
+/// The session of a socket (set up by the connect middleware).
+pub fn session(socket: &SocketRef) -> Arc<Session> {
+    socket
+        .extensions
+        .get::<Arc<Session>>()
+        .expect("every connected socket has a session")
+}
