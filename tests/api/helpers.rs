@@ -1,17 +1,16 @@
-//! Shared set-up for the API tests: the real server, built in-process on a free
-//! port with its own data directory and pipelines file, and a few client calls.
+//! Shared set-up for the API tests: the real server binary, started through the
+//! shared launcher (`tests/support/server.rs`) on a free port it reports itself,
+//! with its own data directory and pipelines file, and a few client calls.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use buildcast::config::Config;
-use buildcast::startup::Application;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use tempfile::TempDir;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+
+use crate::server;
 
 /// Pipelines every test server knows unless a test brings its own.
 ///
@@ -110,10 +109,10 @@ pub struct TestApp {
     /// The server's `DATA_DIR`.
     pub data_dir: PathBuf,
     pub client: reqwest::Client,
+    /// The server process, killed when dropped (before `root` is removed).
+    server: Option<server::Server>,
     /// Holds `data/` and `pipelines.toml`; removed when dropped.
     root: Option<TempDir>,
-    shutdown: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
 /// Starts the server with `opts`, panicking if it cannot be built.
@@ -146,13 +145,12 @@ pub async fn try_spawn_app(opts: TestOptions) -> anyhow::Result<TestApp> {
         ("SHUTDOWN_GRACE_SECS".into(), "2".into()),
     ]);
     vars.extend(opts.env);
-    let config = Config::from_lookup(|name| vars.get(name).cloned())?;
-    let app = Application::build(config).await?;
-    let port = app.port();
-    let (shutdown, stop) = oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async move {
-        let _ = stop.await;
-    }));
+    let cwd = root.path().to_owned();
+    let server = tokio::task::spawn_blocking(move || server::start(&cwd, vars))
+        .await
+        .expect("the launcher did not panic")
+        .map_err(anyhow::Error::msg)?;
+    let port = server.port;
     Ok(TestApp {
         address: format!("http://127.0.0.1:{port}"),
         port,
@@ -161,9 +159,8 @@ pub async fn try_spawn_app(opts: TestOptions) -> anyhow::Result<TestApp> {
             .timeout(Duration::from_secs(30))
             .build()
             .expect("an HTTP client"),
-        root: Some(root),
-        shutdown: Some(shutdown),
         server: Some(server),
+        root: Some(root),
     })
 }
 
@@ -295,27 +292,16 @@ impl TestApp {
         response.text().await.expect("a text body")
     }
 
-    /// Stops the server gracefully and returns its folder, for a restart on the
-    /// same data.
+    /// Stops the server gracefully (SIGTERM) and returns its folder, for a
+    /// restart on the same data.
     pub async fn stop(mut self) -> TempDir {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        let server = self.server.take().expect("the server task");
-        tokio::time::timeout(Duration::from_secs(30), server)
+        let mut server = self.server.take().expect("the server");
+        let status = tokio::task::spawn_blocking(move || server.stop(Duration::from_secs(30)))
             .await
-            .expect("the server stops within 30 s")
-            .expect("the server task did not panic")
-            .expect("the server stopped without an error");
+            .expect("the launcher did not panic")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(status.success(), "the server stopped with {status}");
         self.root.take().expect("the folder")
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
     }
 }
 

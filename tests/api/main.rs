@@ -5,3 +5,5 @@ mod history;
 mod jobs;
 mod restart;
 mod security;
+#[path = "../support/server.rs"]
+mod server;
