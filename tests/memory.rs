@@ -164,10 +164,25 @@ async fn two_million_log_lines_keep_memory_bounded() {
         Some("1"),
         "the log starts with the first line"
     );
+    // The log cap keeps the head and the tail; the note saying what it dropped
+    // comes after the tail, with a seq of its own.
+    let last_number = log
+        .lines()
+        .rev()
+        .find(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()));
     assert_eq!(
-        log.lines().last(),
+        last_number,
         Some(LINES.to_string().as_str()),
-        "the log ends with the last line"
+        "the log's tail ends with the last line"
+    );
+    let after_tail: Vec<&str> = log
+        .lines()
+        .rev()
+        .take_while(|l| Some(*l) != last_number)
+        .collect();
+    assert!(
+        after_tail.iter().all(|l| l.contains("log truncated")),
+        "after the last line only the truncation note: {after_tail:?}"
     );
     assert!(
         peak_kib / 1024 < MAX_PEAK_MIB,
