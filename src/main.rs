@@ -117,7 +117,10 @@ async fn main() -> ExitCode {
     if let Some(path) = &cli.port_file
         && let Err(e) = write_port_file(path, app.port())
     {
-        eprintln!("buildcast: cannot write --port-file {}: {e}", path.display());
+        eprintln!(
+            "buildcast: cannot write --port-file {}: {e}",
+            path.display()
+        );
         return ExitCode::FAILURE;
     }
     match app.run_until_stopped(shutdown_signal()).await {

@@ -38,7 +38,10 @@ fn dockerignore() -> Vec<Pattern> {
                 Some(rest) => (true, rest.trim()),
                 None => (false, l),
             };
-            let glob = glob.trim_start_matches('/').trim_end_matches('/').to_owned();
+            let glob = glob
+                .trim_start_matches('/')
+                .trim_end_matches('/')
+                .to_owned();
             assert!(
                 !glob.contains('['),
                 "character classes in .dockerignore are not supported by this check: {l}"
@@ -59,9 +62,7 @@ fn glob_match(glob: &[u8], path: &[u8]) -> bool {
         [b'*', rest @ ..] => (0..=path.len())
             .take_while(|&i| i == 0 || path[i - 1] != b'/')
             .any(|i| glob_match(rest, &path[i..])),
-        [b'?', rest @ ..] => {
-            !path.is_empty() && path[0] != b'/' && glob_match(rest, &path[1..])
-        }
+        [b'?', rest @ ..] => !path.is_empty() && path[0] != b'/' && glob_match(rest, &path[1..]),
         [c, rest @ ..] => path.first() == Some(c) && glob_match(rest, &path[1..]),
     }
 }
@@ -101,7 +102,8 @@ struct Dockerfile {
 }
 
 fn dockerfile() -> Dockerfile {
-    let text = std::fs::read_to_string(root().join("docker/Dockerfile")).expect("docker/Dockerfile");
+    let text =
+        std::fs::read_to_string(root().join("docker/Dockerfile")).expect("docker/Dockerfile");
     let joined = text.replace("\\\n", " ");
     let mut stage = 0;
     let mut copies = Vec::new();
@@ -133,7 +135,10 @@ fn dockerfile() -> Dockerfile {
                 let (dest, sources) = words.split_last().expect("two words");
                 copies.push(Copy {
                     stage,
-                    sources: sources.iter().map(|s| s.trim_end_matches('/').to_owned()).collect(),
+                    sources: sources
+                        .iter()
+                        .map(|s| s.trim_end_matches('/').to_owned())
+                        .collect(),
                     dest: dest.clone(),
                 });
             }
@@ -179,7 +184,11 @@ fn build_inputs() -> BTreeSet<String> {
         files_under(&root().join(f), &mut files);
     }
     files_under(&root().join("src"), &mut files);
-    let sources: Vec<String> = files.iter().filter(|f| f.ends_with(".rs")).cloned().collect();
+    let sources: Vec<String> = files
+        .iter()
+        .filter(|f| f.ends_with(".rs"))
+        .cloned()
+        .collect();
     for source in sources {
         let path = root().join(&source);
         let text = std::fs::read_to_string(&path).expect("a source file");
@@ -233,16 +242,25 @@ fn every_build_input_is_copied_by_the_build_stage_and_sent_in_the_context() {
     let patterns = dockerignore();
     let file = dockerfile();
     let inputs = build_inputs();
-    for must in ["web/dist/index.html", "pipelines.toml", "migrations/0001_init.sql", "build.rs"] {
+    for must in [
+        "web/dist/index.html",
+        "pipelines.toml",
+        "migrations/0001_init.sql",
+        "build.rs",
+    ] {
         assert!(inputs.contains(must), "the build reads {must}: {inputs:?}");
     }
     let mut problems = Vec::new();
     for input in &inputs {
         if ignored(&patterns, input) {
-            problems.push(format!("{input}: left out of the build context by .dockerignore"));
+            problems.push(format!(
+                "{input}: left out of the build context by .dockerignore"
+            ));
         }
         match copied_to(&file.copies, &file.build_workdir, input) {
-            None => problems.push(format!("{input}: not copied by docker/Dockerfile's build stage")),
+            None => problems.push(format!(
+                "{input}: not copied by docker/Dockerfile's build stage"
+            )),
             Some(dest) => {
                 let want = Path::new(&file.build_workdir).join(input);
                 if Path::new(&dest) != want {
@@ -266,7 +284,10 @@ fn every_copied_path_exists_and_is_in_the_context() {
             let mut files = BTreeSet::new();
             files_under(&root().join(source), &mut files);
             for f in files {
-                assert!(!ignored(&patterns, &f), "COPY {source}: {f} is left out by .dockerignore");
+                assert!(
+                    !ignored(&patterns, &f),
+                    "COPY {source}: {f} is left out by .dockerignore"
+                );
             }
         }
     }
@@ -276,9 +297,9 @@ fn every_copied_path_exists_and_is_in_the_context() {
 fn the_build_is_locked_and_builds_the_binary_the_image_runs() {
     let file = dockerfile();
     assert!(
-        file.build_runs
-            .iter()
-            .any(|r| r.contains("cargo build") && r.contains("--release") && r.contains("--locked")),
+        file.build_runs.iter().any(|r| r.contains("cargo build")
+            && r.contains("--release")
+            && r.contains("--locked")),
         "the build stage runs cargo build --release --locked: {:?}",
         file.build_runs
     );
@@ -299,7 +320,10 @@ fn the_context_leaves_out_builds_dependencies_and_secrets() {
         "bench/target/release/bench",
         "fuzz/target/x",
     ] {
-        assert!(ignored(&patterns, path), "{path} would be sent in the build context");
+        assert!(
+            ignored(&patterns, path),
+            "{path} would be sent in the build context"
+        );
     }
 }
 
@@ -309,8 +333,14 @@ fn the_dockerignore_matcher_follows_dockers_rules() {
         lines
             .iter()
             .map(|l| match l.strip_prefix('!') {
-                Some(g) => Pattern { glob: g.into(), exclusion: true },
-                None => Pattern { glob: (*l).into(), exclusion: false },
+                Some(g) => Pattern {
+                    glob: g.into(),
+                    exclusion: true,
+                },
+                None => Pattern {
+                    glob: (*l).into(),
+                    exclusion: false,
+                },
             })
             .collect::<Vec<_>>()
     };
@@ -387,10 +417,16 @@ fn docker_build_stage_compiles_from_the_copied_files() {
         .expect("the built binary starts");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let port: u16 = loop {
-        if let Some(p) = std::fs::read_to_string(&port_file).ok().and_then(|t| t.trim().parse().ok()) {
+        if let Some(p) = std::fs::read_to_string(&port_file)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
             break p;
         }
-        assert!(std::time::Instant::now() < deadline, "the built binary did not listen");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the built binary did not listen"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
     let get = |path: &str| {
@@ -405,6 +441,12 @@ fn docker_build_stage_compiles_from_the_copied_files() {
     let page = get("/");
     let _ = child.kill();
     let _ = child.wait();
-    assert!(health.starts_with("HTTP/1.0 200") || health.starts_with("HTTP/1.1 200"), "{health}");
-    assert!(page.contains("<html") || page.contains("<!doctype html"), "the dashboard: {page}");
+    assert!(
+        health.starts_with("HTTP/1.0 200") || health.starts_with("HTTP/1.1 200"),
+        "{health}"
+    );
+    assert!(
+        page.contains("<html") || page.contains("<!doctype html"),
+        "the dashboard: {page}"
+    );
 }

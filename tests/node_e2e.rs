@@ -39,7 +39,10 @@ fn succeeds(program: &str, args: &[&str]) -> bool {
 fn have_node(suite: &str) -> bool {
     let node = succeeds(
         "node",
-        &["-e", "process.exit(+process.versions.node.split('.')[0] >= 20 ? 0 : 1)"],
+        &[
+            "-e",
+            "process.exit(+process.versions.node.split('.')[0] >= 20 ? 0 : 1)",
+        ],
     );
     if !(node && succeeds("npm", &["--version"])) {
         skip::missing(suite, "Node.js 20 or newer and npm");

@@ -55,7 +55,10 @@ where
         .current_dir(cwd)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", std::env::var_os("HOME").unwrap_or_else(|| "/".into()))
+        .env(
+            "HOME",
+            std::env::var_os("HOME").unwrap_or_else(|| "/".into()),
+        )
         .env("PORT", "0")
         .env("RUST_LOG", "warn,buildcast=info")
         .env("NO_COLOR", "1")
@@ -68,8 +71,14 @@ where
         .map_err(|e| format!("cannot start {BIN}: {e}"))?;
     let output = Arc::new(Mutex::new(VecDeque::new()));
     for stream in [
-        child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
-        child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
     ]
     .into_iter()
     .flatten()
@@ -119,7 +128,9 @@ fn keep(mut stream: Box<dyn Read + Send>, output: &Mutex<VecDeque<u8>>) {
         if n == 0 {
             break;
         }
-        let mut out = output.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out = output
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         out.extend(&buf[..n]);
         let excess = out.len().saturating_sub(KEEP_BYTES);
         out.drain(..excess);

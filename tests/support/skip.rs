@@ -10,7 +10,8 @@ use std::io::Write;
 
 /// Call when `what` cannot run because `missing`; returns if the skip is allowed.
 pub fn missing(what: &str, missing: &str) {
-    let allowed = std::env::var_os("BUILDCAST_ALLOW_SKIP").is_some_and(|v| !v.is_empty() && v != "0");
+    let allowed =
+        std::env::var_os("BUILDCAST_ALLOW_SKIP").is_some_and(|v| !v.is_empty() && v != "0");
     assert!(
         allowed,
         "{what} needs {missing}: run scripts/test, which installs what the tests need, \
