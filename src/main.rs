@@ -19,6 +19,11 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Once the server listens, write its port (one line) to this file, for
+    /// scripts and tests that start it with PORT=0. The file is replaced whole,
+    /// so a reader never sees part of it.
+    #[arg(long, global = true, env = "BUILDCAST_PORT_FILE", value_name = "PATH")]
+    port_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -109,6 +114,15 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(path) = &cli.port_file
+        && let Err(e) = write_port_file(path, app.port())
+    {
+        eprintln!(
+            "buildcast: cannot write --port-file {}: {e}",
+            path.display()
+        );
+        return ExitCode::FAILURE;
+    }
     match app.run_until_stopped(shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -116,4 +130,12 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Writes `port` and a newline to `path` through a temporary file and a rename.
+fn write_port_file(path: &std::path::Path, port: u16) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, format!("{port}\n"))?;
+    std::fs::rename(&tmp, path)
 }

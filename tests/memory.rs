@@ -4,10 +4,8 @@
 //!
 //! Run with `cargo test --test memory -- --nocapture` to see the measured figure.
 
-use std::io::{BufRead, BufReader};
+use std::ffi::OsString;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -29,9 +27,13 @@ timeout = "10m"
 build = "seq 1 2000000"
 "#;
 
-/// The server process; killed if a test ends without stopping it.
+#[path = "support/server.rs"]
+mod server;
+
+/// The server process (the shared launcher's); killed if a test ends without
+/// stopping it.
 struct Server {
-    child: Child,
+    inner: server::Server,
     address: String,
 }
 
@@ -39,74 +41,29 @@ impl Server {
     fn start(dir: &Path) -> Self {
         let pipelines = dir.join("pipelines.toml");
         std::fs::write(&pipelines, PIPELINES).expect("writing the pipelines file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_buildcast"))
-            .current_dir(dir)
-            .env("HOST", "127.0.0.1")
-            .env("PORT", "0")
-            .env("DATA_DIR", dir.join("data"))
-            .env("PIPELINES_FILE", &pipelines)
-            .env("RUST_LOG", "buildcast=info")
-            .env("NO_COLOR", "1")
-            .env_remove("LOG_FORMAT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the server binary starts");
-        // Read the log (so the pipe never fills) and pick the address from it.
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(at) = line.find("listening on http://") {
-                    let url = line[at + "listening on ".len()..]
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned();
-                    let _ = tx.send(url);
-                }
-            }
-        });
-        let address = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(address) => address,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("the server did not say where it listens within 30 s");
-            }
-        };
-        Self { child, address }
+        let inner = server::start(
+            dir,
+            [
+                ("HOST", "127.0.0.1".into()),
+                ("DATA_DIR", dir.join("data").into_os_string()),
+                ("PIPELINES_FILE", pipelines.into_os_string()),
+                ("RUST_LOG", OsString::from("buildcast=info")),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let address = inner.address.clone();
+        Self { inner, address }
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.inner.pid()
     }
 
     /// Stops the server with SIGTERM and waits for it to exit.
     fn stop(mut self) -> std::process::ExitStatus {
-        let pid = i32::try_from(self.pid()).expect("a pid");
-        // SAFETY: kill only sends a signal to the process this test started.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("waiting for the server") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "the server ignored SIGTERM");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.inner
+            .stop(Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 }
 

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { launchServer } from '../support/server.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -15,7 +16,6 @@ export const BIN = process.env.BUILDCAST_BIN
   : path.resolve(here, '../../target/debug/buildcast');
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 export const ARTIFACTS = path.resolve(here, '../artifacts');
-export const LISTEN_RE = /listening on (http:\/\/[0-9.:]+)/;
 
 // Pipelines of this suite. `colors` prints 30 numbered lines, one of them with
 // ANSI colours and one on stderr.
@@ -96,7 +96,8 @@ export function tempDir(prefix) {
 }
 
 /**
- * Starts the server binary; resolves once it prints "listening on".
+ * Starts the server binary; resolves once it listens (the shared launcher learns
+ * the port from the server: tests/support/server.mjs).
  * Pass `dataDir` and `port` to restart a server on the same data and address.
  */
 export function startServer({ dataDir, port = 0, pipelines = PIPELINES, env = {}, timeoutMs = 20_000 } = {}) {
@@ -104,7 +105,13 @@ export function startServer({ dataDir, port = 0, pipelines = PIPELINES, env = {}
   dataDir ??= tempDir('buildcast-browser-data-');
   const pipelinesFile = path.join(tempDir('buildcast-browser-pipelines-'), 'pipelines.toml');
   writeFileSync(pipelinesFile, pipelines);
-  const proc = spawn(BIN, [], {
+  let output = '';
+  const keep = (chunk) => {
+    output += chunk.toString();
+    if (output.length > 200_000) output = output.slice(-100_000);
+  };
+  const { proc, ready } = launchServer({
+    bin: BIN,
     cwd: tempDir('buildcast-browser-cwd-'),
     env: {
       PATH: process.env.PATH,
@@ -117,11 +124,12 @@ export function startServer({ dataDir, port = 0, pipelines = PIPELINES, env = {}
       RUST_LOG: 'warn,buildcast=info',
       ...env,
     },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    timeoutMs,
+    onStdout: keep,
+    onStderr: keep,
   });
   const kill = () => proc.kill('SIGKILL');
   cleanup.add(kill);
-  let output = '';
   const exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
   const server = {
     proc,
@@ -137,33 +145,16 @@ export function startServer({ dataDir, port = 0, pipelines = PIPELINES, env = {}
       cleanup.delete(kill);
     },
   };
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      proc.kill('SIGKILL');
-      reject(new Error(`buildcast did not start within ${timeoutMs} ms:\n${output}`));
-    }, timeoutMs);
-    const onData = (chunk) => {
-      output += chunk.toString();
-      if (output.length > 200_000) output = output.slice(-100_000);
-      const m = output.match(LISTEN_RE);
-      if (m && !server.url) {
-        clearTimeout(timer);
-        server.url = m[1];
-        server.port = Number(new URL(m[1]).port);
-        resolve(server);
-      }
-    };
-    proc.stdout.on('data', onData);
-    proc.stderr.on('data', (c) => {
-      output += c.toString();
-    });
-    proc.on('exit', (code) => {
-      if (!server.url) {
-        clearTimeout(timer);
-        reject(new Error(`buildcast exited with ${code} before listening:\n${output}`));
-      }
-    });
-  });
+  return ready.then(
+    ({ port: bound, url }) => {
+      server.url = url;
+      server.port = bound;
+      return server;
+    },
+    (err) => {
+      throw new Error(`${err.message}:\n${output}`);
+    },
+  );
 }
 
 export async function launchBrowser() {

@@ -14,6 +14,7 @@ import { after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { io } from 'socket.io-client';
 import WebSocket from 'ws';
+import { launchServer } from '../support/server.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -21,7 +22,6 @@ export const BIN = process.env.BUILDCAST_BIN
   ? path.resolve(process.env.BUILDCAST_BIN)
   : path.resolve(here, '../../target/debug/buildcast');
 
-export const LISTEN_RE = /listening on (http:\/\/[0-9.:]+)/;
 
 // Default pipelines used by the suite. Kept small so the whole suite is fast.
 export const DEFAULT_PIPELINES = `
@@ -167,7 +167,8 @@ export function serverEnv({ env = {}, pipelines = null, dataDir = null } = {}) {
 }
 
 /**
- * Spawn the server and wait until it says it is listening.
+ * Spawn the server and wait until it listens (the shared launcher learns the
+ * port from the server: tests/support/server.mjs).
  * @returns {Promise<{url:string, port:number, dataDir:string, proc:import('node:child_process').ChildProcess,
  *   stop:(signal?:string)=>Promise<number|string>, kill:()=>void, output:()=>string, exited:Promise<{code:number|null, signal:string|null}>}>}
  */
@@ -176,8 +177,6 @@ export function startServer({ env = {}, pipelines = null, dataDir = null, timeou
     throw new Error(`buildcast binary not found at ${BIN}; run cargo build or set BUILDCAST_BIN`);
   }
   const fullEnv = serverEnv({ env, pipelines, dataDir });
-  // Run from an empty directory so no stray .env file is picked up.
-  const proc = spawn(BIN, [], { env: fullEnv, cwd: makeTempDir('buildcast-cwd-'), stdio: ['ignore', 'pipe', 'pipe'] });
   let buf = '';
   const append = (prefix, chunk) => {
     const text = chunk.toString();
@@ -187,7 +186,15 @@ export function startServer({ env = {}, pipelines = null, dataDir = null, timeou
       .join('\n');
     if (buf.length > MAX_LOG_CHARS) buf = buf.slice(-MAX_LOG_CHARS);
   };
-  let stdoutBuf = '';
+  // Run from an empty directory so no stray .env file is picked up.
+  const { proc, ready } = launchServer({
+    bin: BIN,
+    env: fullEnv,
+    cwd: makeTempDir('buildcast-cwd-'),
+    timeoutMs,
+    onStdout: (chunk) => append('[out] ', chunk),
+    onStderr: (chunk) => append('[err] ', chunk),
+  });
   const server = {
     url: null,
     port: null,
@@ -231,42 +238,22 @@ export function startServer({ env = {}, pipelines = null, dataDir = null, timeou
     }
     return res.code ?? res.signal;
   };
-
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      server.kill();
-      dumpServerLog(server, 'startup timeout');
-      reject(new Error(`buildcast did not print "listening on" within ${timeoutMs} ms`));
-    }, timeoutMs);
-    let ready = false;
-    proc.stdout.on('data', (chunk) => {
-      append('[out] ', chunk);
-      if (ready) return;
-      stdoutBuf += chunk.toString();
-      const m = stdoutBuf.match(LISTEN_RE);
-      if (m) {
-        ready = true;
-        clearTimeout(timer);
-        server.url = m[1];
-        server.port = Number(new URL(m[1]).port);
-        resolve(server);
-      }
-    });
-    proc.stderr.on('data', (chunk) => append('[err] ', chunk));
-    proc.on('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    proc.on('exit', (code, signal) => {
-      if (!ready) {
-        clearTimeout(timer);
-        dumpServerLog(server, 'exited before listening');
-        reject(new Error(`buildcast exited (code ${code}, signal ${signal}) before listening`));
-      } else if (!server.stopping) {
-        dumpServerLog(server, `unexpected exit: code ${code}, signal ${signal}`);
-      }
-    });
+  proc.on('exit', (code, signal) => {
+    if (server.url && !server.stopping) dumpServerLog(server, `unexpected exit: code ${code}, signal ${signal}`);
   });
+
+  return ready.then(
+    ({ port, url }) => {
+      server.url = url;
+      server.port = port;
+      return server;
+    },
+    (err) => {
+      server.kill();
+      dumpServerLog(server, err.message);
+      throw err;
+    },
+  );
 }
 
 /**
