@@ -7,13 +7,17 @@
 //! - [`history`]: a job's recorded events and its raw log.
 //! - [`ingest`]: `POST /api/jobs/{id}/events`, for external workers.
 //! - [`pipelines`]: the pipelines this server can run.
+//! - [`rerun`]: `POST /api/jobs/{id}/rerun`, a new job like an earlier one.
+//! - [`me`]: `GET /api/me`, the caller's role and projects.
 
 pub mod dashboard;
 pub mod health;
 pub mod history;
 pub mod ingest;
 pub mod jobs;
+pub mod me;
 pub mod pipelines;
+pub mod rerun;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -30,6 +34,8 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .merge(history::router())
         .merge(ingest::router())
         .merge(pipelines::router())
+        .merge(rerun::router())
+        .merge(me::router())
         .layer(DefaultBodyLimit::max(state.config.rest_body_limit));
     Router::new()
         .merge(health::router())

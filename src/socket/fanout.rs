@@ -331,6 +331,13 @@ impl EventSink for Fanout {
         for socket in self.io.to(project_room(&job.project_id)).sockets() {
             self.emit_project(socket, name, event);
         }
+        if event.seq == 1 {
+            for socket in self.io.to(super::feed::FEED_ROOM).sockets() {
+                if session(&socket).principal.can_see(&job.project_id) {
+                    self.emit_project(socket, super::feed::JOBS_CREATED, event);
+                }
+            }
+        }
     }
 
     fn settle(&self, id: &JobId) {

@@ -9,6 +9,7 @@
 //! - [`subscriptions`]: `subscribe:*` / `unsubscribe:*` and their validation.
 //! - [`replay`]: attaching a socket to a job's history, then to its live events.
 //! - [`fanout`]: the one place recorded events become Socket.IO emits.
+//! - [`feed`]: `subscribe:jobs`, the announcement of every new job (`jobs:created`).
 //! - [`batch`]: the opt-in `job:logs` event (runs of log lines as one array).
 //! - [`head`]: copies a Socket.IO request's head out of hyper's read buffer, which
 //!   the session would otherwise keep alive.
@@ -20,6 +21,7 @@
 pub mod batch;
 pub mod close;
 pub mod fanout;
+pub mod feed;
 pub mod head;
 pub mod origin;
 pub mod polls;
@@ -48,6 +50,8 @@ pub mod client_events {
     pub const UNSUBSCRIBE_JOB: &str = "unsubscribe:job";
     pub const SUBSCRIBE_PROJECT: &str = "subscribe:project";
     pub const UNSUBSCRIBE_PROJECT: &str = "unsubscribe:project";
+    pub const SUBSCRIBE_JOBS: &str = "subscribe:jobs";
+    pub const UNSUBSCRIBE_JOBS: &str = "unsubscribe:jobs";
 }
 
 /// The room of a job's subscribers that take one `job:log` per line.
@@ -109,6 +113,8 @@ pub struct Session {
     following: Mutex<HashMap<JobId, Subscription>>,
     /// Projects this socket follows.
     projects: Mutex<HashSet<ProjectId>>,
+    /// Whether it takes `jobs:created` ([`feed`]).
+    feed: AtomicBool,
     /// Source of generations.
     next_generation: AtomicU64,
     /// When the client last sent an event (or connected).
@@ -155,6 +161,7 @@ impl Session {
             slot: Mutex::new(slot),
             following: Mutex::default(),
             projects: Mutex::default(),
+            feed: AtomicBool::new(false),
             next_generation: AtomicU64::new(0),
             last_event: Mutex::new(now),
             rate: Mutex::new((now, 0)),
@@ -186,7 +193,9 @@ impl Session {
     }
 
     fn subscriptions(&self) -> usize {
-        self.following.lock().expect("session").len() + self.projects.lock().expect("session").len()
+        self.following.lock().expect("session").len()
+            + self.projects.lock().expect("session").len()
+            + usize::from(self.feed.load(Ordering::Relaxed))
     }
 
     /// How long the socket has had no subscription and sent nothing, if it has none.
@@ -227,6 +236,19 @@ impl Session {
 
     pub fn unfollow_project(&self, project: &ProjectId) {
         self.projects.lock().expect("session").remove(project);
+    }
+
+    /// Starts taking `jobs:created`; counts as one subscription.
+    pub fn follow_feed(&self) -> Result<(), Refusal> {
+        if !self.feed.load(Ordering::Relaxed) && self.subscriptions() >= self.max_subscriptions {
+            return Err(Refusal::TooManySubscriptions(self.max_subscriptions));
+        }
+        self.feed.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub fn unfollow_feed(&self) {
+        self.feed.store(false, Ordering::Relaxed);
     }
 
     /// Whether `generation` is still the current subscription of `job`.
@@ -329,6 +351,8 @@ async fn prepare_socket(
     socket.on(UNSUBSCRIBE_JOB, subscriptions::unsubscribe_job);
     socket.on(SUBSCRIBE_PROJECT, subscriptions::subscribe_project);
     socket.on(UNSUBSCRIBE_PROJECT, subscriptions::unsubscribe_project);
+    socket.on(SUBSCRIBE_JOBS, feed::subscribe_jobs);
+    socket.on(UNSUBSCRIBE_JOBS, feed::unsubscribe_jobs);
     socket.on_fallback(subscriptions::unknown_event);
     Ok(())
 }
