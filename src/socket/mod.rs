@@ -10,6 +10,7 @@
 //! - [`replay`]: attaching a socket to a job's history, then to its live events.
 //! - [`fanout`]: the one place recorded events become Socket.IO emits.
 //! - [`feed`]: `subscribe:jobs`, the announcement of every new job (`jobs:created`).
+//! - [`watchers`]: `watchers:job`, how many clients follow a job.
 //! - [`batch`]: the opt-in `job:logs` event (runs of log lines as one array).
 //! - [`head`]: copies a Socket.IO request's head out of hyper's read buffer, which
 //!   the session would otherwise keep alive.
@@ -27,6 +28,7 @@ pub mod origin;
 pub mod polls;
 pub mod replay;
 pub mod subscriptions;
+pub mod watchers;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -52,6 +54,7 @@ pub mod client_events {
     pub const UNSUBSCRIBE_PROJECT: &str = "unsubscribe:project";
     pub const SUBSCRIBE_JOBS: &str = "subscribe:jobs";
     pub const UNSUBSCRIBE_JOBS: &str = "unsubscribe:jobs";
+    pub const WATCHERS_JOB: &str = "watchers:job";
 }
 
 /// The room of a job's subscribers that take one `job:log` per line.
@@ -353,6 +356,7 @@ async fn prepare_socket(
     socket.on(UNSUBSCRIBE_PROJECT, subscriptions::unsubscribe_project);
     socket.on(SUBSCRIBE_JOBS, feed::subscribe_jobs);
     socket.on(UNSUBSCRIBE_JOBS, feed::unsubscribe_jobs);
+    socket.on(WATCHERS_JOB, watchers::watchers);
     socket.on_fallback(subscriptions::unknown_event);
     Ok(())
 }

@@ -2,7 +2,7 @@
 // chromium through playwright-core) against the real server binary: a new
 // project's build appears live, an unknown job's page, the narrow list, Start
 // for viewers and refused tokens, sections from the log's own markers, permalinks
-// on a running job, stall marks, re-run, and the project page.
+// on a running job, stall marks, re-run, the project page, and watchers.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -410,7 +410,31 @@ test('the project page lists its jobs live from the project room', async () => {
   await page.context().close();
 });
 
-test('README screenshot: a build page with sections, a permalink and a stall', { skip: !process.env.UPDATE_SCREENSHOT }, async () => {
+test('the build page shows how many clients watch the job', async () => {
+  const jobId = await createJob(server, 'watched', 'colors');
+  await waitJobEnd(server, jobId);
+  const open = async () => {
+    const page = await newPage(browser, server);
+    await page.goto(`${server.url}/jobs/${jobId}`);
+    await waitStatus(page, 'completed');
+    await page.evaluate(() => {
+      window.__buildcast.tuning.watchersMs = 200;
+      window.__buildcast.app.page.pollWatchers();
+    });
+    return page;
+  };
+  const watching = (page) => page.textContent('.meta-value[data-key="watching"]').catch(() => null);
+  const a = await open();
+  await waitFor(async () => (await watching(a)) === 'just you', { timeout: 5000, what: 'just you' });
+  const b = await open();
+  await waitFor(async () => (await watching(a)) === '2 clients' && (await watching(b)) === '2 clients', { timeout: 5000, what: '2 clients on both pages' });
+  await b.context().close();
+  await waitFor(async () => (await watching(a)) === 'just you', { timeout: 5000, what: 'back to just you' });
+  assert.deepEqual(a.errors, []);
+  await a.context().close();
+});
+
+test('README screenshot: a failed build page with nested sections from its log', { skip: !process.env.UPDATE_SCREENSHOT }, async () => {
   const jobId = await createJob(server, 'web-shop', 'sections');
   await waitJobEnd(server, jobId);
   const page = await newPage(browser, server, { viewport: { width: 1280, height: 760 } });

@@ -25,6 +25,8 @@ export const tuning = {
   resyncCooldownMs: 5000,
   /** Subscribe with `batch: true`: log lines as `job:logs` runs. */
   batchLogs: true,
+  /** How often the page asks how many clients watch the job. */
+  watchersMs: 5000,
 };
 
 /** #L12 or #L12-L20 as line indices { from, to }, or null. */
@@ -72,6 +74,7 @@ export class JobPage {
     this.disposers.push(app.onMe(() => this.updateHeader()));
     this.fallback = setTimeout(() => this.loadWithoutSocket(), 3000);
     this.ticker = setInterval(() => this.tick(), 1000);
+    this.watchTimer = setTimeout(() => this.pollWatchers(), tuning.watchersMs);
     this.onKey = (e) => {
       if ((e.ctrlKey || e.metaKey) && e.key === 'f') {
         e.preventDefault();
@@ -88,6 +91,7 @@ export class JobPage {
     this.destroyed = true;
     clearInterval(this.ticker);
     clearTimeout(this.fallback);
+    clearTimeout(this.watchTimer);
     cancelAnimationFrame(this.frame);
     clearTimeout(this.timer);
     document.removeEventListener('keydown', this.onKey);
@@ -126,6 +130,23 @@ export class JobPage {
     if (ack.job) this.meta = ack.job;
     if (result.rebuilt) this.showNotice(`The log was reloaded from the start: ${result.reason ?? 'history changed'}`, 'info');
     this.schedule();
+    this.pollWatchers();
+  }
+
+  /** Asks how many clients follow this job (`watchers:job`), now and every few seconds. */
+  async pollWatchers() {
+    clearTimeout(this.watchTimer);
+    if (this.destroyed || this.notFound) return;
+    if (this.conn.socket.connected && !this.replaying) {
+      const ack = await this.conn.request('watchers:job', this.jobId);
+      if (this.destroyed) return;
+      if (ack?.ok && Number.isFinite(ack.watchers)) {
+        this.watchers = ack.watchers;
+        this.updateHeader();
+      }
+    }
+    clearTimeout(this.watchTimer);
+    this.watchTimer = setTimeout(() => this.pollWatchers(), tuning.watchersMs);
   }
 
   /** Reads the history through REST when at least `min` events behind. */
@@ -457,6 +478,7 @@ export class JobPage {
       if (Number.isFinite(created)) parts.push(['Created', new Date(created).toLocaleString()]);
     }
     parts.push(['Duration', formatDuration(this.duration())]);
+    if (this.watchers) parts.push(['Watching', this.watchers === 1 ? 'just you' : `${this.watchers} clients`]);
     if (this.replaying && this.feed.stats.subscriptions > 0) parts.push(['Log', 'loading…']);
     const key = JSON.stringify(parts);
     if (key !== this.metaKey) {
