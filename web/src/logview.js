@@ -423,7 +423,7 @@ export class LogView {
 
 /** A stall's length for the narrow gutter: 6s, 42s, 3m, 2h. */
 export function formatStall(ms) {
-  const s = Math.floor(ms / 1000);
+  const s = Math.round(ms / 1000);
   if (s < 60) return `${s}s`;
   if (s < 3600) return `${Math.floor(s / 60)}m`;
   return `${Math.floor(s / 3600)}h`;
