@@ -28,6 +28,9 @@ pub mod client_events {
     pub const UNSUBSCRIBE_JOB: &str = "unsubscribe:job";
     pub const SUBSCRIBE_PROJECT: &str = "subscribe:project";
     pub const UNSUBSCRIBE_PROJECT: &str = "unsubscribe:project";
+    pub const SUBSCRIBE_JOBS: &str = "subscribe:jobs";
+    pub const UNSUBSCRIBE_JOBS: &str = "unsubscribe:jobs";
+    pub const WATCHERS_JOB: &str = "watchers:job";
 }
 
 /// A point in time, written as JavaScript's `toISOString()` does:

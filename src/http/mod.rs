@@ -7,6 +7,8 @@
 //! - [`history`]: a job's recorded events and its raw log.
 //! - [`ingest`]: `POST /api/jobs/{id}/events`, for external workers.
 //! - [`pipelines`]: the pipelines this server can run.
+//! - [`rerun`]: `POST /api/jobs/{id}/rerun`, a new job like an earlier one.
+//! - [`me`]: `GET /api/me`, the caller's role and projects.
 //! - [`caller`]: the [`caller::Caller`] extractor (who is asking).
 //!
 //! Every route but the streaming ones (the raw log, artifact downloads, the
@@ -19,7 +21,9 @@ pub mod health;
 pub mod history;
 pub mod ingest;
 pub mod jobs;
+pub mod me;
 pub mod pipelines;
+pub mod rerun;
 
 use std::time::Duration;
 
@@ -42,6 +46,8 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .merge(history::router())
         .merge(ingest::router())
         .merge(pipelines::router())
+        .merge(rerun::router())
+        .merge(me::router())
         .route_layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(move |_| timed_out(timeout)))

@@ -322,6 +322,13 @@ impl EventSink for Fanout {
         for socket in self.io.to(project_room(&job.project_id)).sockets() {
             self.deliver_project(socket, name, event);
         }
+        if event.seq == 1 {
+            for socket in self.io.to(super::feed::FEED_ROOM).sockets() {
+                if session(&socket).principal.can_see(&job.project_id) {
+                    self.deliver_project(socket, super::feed::JOBS_CREATED, event);
+                }
+            }
+        }
     }
 
     fn flush_held(&self, id: &JobId) {

@@ -13,6 +13,8 @@
 //! - [`replay`]: attaching a socket to a job's history, then to its live events.
 //! - [`fanout`]: the journal's sink: which socket gets which event, catch-ups.
 //! - [`emit`]: every emit of a job or project event, and its outcome.
+//! - [`feed`]: `subscribe:jobs`, the announcement of every new job (`jobs:created`).
+//! - [`watchers`]: `watchers:job`, how many clients follow a job.
 //! - [`batch`]: the opt-in `job:logs` event (runs of log lines as one array).
 //! - [`idle`]: disconnecting idle clients.
 //! - [`request_head`]: copies a Socket.IO request's head out of hyper's read
@@ -27,6 +29,7 @@ pub mod batch;
 pub mod close;
 pub mod emit;
 pub mod fanout;
+pub mod feed;
 pub mod idle;
 pub mod origin;
 pub mod polls;
@@ -35,6 +38,7 @@ pub mod request_head;
 pub mod rooms;
 pub mod session;
 pub mod subscriptions;
+pub mod watchers;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -99,6 +103,9 @@ async fn prepare_socket(
     socket.on(UNSUBSCRIBE_JOB, subscriptions::unsubscribe_job);
     socket.on(SUBSCRIBE_PROJECT, subscriptions::subscribe_project);
     socket.on(UNSUBSCRIBE_PROJECT, subscriptions::unsubscribe_project);
+    socket.on(SUBSCRIBE_JOBS, feed::subscribe_jobs);
+    socket.on(UNSUBSCRIBE_JOBS, feed::unsubscribe_jobs);
+    socket.on(WATCHERS_JOB, watchers::watchers);
     socket.on_fallback(subscriptions::unknown_event);
     Ok(())
 }

@@ -35,6 +35,8 @@ pub struct Session {
     following: Mutex<HashMap<JobId, Subscription>>,
     /// Projects this socket follows.
     projects: Mutex<HashSet<ProjectId>>,
+    /// Whether it takes `jobs:created` ([`super::feed`]).
+    feed: AtomicBool,
     /// Source of generations.
     next_generation: AtomicU64,
     /// When the client last sent an event (or connected).
@@ -75,6 +77,7 @@ impl Session {
             slot: Mutex::new(Some(slot)),
             following: Mutex::default(),
             projects: Mutex::default(),
+            feed: AtomicBool::new(false),
             next_generation: AtomicU64::new(0),
             last_event: Mutex::new(now),
             rate: Mutex::new((now, 0)),
@@ -106,7 +109,9 @@ impl Session {
     }
 
     fn subscriptions(&self) -> usize {
-        self.following.lock().expect("session").len() + self.projects.lock().expect("session").len()
+        self.following.lock().expect("session").len()
+            + self.projects.lock().expect("session").len()
+            + usize::from(self.feed.load(Ordering::Relaxed))
     }
 
     /// How long the socket has had no subscription and sent nothing, if it has none.
@@ -147,6 +152,19 @@ impl Session {
 
     pub fn unfollow_project(&self, project: &ProjectId) {
         self.projects.lock().expect("session").remove(project);
+    }
+
+    /// Starts taking `jobs:created`; counts as one subscription.
+    pub fn follow_feed(&self) -> Result<(), Refusal> {
+        if !self.feed.load(Ordering::Relaxed) && self.subscriptions() >= self.max_subscriptions {
+            return Err(Refusal::TooManySubscriptions(self.max_subscriptions));
+        }
+        self.feed.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub fn unfollow_feed(&self) {
+        self.feed.store(false, Ordering::Relaxed);
     }
 
     /// Whether `generation` is still the current subscription of `job`.

@@ -1,11 +1,13 @@
 // Unit tests of the dashboard's pure modules (no browser): the ANSI converter, the
-// log model and the resubscription bookkeeping.
+// log model (with the sections the log marks), permalinks and the resubscription
+// bookkeeping.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { ansiToHtml, parseAnsi, plainText, escapeHtml, color256 } from '../../web/src/ansi.js';
-import { JobFeed, JobLog } from '../../web/src/logmodel.js';
+import { JobFeed, JobLog, parseMarker } from '../../web/src/logmodel.js';
+import { parsePermalink } from '../../web/src/jobpage.js';
 
 test('ansi: plain text is escaped and unchanged', () => {
   assert.equal(ansiToHtml('a < b && c > d'), 'a &lt; b &amp;&amp; c &gt; d');
@@ -181,4 +183,58 @@ test('model: a step the pipeline lacks is reported as skipped', () => {
   assert.equal(m.sectionSkipped(2), true, 'install has no script');
   assert.equal(m.sectionSkipped(3), false, 'still running, not yet known');
   assert.deepEqual([...m.skippedPhases()], ['installing']);
+});
+
+test('markers: GitHub, GitLab and Buildkite, plain or wrapped in escape sequences', () => {
+  assert.deepEqual(parseMarker('::group::Build it'), { type: 'github-start', title: 'Build it' });
+  assert.deepEqual(parseMarker('\x1b[36m::group::Coloured\x1b[0m'), { type: 'github-start', title: 'Coloured' });
+  assert.deepEqual(parseMarker('::endgroup::'), { type: 'github-end' });
+  assert.deepEqual(parseMarker('section_start:1700000000:tests[collapsed=true]\r\x1b[0KRunning tests'), { type: 'gitlab-start', name: 'tests', title: 'Running tests', collapsed: true, rest: '' });
+  assert.deepEqual(parseMarker('\x1b[0Ksection_start:1:deps\r\x1b[0K'), { type: 'gitlab-start', name: 'deps', title: 'deps', collapsed: false, rest: '' });
+  assert.deepEqual(parseMarker('\x1b[0Ksection_end:1700000001:tests\r\x1b[0K'), { type: 'gitlab-end', name: 'tests', rest: '' });
+  assert.equal(parseMarker('section_end:1:a\r\x1b[0Ksection_start:2:b\r\x1b[0KB').rest, 'section_start:2:b\rB');
+  assert.deepEqual(parseMarker('--- Setup'), { type: 'buildkite-start', title: 'Setup', collapsed: true, dim: false });
+  assert.deepEqual(parseMarker('+++ Tests'), { type: 'buildkite-start', title: 'Tests', collapsed: false, dim: false });
+  assert.deepEqual(parseMarker('~~~ Noise'), { type: 'buildkite-start', title: 'Noise', collapsed: true, dim: true });
+  assert.deepEqual(parseMarker('\x1b[1m--- Bold\x1b[0m'), { type: 'buildkite-start', title: 'Bold', collapsed: true, dim: false });
+  assert.deepEqual(parseMarker('^^^ +++'), { type: 'buildkite-expand' });
+  for (const plain of ['---', 'hello', 'section_start', ' ::group::indented', 'a ::group:: b', '--x']) assert.equal(parseMarker(plain), null, plain);
+});
+
+test('model: marked sections nest inside the step, end with their markers, and a failure marks the open ones', () => {
+  const log = new JobLog('j');
+  let seq = 0;
+  const at = (ms) => new Date(1_700_000_000_000 + ms).toISOString();
+  const ev = (name, d, ms) => log.apply(name, { ...d, timestamp: at(ms), seq: ++seq });
+  const line = (message, ms, stream = 'stdout') => ev('job:log', { stream, message }, ms);
+  ev('job:progress', { status: 'building', phase: 'building', progress: 40, message: 'Build' }, 0);
+  line('--- Setup', 10);
+  line('::group::Fetch', 20);
+  line('fetching', 30);
+  line('::endgroup::', 130);
+  line('+++ Tests', 140);
+  line('section_start:1:unit[collapsed=true]\r\x1b[0KUnit', 150);
+  line('boom', 400, 'stderr');
+  ev('job:error', { phase: 'building', message: 'exit 1' }, 450);
+  ev('job:completed', { status: 'failed', progress: 40, durationMs: 460 }, 460);
+  const t = log.sections.map((s) => [s.title, s.kind, s.dialect, s.depth, s.parent, s.count, s.end - s.start, s.failed]);
+  assert.deepEqual(t, [
+    ['Build', 'phase', null, 0, -1, 2, 460, true],
+    ['Setup', 'log', 'buildkite', 1, 0, 1, 130, false],
+    ['Fetch', 'log', 'github', 2, 1, 1, 110, false],
+    ['Tests', 'log', 'buildkite', 1, 0, 1, 320, true],
+    ['Unit', 'log', 'gitlab', 2, 3, 1, 310, true],
+  ]);
+  assert.deepEqual(log.lines().map((l) => l.text), ['fetching', 'boom']);
+  assert.deepEqual(log.sec, [2, 4]);
+  assert.equal(log.failedSection, 4);
+  assert.equal(log.markers, 5);
+  assert.equal(log.gapBefore(1), 370);
+});
+
+test('permalinks: #L12 and #L12-L20 (either order), nothing else', () => {
+  assert.deepEqual(parsePermalink('#L12'), { from: 11, to: 11 });
+  assert.deepEqual(parsePermalink('#L120-L140'), { from: 119, to: 139 });
+  assert.deepEqual(parsePermalink('#L20-L12'), { from: 11, to: 19 });
+  for (const bad of ['', '#', '#L', '#L0', '#/jobs/x', '#Lx', '#L1-', '#section']) assert.equal(parsePermalink(bad), null, bad);
 });

@@ -19,6 +19,7 @@ export class Connection {
     this.connectHooks = new Set();
     this.jobs = new Map(); // jobId -> (event, data) => void
     this.projectListeners = new Set();
+    this.createdListeners = new Set();
     this.history = []; // state changes, for tests and debugging
 
     const socket = io({
@@ -76,6 +77,10 @@ export class Connection {
         for (const fn of this.projectListeners) fn(name, d);
       });
     }
+    // `subscribe:jobs`: a new job of any project this token may see.
+    socket.on('jobs:created', (d) => {
+      if (d && d.jobId) for (const fn of this.createdListeners) fn(d);
+    });
   }
 
   setState(state, detail) {
@@ -109,6 +114,12 @@ export class Connection {
   onProject(fn) {
     this.projectListeners.add(fn);
     return () => this.projectListeners.delete(fn);
+  }
+
+  /** Calls `fn` with the first event of every new job (after `subscribe:jobs`). */
+  onCreated(fn) {
+    this.createdListeners.add(fn);
+    return () => this.createdListeners.delete(fn);
   }
 
   /** Emits with an acknowledgement, if connected (else the next connect does it). */

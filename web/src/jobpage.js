@@ -25,7 +25,20 @@ export const tuning = {
   resyncCooldownMs: 5000,
   /** Subscribe with `batch: true`: log lines as `job:logs` runs. */
   batchLogs: true,
+  /** How often the page asks how many clients watch the job. */
+  watchersMs: 5000,
 };
+
+/** #L12 or #L12-L20 as line indices { from, to }, or null. */
+export function parsePermalink(hash) {
+  const m = /^#L(\d+)(?:-L?(\d+))?$/.exec(hash ?? '');
+  if (!m) return null;
+  let a = Number(m[1]);
+  let b = Number(m[2] ?? m[1]);
+  if (b < a) [a, b] = [b, a];
+  if (a < 1) return null;
+  return { from: a - 1, to: b - 1 };
+}
 
 export class JobPage {
   constructor(app, jobId) {
@@ -43,6 +56,7 @@ export class JobPage {
     this.stats = { catchUps: 0, restEvents: 0, resyncs: 0 };
     this.disposers = [];
     this.view = new LogView(this.feed.log, { onChange: () => this.updateToolbar() });
+    this.view.onSelect = (sel) => this.setPermalink(sel);
     this.el = this.build();
     this.view.setShowTimes(localStorage.getItem(TIMES_KEY) === '1');
     this.timesToggle.checked = this.view.showTimes;
@@ -54,10 +68,13 @@ export class JobPage {
         if (this.lagCheck) this.checkLag(d);
       }),
     );
+    // One request for the job's state: the header and the first catch-up share it.
+    this.metaLoad = this.loadMeta();
     this.disposers.push(this.conn.onConnect(() => this.subscribe()));
-    this.loadMeta();
+    this.disposers.push(app.onMe(() => this.updateHeader()));
     this.fallback = setTimeout(() => this.loadWithoutSocket(), 3000);
     this.ticker = setInterval(() => this.tick(), 1000);
+    this.watchTimer = setTimeout(() => this.pollWatchers(), tuning.watchersMs);
     this.onKey = (e) => {
       if ((e.ctrlKey || e.metaKey) && e.key === 'f') {
         e.preventDefault();
@@ -66,7 +83,7 @@ export class JobPage {
       }
     };
     document.addEventListener('keydown', this.onKey);
-    this.wantedLine = /^#L(\d+)$/.exec(location.hash)?.[1];
+    this.wanted = parsePermalink(location.hash);
     this.flush();
   }
 
@@ -74,6 +91,7 @@ export class JobPage {
     this.destroyed = true;
     clearInterval(this.ticker);
     clearTimeout(this.fallback);
+    clearTimeout(this.watchTimer);
     cancelAnimationFrame(this.frame);
     clearTimeout(this.timer);
     document.removeEventListener('keydown', this.onKey);
@@ -96,7 +114,7 @@ export class JobPage {
     this.replaying = true;
     this.updateHeader();
     await this.catchUp(mine, behind ? 1 : tuning.catchUpMin);
-    if (this.destroyed || mine !== this.subscription || !this.conn.socket.connected) return;
+    if (this.destroyed || this.notFound || mine !== this.subscription || !this.conn.socket.connected) return;
     // Events of this subscription (replayed, then live) are watched for lag.
     this.minLag = Infinity;
     this.lagCheck = true;
@@ -110,9 +128,25 @@ export class JobPage {
       return;
     }
     if (ack.job) this.meta = ack.job;
-    else this.loadMeta();
     if (result.rebuilt) this.showNotice(`The log was reloaded from the start: ${result.reason ?? 'history changed'}`, 'info');
     this.schedule();
+    this.pollWatchers();
+  }
+
+  /** Asks how many clients follow this job (`watchers:job`), now and every few seconds. */
+  async pollWatchers() {
+    clearTimeout(this.watchTimer);
+    if (this.destroyed || this.notFound) return;
+    if (this.conn.socket.connected && !this.replaying) {
+      const ack = await this.conn.request('watchers:job', this.jobId);
+      if (this.destroyed) return;
+      if (ack?.ok && Number.isFinite(ack.watchers)) {
+        this.watchers = ack.watchers;
+        this.updateHeader();
+      }
+    }
+    clearTimeout(this.watchTimer);
+    this.watchTimer = setTimeout(() => this.pollWatchers(), tuning.watchersMs);
   }
 
   /** Reads the history through REST when at least `min` events behind. */
@@ -120,9 +154,10 @@ export class JobPage {
     const feed = this.feed;
     const base = `/api/jobs/${encodeURIComponent(this.jobId)}`;
     try {
-      const view = await api(base);
-      if (this.destroyed || mine !== this.subscription) return;
-      this.meta = view;
+      const first = this.metaLoad;
+      this.metaLoad = null;
+      const view = await (first ?? this.loadMeta());
+      if (this.destroyed || !view || mine !== this.subscription) return;
       if (feed.epoch && view.epoch !== feed.epoch) {
         // The server's history of this job is not the one this page holds.
         feed.abandon();
@@ -174,7 +209,7 @@ export class JobPage {
    * recorded log is still shown, read through REST once.
    */
   async loadWithoutSocket() {
-    if (this.destroyed || this.conn.socket.connected) return;
+    if (this.destroyed || this.notFound || this.conn.socket.connected) return;
     const feed = this.feed;
     const base = `/api/jobs/${encodeURIComponent(this.jobId)}/events`;
     try {
@@ -191,23 +226,51 @@ export class JobPage {
     }
   }
 
+  /** The job's state (GET /api/jobs/<id>), or null when it could not be read. */
   async loadMeta() {
     try {
       const view = await api(`/api/jobs/${encodeURIComponent(this.jobId)}`);
-      if (this.destroyed) return;
+      if (this.destroyed) return null;
       this.meta = view;
-      this.notFound = false;
       this.updateHeader();
+      return view;
     } catch (e) {
-      if (this.destroyed) return;
-      if (e.status === 404) {
-        this.notFound = true;
-        this.showNotice('No build with this id exists on this server.', 'error');
+      if (this.destroyed) return null;
+      if (e.status === 404 || e.status === 400) {
+        this.showNotFound(e.status === 400 ? e.message : null);
       } else if (e.status !== 401) {
         this.showNotice(`Cannot load this build: ${e.message}`, 'error');
+        this.updateHeader();
       }
-      this.updateHeader();
+      return null;
     }
+  }
+
+  /** The one state of a job that does not exist (or that this token cannot see). */
+  showNotFound(detail) {
+    this.notFound = true;
+    clearTimeout(this.fallback);
+    this.el.classList.add('not-found');
+    this.notFoundCard.hidden = false;
+    if (detail) this.notFoundCard.querySelector('.detail').textContent = detail;
+    this.crumbProject.textContent = 'Not found';
+    this.crumbId.textContent = this.jobId;
+    document.title = 'Build not found · buildcast';
+  }
+
+  /** The selection as the URL's #L12 or #L12-L20 (a reload selects it again). */
+  setPermalink(sel) {
+    const hash = !sel ? '' : sel[0] === sel[1] ? `#L${sel[0] + 1}` : `#L${sel[0] + 1}-L${sel[1] + 1}`;
+    this.wanted = null;
+    history.replaceState(history.state, '', location.pathname + location.search + hash);
+    this.updateToolbar();
+  }
+
+  /** The address's #L… changed (typed, or the back button). */
+  onHash() {
+    this.wanted = parsePermalink(location.hash);
+    if (!this.wanted) this.view.select(null);
+    this.schedule();
   }
 
   schedule() {
@@ -227,11 +290,22 @@ export class JobPage {
     const { more } = this.feed.drain(DRAIN_PER_FRAME);
     this.view.sync();
     if (more) this.schedule();
-    if (this.wantedLine && this.feed.log.length >= Number(this.wantedLine)) {
-      const i = Number(this.wantedLine) - 1;
-      this.wantedLine = null;
-      this.view.select(i);
-      this.view.reveal(i);
+    const log = this.feed.log;
+    const wanted = this.wanted;
+    if (wanted && log.length > wanted.to) {
+      // A permalink: selected once its last line has arrived.
+      this.wanted = null;
+      this.linked = true;
+      this.view.select(wanted.from, wanted.to);
+      this.view.reveal(wanted.from);
+    } else if (wanted && log.finished && !more && !this.feed.queue.length) {
+      this.wanted = null;
+      this.showNotice(`This log has ${log.length.toLocaleString('en-US')} lines: line ${(wanted.to + 1).toLocaleString('en-US')} of the link is not in it.`, 'info');
+    }
+    if (!more && !this.failureShown && !this.wanted && !this.linked && log.finished && log.failedSection >= 0) {
+      // A failed build opens the section where it failed and shows it.
+      this.failureShown = true;
+      this.view.revealSection(log.failedSection);
     }
     this.updateHeader();
     this.updateToolbar();
@@ -253,6 +327,15 @@ export class JobPage {
     this.title = h('h1', {}, h('span', { class: 'pipeline-name' }, 'Build'), ' ', h('code', { class: 'job-id', title: id }, `#${shortId(id)}`));
     this.badge = badge(null);
     this.cancelButton = h('button', { class: 'btn danger', id: 'cancel-button', onclick: () => this.cancel() }, 'Cancel build');
+    this.rerunButton = h('button', { class: 'btn', id: 'rerun-button', hidden: true, onclick: () => this.rerun() }, 'Re-run');
+    this.notFoundCard = h(
+      'section',
+      { class: 'card not-found-card', id: 'not-found', hidden: true, role: 'alert' },
+      h('h1', {}, 'Build not found'),
+      h('p', {}, 'No build with the id ', h('code', { class: 'full-id' }, id), ' exists on this server, or your access token cannot see it.'),
+      h('p', { class: 'hint detail' }),
+      h('a', { href: '/', 'data-nav': '', class: 'btn' }, '← All builds'),
+    );
     this.rawLink = h(
       'a',
       {
@@ -316,6 +399,7 @@ export class JobPage {
     this.lineCount = h('span', { class: 'line-count', id: 'line-count' });
     this.followButton = h('button', { class: 'btn small', id: 'follow-button', onclick: () => this.view.setFollow(!this.view.follow) });
     this.jumpButton = h('button', { class: 'jump', id: 'jump-latest', hidden: true, onclick: () => this.view.setFollow(true) }, '↓ Follow log');
+    this.permalinkNote = h('span', { class: 'permalink-note', id: 'permalink-note', hidden: true });
     const toolbar = h(
       'div',
       { class: 'log-toolbar' },
@@ -324,6 +408,7 @@ export class JobPage {
       h('button', { class: 'btn small', id: 'expand-all', onclick: () => this.view.setAllCollapsed(false) }, 'Expand all'),
       h('button', { class: 'btn small', id: 'collapse-all', onclick: () => this.view.setAllCollapsed(true) }, 'Collapse all'),
       h('span', { class: 'grow' }),
+      this.permalinkNote,
       this.lineCount,
       this.followButton,
     );
@@ -331,11 +416,11 @@ export class JobPage {
     return h(
       'main',
       { class: 'page job-page', dataset: { jobId: id } },
-      h('nav', { class: 'crumbs' }, h('a', { href: '/', 'data-nav': '' }, 'Builds'), h('span', { class: 'sep' }, '/'), (this.crumbProject = h('span', {}, '…')), h('span', { class: 'sep' }, '/'), h('code', {}, shortId(id))),
+      h('nav', { class: 'crumbs' }, h('a', { href: '/', 'data-nav': '' }, 'Builds'), h('span', { class: 'sep' }, '/'), (this.crumbProject = h('span', {}, '…')), h('span', { class: 'sep' }, '/'), (this.crumbId = h('code', {}, shortId(id)))),
       h(
         'section',
         { class: 'card job-head' },
-        h('div', { class: 'head-row' }, this.title, this.badge, h('span', { class: 'grow' }), this.rawLink, this.cancelButton),
+        h('div', { class: 'head-row' }, this.title, this.badge, h('span', { class: 'grow' }), this.rawLink, this.rerunButton, this.cancelButton),
         this.metaLine,
         h('div', { class: 'progress-row' }, this.bar, this.pct, this.message),
         stepList,
@@ -343,6 +428,7 @@ export class JobPage {
         this.notice,
         this.artifacts,
       ),
+      this.notFoundCard,
       h('section', { class: 'card log-card' }, toolbar, h('div', { class: 'log-wrap' }, this.view.viewport, this.jumpButton)),
     );
   }
@@ -359,6 +445,7 @@ export class JobPage {
   }
 
   updateHeader() {
+    if (this.notFound) return;
     const log = this.feed.log;
     const meta = this.meta;
     const status = this.status();
@@ -375,8 +462,13 @@ export class JobPage {
       this.crumbProject.textContent = meta.projectId;
       document.title = `${status ?? ''} · ${meta.pipeline} #${shortId(this.jobId)} · buildcast`;
     }
+    const perm = meta ? this.app.buildPermission(meta.projectId) : null;
     this.cancelButton.hidden = finished || this.notFound;
-    if (!this.cancelling) this.cancelButton.disabled = false;
+    if (!this.cancelling) this.cancelButton.disabled = perm ? !perm.ok : false;
+    this.cancelButton.title = perm && !perm.ok ? perm.why : '';
+    this.rerunButton.hidden = !finished || !meta;
+    if (!this.rerunning) this.rerunButton.disabled = !perm?.ok;
+    this.rerunButton.title = perm && !perm.ok ? perm.why : 'Start a new build of the same project and pipeline';
 
     // meta line
     const parts = [];
@@ -386,6 +478,7 @@ export class JobPage {
       if (Number.isFinite(created)) parts.push(['Created', new Date(created).toLocaleString()]);
     }
     parts.push(['Duration', formatDuration(this.duration())]);
+    if (this.watchers) parts.push(['Watching', this.watchers === 1 ? 'just you' : `${this.watchers} clients`]);
     if (this.replaying && this.feed.stats.subscriptions > 0) parts.push(['Log', 'loading…']);
     const key = JSON.stringify(parts);
     if (key !== this.metaKey) {
@@ -475,6 +568,25 @@ export class JobPage {
     this.followButton.title = v.follow ? 'The log scrolls to new lines; scroll up to pause' : 'Scroll to the end and follow new lines';
     this.jumpButton.hidden = v.follow;
     this.jumpButton.textContent = this.feed.log.finished ? '↓ Jump to the end' : '↓ Follow log';
+    const w = this.wanted;
+    this.permalinkNote.hidden = !w;
+    if (w) this.permalinkNote.textContent = `Waiting for line ${(w.to + 1).toLocaleString('en-US')}…`;
+  }
+
+  async rerun() {
+    this.rerunning = true;
+    this.rerunButton.disabled = true;
+    this.rerunButton.textContent = 'Starting…';
+    try {
+      const created = await api(`/api/jobs/${encodeURIComponent(this.jobId)}/rerun`, { method: 'POST' });
+      if (!this.destroyed) this.app.navigate(`/jobs/${encodeURIComponent(created.jobId)}`);
+    } catch (e) {
+      this.showNotice(`Cannot re-run: ${e.message}`, 'error');
+    } finally {
+      this.rerunning = false;
+      this.rerunButton.textContent = 'Re-run';
+      this.updateHeader();
+    }
   }
 
   async cancel() {

@@ -1,7 +1,12 @@
 // The builds list: a form to start a build, then active and recent jobs, kept up
-// to date by project events (subscribe:project for every project shown). The list
+// to date by project events (subscribe:project for every project shown), and
+// `subscribe:jobs`, which announces every new job (`jobs:created`), so that a
+// project the list did not show yet appears and is followed from then on. The list
 // is loaded from GET /api/jobs when the page opens and again on every (re)connect;
 // nothing is polled.
+//
+// The same page, given a `projectId`, is the project page (/projects/<id>): that
+// project's jobs only, from its project room.
 
 import { api } from './api.js';
 import { h, badge, setBadge, progressBar, setProgress } from './dom.js';
@@ -23,8 +28,9 @@ function rank(job) {
 }
 
 export class ListPage {
-  constructor(app) {
+  constructor(app, { projectId = null } = {}) {
     this.app = app;
+    this.projectId = projectId;
     this.conn = app.conn;
     this.jobs = new Map();
     this.rows = new Map();
@@ -34,6 +40,8 @@ export class ListPage {
     this.disposers = [];
     this.el = this.build();
     this.disposers.push(this.conn.onProject((name, d) => this.onProjectEvent(name, d)));
+    if (!projectId) this.disposers.push(this.conn.onCreated((d) => this.onCreated(d)));
+    this.disposers.push(app.onMe(() => this.updatePermission()));
     // The list is loaded now, and again on every reconnect (events may have been
     // missed while disconnected); the first connect only subscribes to what the
     // load found, when that load is fresh.
@@ -41,6 +49,8 @@ export class ListPage {
     this.disposers.push(
       this.conn.onConnect(() => {
         this.subscribed.clear();
+        // Told of new jobs before the list is read: none falls between the two.
+        if (!this.projectId) this.conn.emit('subscribe:jobs');
         const fresh = this.loading;
         this.loading = null;
         if (fresh) fresh.then(() => this.subscribeProjects());
@@ -56,11 +66,12 @@ export class ListPage {
     cancelAnimationFrame(this.frame);
     for (const d of this.disposers) d();
     for (const p of this.subscribed) this.conn.emit('unsubscribe:project', p);
+    if (!this.projectId) this.conn.emit('unsubscribe:jobs');
     this.destroyed = true;
   }
 
   build() {
-    const lastProject = localStorage.getItem(LAST_PROJECT_KEY) || 'demo-project';
+    const lastProject = this.projectId ?? (localStorage.getItem(LAST_PROJECT_KEY) || 'demo-project');
     this.projectInput = h('input', {
       name: 'projectId',
       id: 'start-project',
@@ -70,10 +81,13 @@ export class ListPage {
       title: 'Letters, digits, and . _ : - (at most 128)',
       autocomplete: 'off',
       spellcheck: 'false',
+      readonly: Boolean(this.projectId),
     });
+    this.projectInput.addEventListener('input', () => this.updatePermission());
     this.pipelineSelect = h('select', { name: 'pipeline', id: 'start-pipeline', required: true }, h('option', { value: '' }, 'Loading…'));
     this.pipelineSelect.addEventListener('change', () => this.showDescription());
-    this.description = h('p', { class: 'hint' });
+    this.description = h('p', { class: 'hint description', id: 'pipeline-description' });
+    this.denied = h('p', { class: 'hint denied', id: 'start-denied', hidden: true });
     this.formError = h('p', { class: 'form-error', role: 'alert' });
     this.startButton = h('button', { type: 'submit', class: 'btn primary', id: 'start-button' }, 'Start build');
     const form = h(
@@ -85,6 +99,7 @@ export class ListPage {
       this.pipelineSelect,
       this.startButton,
     );
+    this.startButton.disabled = true;
     this.activeBody = h('tbody');
     this.recentBody = h('tbody');
     this.activeCount = h('span', { class: 'count' }, '0');
@@ -97,28 +112,34 @@ export class ListPage {
         h(
           'thead',
           {},
-          h('tr', {}, ...['Status', 'Build', 'Project', 'Pipeline', 'Progress', 'Started', 'Duration'].map((t) => h('th', {}, t))),
+          h('tr', {}, ...['Status', 'Build', 'Project', 'Pipeline', 'Progress', 'Started', 'Duration'].map((t) => h('th', { class: `c-${t.toLowerCase()}` }, t))),
         ),
         body,
         h('tbody', { class: 'empty-body' }, h('tr', {}, h('td', { colspan: '7', class: 'empty' }, emptyText))),
       );
     this.activeTable = table(this.activeBody, 'No build is running.', 'active-jobs');
     this.recentTable = table(this.recentBody, 'No finished builds yet.', 'recent-jobs');
+    const scroll = (t) => h('div', { class: 'table-scroll' }, t);
+    const project = this.projectId;
+    if (project) document.title = `${project} · buildcast`;
     return h(
       'main',
-      { class: 'page list-page' },
+      { class: `page list-page${project ? ' project-page' : ''}`, dataset: project ? { projectId: project } : {} },
+      project
+        ? h('nav', { class: 'crumbs' }, h('a', { href: '/', 'data-nav': '' }, 'Builds'), h('span', { class: 'sep' }, '/'), h('span', {}, 'Project'), h('span', { class: 'sep' }, '/'), h('code', { id: 'project-title' }, project))
+        : null,
       h(
         'section',
         { class: 'card' },
-        h('div', { class: 'card-head' }, h('h2', {}, 'Start a build')),
-        h('div', { class: 'card-body' }, form, this.description, this.formError),
+        h('div', { class: 'card-head' }, h('h2', {}, project ? `Start a build of ${project}` : 'Start a build')),
+        h('div', { class: 'card-body' }, form, this.description, this.denied, this.formError),
       ),
-      h('section', { class: 'card' }, h('div', { class: 'card-head' }, h('h2', {}, 'Active builds ', this.activeCount)), this.activeTable),
+      h('section', { class: 'card' }, h('div', { class: 'card-head' }, h('h2', {}, 'Active builds ', this.activeCount)), scroll(this.activeTable)),
       h(
         'section',
         { class: 'card' },
         h('div', { class: 'card-head' }, h('h2', {}, 'Recent builds ', this.recentCount), this.loadError),
-        this.recentTable,
+        scroll(this.recentTable),
       ),
     );
   }
@@ -142,7 +163,26 @@ export class ListPage {
 
   showDescription() {
     const p = this.pipelines.find((x) => x.name === this.pipelineSelect.value);
-    this.description.textContent = p ? `${p.description || 'No description.'}${p.steps?.length ? `  Steps: ${p.steps.join(' → ')}.` : ''}` : '';
+    this.description.replaceChildren(
+      ...(p
+        ? [
+            h('span', { class: 'desc' }, p.description || 'No description.'),
+            p.steps?.length ? h('span', { class: 'steps' }, h('span', { class: 'meta-key' }, 'Steps'), ' ', p.steps.join(' → ')) : null,
+          ]
+        : []),
+    );
+    this.updatePermission();
+  }
+
+  /** Start is offered only when the server would accept it (see App.buildPermission). */
+  updatePermission() {
+    if (!this.startButton || this.submitting) return;
+    const perm = this.app.buildPermission(this.projectInput.value.trim());
+    const ready = this.pipelines.length > 0;
+    this.startButton.disabled = !perm?.ok || !ready;
+    this.denied.hidden = !perm || perm.ok;
+    this.denied.textContent = perm && !perm.ok ? perm.why : '';
+    this.startButton.title = perm && !perm.ok ? perm.why : '';
   }
 
   async submit(e) {
@@ -151,7 +191,9 @@ export class ListPage {
     const pipeline = this.pipelineSelect.value;
     if (!projectId || !pipeline) return;
     this.formError.textContent = '';
+    if (!this.app.buildPermission(projectId)?.ok) return;
     this.startButton.disabled = true;
+    this.submitting = true;
     try {
       const created = await api('/api/jobs', { method: 'POST', body: { projectId, pipeline } });
       localStorage.setItem(LAST_PROJECT_KEY, projectId);
@@ -159,13 +201,14 @@ export class ListPage {
       this.app.navigate(`/jobs/${encodeURIComponent(created.jobId)}`);
     } catch (err) {
       this.formError.textContent = `Could not start the build: ${err.message}`;
-      this.startButton.disabled = false;
+      this.submitting = false;
+      this.updatePermission();
     }
   }
 
   async refresh() {
     try {
-      const data = await api('/api/jobs?limit=100');
+      const data = await api(`/api/jobs?limit=100${this.projectId ? `&projectId=${encodeURIComponent(this.projectId)}` : ''}`);
       if (this.destroyed) return;
       this.loadError.textContent = '';
       for (const job of data?.jobs ?? []) this.merge(job, true);
@@ -178,8 +221,8 @@ export class ListPage {
 
   subscribeProjects() {
     if (!this.conn.socket.connected) return;
-    for (const job of this.jobs.values()) {
-      const p = job.projectId;
+    const projects = this.projectId ? [this.projectId] : [...new Set([...this.jobs.values()].map((j) => j.projectId))];
+    for (const p of projects) {
       if (this.subscribed.has(p)) continue;
       this.subscribed.add(p);
       this.conn.request('subscribe:project', p).then((ack) => {
@@ -206,8 +249,34 @@ export class ListPage {
       durationMs: view.durationMs ?? old?.durationMs ?? null,
       receivedAt: Date.now(),
     };
-    if (old && snapshot && rank(old) > rank(job)) return;
+    if (old && snapshot && rank(old) > rank(job)) {
+      // Events got further than this snapshot: keep their state, take what they lack.
+      if (!old.pipeline) old.pipeline = job.pipeline;
+      old.createdAt ??= job.createdAt;
+      old.startedAt ??= job.startedAt;
+      return;
+    }
     this.jobs.set(job.jobId, job);
+  }
+
+  /** `jobs:created`: a new job, maybe of a project not shown yet. */
+  onCreated(d) {
+    if (this.jobs.has(d.jobId)) return;
+    this.merge({ ...d, createdAt: d.timestamp, pipeline: '' }, true);
+    // Its project's snapshot brings the pipeline; its room, what happens next.
+    if (!this.subscribed.has(d.projectId)) this.subscribeProjects();
+    else this.fetchJob(d.jobId);
+    this.schedule();
+  }
+
+  fetchJob(jobId) {
+    api(`/api/jobs/${encodeURIComponent(jobId)}`)
+      .then((view) => {
+        if (this.destroyed) return;
+        this.merge(view, true);
+        this.schedule();
+      })
+      .catch(() => {});
   }
 
   onProjectEvent(name, d) {
@@ -217,13 +286,7 @@ export class ListPage {
     if (!job) {
       job = { jobId: d.jobId, projectId: d.projectId, pipeline: '', status: d.status, progress: 0, message: '', createdAt: ts, startedAt: null, finishedAt: null, durationMs: null, receivedAt: Date.now() };
       this.jobs.set(d.jobId, job);
-      api(`/api/jobs/${encodeURIComponent(d.jobId)}`)
-        .then((view) => {
-          if (this.destroyed) return;
-          this.merge(view, true);
-          this.schedule();
-        })
-        .catch(() => {});
+      this.fetchJob(d.jobId);
     }
     if (FINISHED.has(job.status) && name === 'project:progress') return;
     job.status = d.status;
@@ -292,7 +355,7 @@ export class ListPage {
     row = {
       badge: badge(job.status),
       link: h('a', { href, class: 'job-link', 'data-nav': '' }, h('code', {}, shortId(job.jobId))),
-      project: h('td', { class: 'project' }),
+      project: h('td', { class: 'project' }, h('a', { href: `/projects/${encodeURIComponent(job.projectId)}`, class: 'project-link', 'data-nav': '' }, job.projectId)),
       pipeline: h('td', { class: 'pipeline' }),
       bar: progressBar(),
       pct: h('span', { class: 'pct' }),
@@ -321,7 +384,7 @@ export class ListPage {
   updateRow(row, job, now) {
     setBadge(row.badge, job.status);
     row.link.title = job.jobId;
-    setText(row.project, job.projectId);
+
     setText(row.pipeline, job.pipeline);
     setProgress(row.bar, job.progress, job.status);
     setText(row.pct, `${job.progress ?? 0}%`);

@@ -1,6 +1,15 @@
 // The in-memory model of one job: its log lines (in plain arrays, so 200,000 lines
-// stay cheap), the sections of the log (one per progress step), the job's state,
-// and the bookkeeping that makes a resubscription lossless (JobFeed).
+// stay cheap), the sections of the log, the job's state, and the bookkeeping that
+// makes a resubscription lossless (JobFeed).
+//
+// Sections: one per progress step (`kind: 'phase'`, depth 0), and inside them the
+// sections the log itself marks (`kind: 'log'`), nested as the markers nest:
+//   GitHub     ::group::<title> … ::endgroup::
+//   GitLab     section_start:<ts>:<name>[collapsed=true]\r\e[0K<title> … section_end:<ts>:<name>
+//   Buildkite  --- <title> (collapsed), ~~~ <title> (collapsed, dimmed),
+//              +++ <title> (open); each ends the previous one; ^^^ +++ opens it.
+// Markers may be wrapped in escape sequences; they are not lines of the log. A
+// new step ends the sections still open; a failure marks the ones open then.
 //
 // No DOM here: unit-tested in tests/browser/unit.test.mjs.
 
@@ -25,8 +34,13 @@ export class JobLog {
     this.stream = []; // 0 stdout, 1 stderr, 2 system
     this.time = []; // ms since the epoch
     this.seq = []; // the event's seq; 0 for a note added by the page
-    this.sec = []; // index into sections
+    this.sec = []; // index into sections: the innermost one holding the line
     this.sections = [];
+    this.open = []; // log sections not ended yet, outermost first
+    this.phaseSection = -1; // the current step's section
+    this.lastBuildkite = -1; // the latest Buildkite group (for ^^^ +++)
+    this.failedSection = -1; // where the build failed, once it has
+    this.shape = 0; // bumped when a section ends, fails or is opened by a marker
     this.plainCache = new Map();
     this.status = null;
     this.phase = null;
@@ -36,6 +50,7 @@ export class JobLog {
     this.completed = null;
     this.startedAt = null;
     this.finishedAt = null;
+    this.markers = 0;
     this.generation += 1;
   }
 
@@ -57,9 +72,11 @@ export class JobLog {
         this.progress = d.progress;
         this.message = d.message;
         if (d.phase !== 'queued' && this.startedAt === null) this.startedAt = ts;
-        const last = this.sections[this.sections.length - 1];
+        const last = this.sections[this.phaseSection];
         if (!last || last.progress !== d.progress || last.phase !== d.phase) {
+          this.closeFrom(0, ts);
           if (last && last.end === null) last.end = ts;
+          this.phaseSection = this.sections.length;
           this.sections.push(newSection(this.sections.length, d.phase, d.progress, d.message, ts, this.text.length));
         }
         break;
@@ -69,8 +86,7 @@ export class JobLog {
         break;
       case 'job:error': {
         this.error = { phase: d.phase, message: d.message };
-        const last = this.sections[this.sections.length - 1];
-        if (last) last.failed = true;
+        this.markFailed();
         break;
       }
       case 'job:completed': {
@@ -78,11 +94,89 @@ export class JobLog {
         this.progress = d.progress;
         this.completed = d;
         this.finishedAt = ts;
-        const last = this.sections[this.sections.length - 1];
-        if (last) {
-          if (last.end === null) last.end = ts;
-          if (d.status === 'failed') last.failed = true;
-          if (d.status === 'cancelled') last.cancelled = true;
+        if (d.status === 'failed' && this.failedSection < 0) this.markFailed();
+        if (d.status === 'cancelled') for (const k of [this.phaseSection, ...this.open]) if (k >= 0) this.sections[k].cancelled = true;
+        this.closeFrom(0, ts);
+        const last = this.sections[this.phaseSection];
+        if (last && last.end === null) last.end = ts;
+        break;
+      }
+      default:
+        break;
+    }
+  }
+
+  /** Marks the sections open now (and the step's) as where the build failed. */
+  markFailed() {
+    const phase = this.sections[this.phaseSection];
+    if (phase) phase.failed = true;
+    for (const k of this.open) this.sections[k].failed = true;
+    this.failedSection = this.open.length ? this.open[this.open.length - 1] : this.phaseSection;
+    this.shape += 1;
+  }
+
+  /** Ends the open log sections from depth `at` of the stack on. */
+  closeFrom(at, ts) {
+    if (at >= this.open.length) return;
+    for (let k = this.open.length - 1; k >= at; k--) this.sections[this.open[k]].end = ts;
+    this.open.length = at;
+    this.shape += 1;
+  }
+
+  /** The innermost open section whose `test` holds, as a stack position (-1: none). */
+  findOpen(test) {
+    for (let k = this.open.length - 1; k >= 0; k--) if (test(this.sections[this.open[k]])) return k;
+    return -1;
+  }
+
+  /** Opens a log section inside the innermost open one. */
+  openSection(dialect, title, ts, { collapsed = false, dim = false, name = null } = {}) {
+    if (this.phaseSection < 0) this.ensurePhase(ts);
+    const parent = this.open.length ? this.open[this.open.length - 1] : this.phaseSection;
+    const s = this.sections.length;
+    const sec = newSection(s, null, null, title || name || '(untitled)', ts, this.text.length);
+    Object.assign(sec, { kind: 'log', dialect, name, parent, depth: this.sections[parent].depth + 1, collapsed, dim });
+    this.sections.push(sec);
+    this.open.push(s);
+    if (dialect === 'buildkite') this.lastBuildkite = s;
+  }
+
+  ensurePhase(ts) {
+    if (this.phaseSection >= 0) return;
+    this.phaseSection = this.sections.length;
+    this.sections.push(newSection(this.sections.length, null, null, 'Log', ts, this.text.length));
+  }
+
+  /** Applies a section marker (see parseMarker). */
+  applyMarker(m, ts) {
+    switch (m.type) {
+      case 'github-start':
+        this.openSection('github', m.title, ts, { collapsed: true });
+        break;
+      case 'github-end': {
+        const k = this.findOpen((x) => x.dialect === 'github');
+        if (k >= 0) this.closeFrom(k, ts);
+        break;
+      }
+      case 'gitlab-start':
+        this.openSection('gitlab', m.title, ts, { collapsed: m.collapsed, name: m.name });
+        break;
+      case 'gitlab-end': {
+        const k = this.findOpen((x) => x.dialect === 'gitlab' && x.name === m.name);
+        if (k >= 0) this.closeFrom(k, ts);
+        break;
+      }
+      case 'buildkite-start': {
+        const k = this.findOpen((x) => x.dialect === 'buildkite');
+        if (k >= 0) this.closeFrom(k, ts);
+        this.openSection('buildkite', m.title, ts, { collapsed: m.collapsed, dim: m.dim });
+        break;
+      }
+      case 'buildkite-expand': {
+        const sec = this.sections[this.lastBuildkite];
+        if (sec) {
+          sec.collapsed = false;
+          this.shape += 1;
         }
         break;
       }
@@ -91,18 +185,32 @@ export class JobLog {
     }
   }
 
-  /** Adds a line (stream code 0/1/2) to the current section. */
+  /** Adds a line (stream code 0/1/2) to the innermost open section. */
   pushLine(stream, message, ts, seq) {
-    if (this.sections.length === 0) {
-      this.sections.push(newSection(0, null, null, 'Log', ts, 0));
+    if (stream !== 2 && seq !== 0) {
+      const m = parseMarker(message);
+      if (m) {
+        this.markers += 1;
+        this.applyMarker(m, ts);
+        // What GitLab writes after a section's end (often the next one's start).
+        if (m.rest) this.pushLine(stream, m.rest, ts, seq);
+        return;
+      }
     }
-    const s = this.sections.length - 1;
+    this.ensurePhase(ts);
+    const s = this.open.length ? this.open[this.open.length - 1] : this.phaseSection;
     this.text.push(message);
     this.stream.push(stream);
     this.time.push(ts);
     this.seq.push(seq);
     this.sec.push(s);
-    this.sections[s].count += 1;
+    for (let k = s; k >= 0; k = this.sections[k].parent) this.sections[k].count += 1;
+  }
+
+  /** Ms since the line before (the first line: since its section started). */
+  gapBefore(i) {
+    if (i > 0) return this.time[i] - this.time[i - 1];
+    return 0;
   }
 
   /** A line's text without escape sequences (what search looks at). */
@@ -178,7 +286,45 @@ export class JobLog {
 }
 
 function newSection(index, phase, progress, title, start, first) {
-  return { index, phase, progress, title, start, end: null, first, count: 0, failed: false, cancelled: false };
+  return { index, kind: 'phase', phase, progress, title, start, end: null, first, count: 0, failed: false, cancelled: false, parent: -1, depth: 0, collapsed: false, dim: false, dialect: null, name: null };
+}
+
+// Escape sequences (CSI, OSC, two-character ones) around or inside a marker.
+// eslint-disable-next-line no-control-regex
+const ESCAPES = /\x1b(?:\[[0-?]*[ -\/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])/g;
+const GITLAB = /^section_(start|end):(\d+):([A-Za-z0-9_.\-]+)(?:\[([^\]]*)\])?(?:\r(.*))?$/s;
+const BUILDKITE = /^(---|\+\+\+|~~~) +(\S.*)$/;
+
+/**
+ * The section marker a log line is, or null:
+ *   { type: 'github-start', title } | { type: 'github-end' }
+ *   { type: 'gitlab-start', name, title, collapsed, rest } | { type: 'gitlab-end', name, rest }
+ *   { type: 'buildkite-start', title, collapsed, dim } | { type: 'buildkite-expand' }
+ * `rest`: text after a GitLab marker's \r (GitLab may start the next one there).
+ */
+export function parseMarker(raw) {
+  if (raw.length > 4096) return null;
+  const c = raw.charCodeAt(0);
+  // Quick refusal of ordinary lines: markers start with ':', 's', '-', '+', '~', '^' or ESC.
+  if (c !== 58 && c !== 115 && c !== 45 && c !== 43 && c !== 126 && c !== 94 && c !== 27) return null;
+  const text = (raw.indexOf('\x1b') < 0 ? raw : raw.replace(ESCAPES, '')).trimEnd();
+  if (text.startsWith('::group::')) return { type: 'github-start', title: text.slice(9).trim() };
+  if (text === '::endgroup::') return { type: 'github-end' };
+  if (text.startsWith('section_')) {
+    const m = GITLAB.exec(text);
+    if (!m) return null;
+    const after = m[5] ?? '';
+    if (m[1] === 'start') {
+      const opts = m[4] ?? '';
+      const title = after.slice(after.lastIndexOf('\r') + 1).trim();
+      return { type: 'gitlab-start', name: m[3], title: title || m[3], collapsed: /(^|,)\s*collapsed\s*=\s*true\b/.test(opts), rest: '' };
+    }
+    return { type: 'gitlab-end', name: m[3], rest: after.trim() };
+  }
+  if (/^\^\^\^ \+\+\+\s*$/.test(text)) return { type: 'buildkite-expand' };
+  const b = BUILDKITE.exec(text);
+  if (b) return { type: 'buildkite-start', title: b[2].trim(), collapsed: b[1] !== '+++', dim: b[1] === '~~~' };
+  return null;
 }
 
 /**

@@ -4,12 +4,22 @@
 //
 // Rows are kept in `rows`: a line index (>= 0), or -(section index) - 1 for a
 // section header. Collapsing a section rebuilds that array; new lines append to it.
+// Sections nest (log sections inside a step's): a collapsed section hides its
+// lines and the sections inside it. A log section marked collapsed (GitHub groups,
+// GitLab `collapsed=true`, Buildkite `---`/`~~~`) stays open while it runs and
+// closes when it ends, unless it failed or the reader toggled it.
+//
+// Lines can be selected, one or a range (`#L12`, `#L12-L20`; shift-click extends),
+// and a gutter shows how long the log was silent before a line when that was at
+// least STALL_MS.
 
 import { parseAnsi, segmentsToHtml, escapeHtml } from './ansi.js';
 import { formatClock, formatDuration } from './format.js';
 
 export const ROW_HEIGHT = 20;
 const OVERSCAN = 30;
+/** A line that came this long after the one before gets a stall mark. */
+export const STALL_MS = 5000;
 
 export class LogView {
   constructor(log, { onChange } = {}) {
@@ -30,7 +40,9 @@ export class LogView {
 
     this.follow = true;
     this.showTimes = false;
-    this.selected = -1;
+    /** Selected lines [from, to] (indices), or null. */
+    this.selection = null;
+    this.onSelect = null;
     this.query = '';
     this.matches = [];
     this.current = -1;
@@ -83,8 +95,11 @@ export class LogView {
       const no = e.target.closest('.n');
       if (no) {
         const i = Number(no.parentElement.dataset.i);
-        this.select(i);
-        history.replaceState(history.state, '', `#L${i + 1}`);
+        const anchor = this.selection && e.shiftKey ? this.selectionAnchor : i;
+        this.select(Math.min(anchor, i), Math.max(anchor, i));
+        this.selectionAnchor = anchor;
+        if (e.shiftKey) window.getSelection()?.removeAllRanges();
+        this.onSelect?.(this.selection);
       }
     });
     if (typeof ResizeObserver !== 'undefined') {
@@ -102,11 +117,46 @@ export class LogView {
     this.rows = [];
     this.rowsLines = 0;
     this.rowsSecs = 0;
-    this.collapsed = new Set();
+    /** The reader's choices: section -> collapsed. */
+    this.override = new Map();
+    /** Per section: whether its content is shown (it and every parent open). */
+    this.vis = [];
+    this.shape = this.log.shape;
     this.matches = [];
     this.matchesUpTo = 0;
     this.current = -1;
     this.dirty = true;
+  }
+
+  /** Whether section s is collapsed now. */
+  isCollapsed(s) {
+    const o = this.override.get(s);
+    if (o !== undefined) return o;
+    const sec = this.log.sections[s];
+    return sec.kind === 'log' && sec.collapsed && sec.end !== null && !sec.failed;
+  }
+
+  /** Appends the header of section s (when its parent shows its content). */
+  pushHeader(s) {
+    const sec = this.log.sections[s];
+    const parentShown = sec.parent < 0 || this.vis[sec.parent];
+    this.vis[s] = parentShown && !this.isCollapsed(s);
+    if (parentShown) this.rows.push(-1 - s);
+  }
+
+  /** Appends rows for lines [rowsLines, log.length) and the sections before them. */
+  extendRows() {
+    const log = this.log;
+    const secs = log.sections;
+    const n = log.length;
+    const rows = this.rows;
+    const vis = this.vis;
+    for (let i = this.rowsLines; i < n; i++) {
+      while (this.rowsSecs < secs.length && secs[this.rowsSecs].first <= i) this.pushHeader(this.rowsSecs++);
+      if (vis[log.sec[i]]) rows.push(i);
+    }
+    this.rowsLines = n;
+    while (this.rowsSecs < secs.length) this.pushHeader(this.rowsSecs++);
   }
 
   /** Takes in what the log gained since the last call, then renders. */
@@ -118,14 +168,13 @@ export class LogView {
       this.query = q;
     }
     const n = log.length;
-    const rows = this.rows;
-    for (let i = this.rowsLines; i < n; i++) {
-      const s = log.sec[i];
-      while (this.rowsSecs <= s) rows.push(-1 - this.rowsSecs++);
-      if (!this.collapsed.has(s)) rows.push(i);
+    if (log.shape !== this.shape) {
+      // A section ended, failed or was opened: what is collapsed may have changed.
+      this.shape = log.shape;
+      this.rebuildRows(false);
+    } else {
+      this.extendRows();
     }
-    this.rowsLines = n;
-    while (this.rowsSecs < log.sections.length) rows.push(-1 - this.rowsSecs++);
     if (this.query) {
       const before = this.matches.length;
       log.search(this.query, this.matchesUpTo, this.matches);
@@ -137,42 +186,46 @@ export class LogView {
   }
 
   /** Rebuilds `rows` (after collapsing or expanding), keeping the view in place. */
-  rebuildRows() {
+  rebuildRows(render = true) {
     const anchorRow = Math.floor(this.viewport.scrollTop / ROW_HEIGHT);
     const anchor = this.rows[anchorRow];
     const log = this.log;
-    const rows = [];
-    for (let s = 0; s < log.sections.length; s++) {
-      rows.push(-1 - s);
-      if (this.collapsed.has(s)) continue;
-      const sec = log.sections[s];
-      for (let i = sec.first, end = sec.first + sec.count; i < end; i++) rows.push(i);
-    }
-    this.rows = rows;
-    this.rowsSecs = log.sections.length;
-    this.rowsLines = log.length;
+    this.rows = [];
+    this.vis = [];
+    this.rowsSecs = 0;
+    this.rowsLines = 0;
+    this.extendRows();
+    const rows = this.rows;
     this.dirty = true;
     if (!this.follow && anchor !== undefined) {
       let at = rows.indexOf(anchor);
-      if (at < 0 && anchor >= 0) at = rows.indexOf(-1 - log.sec[anchor]);
+      // A line now hidden: its innermost shown section's header.
+      for (let s = anchor >= 0 ? log.sec[anchor] : -1; at < 0 && s >= 0; s = log.sections[s].parent) at = rows.indexOf(-1 - s);
       if (at >= 0) this.setScrollTop(at * ROW_HEIGHT);
     }
-    this.render();
+    if (render) this.render();
   }
 
   toggleSection(s, open) {
-    const closed = this.collapsed.has(s);
+    const closed = this.isCollapsed(s);
     const wantOpen = open ?? closed;
-    if (wantOpen === closed) {
-      if (wantOpen) this.collapsed.delete(s);
-      else this.collapsed.add(s);
-      this.rebuildRows();
+    this.override.set(s, !wantOpen);
+    if (wantOpen === closed) this.rebuildRows();
+  }
+
+  /** Opens section s and every section around it; whether anything changed. */
+  openPath(s) {
+    let changed = false;
+    for (; s >= 0; s = this.log.sections[s].parent) {
+      if (this.isCollapsed(s)) changed = true;
+      this.override.set(s, false);
     }
+    return changed;
   }
 
   /** Collapses or expands every section, and shows the log from its start. */
   setAllCollapsed(collapse) {
-    this.collapsed = new Set(collapse ? this.log.sections.map((_, s) => s) : []);
+    this.override = new Map(this.log.sections.map((_, s) => [s, collapse]));
     this.follow = false;
     this.rebuildRows();
     this.setScrollTop(0);
@@ -246,11 +299,7 @@ export class LogView {
   /** Scrolls line i into the middle of the view (opening its section). */
   reveal(i) {
     if (i === undefined || i < 0 || i >= this.log.length) return;
-    const s = this.log.sec[i];
-    if (this.collapsed.has(s)) {
-      this.collapsed.delete(s);
-      this.rebuildRows();
-    }
+    if (this.openPath(this.log.sec[i])) this.rebuildRows();
     const at = indexOfLine(this.rows, i);
     if (at < 0) return;
     this.follow = false;
@@ -260,10 +309,40 @@ export class LogView {
     this.render();
   }
 
-  select(i) {
-    this.selected = i;
+  /** Selects lines from..to (indices; -1 or null: none). */
+  select(from, to = from) {
+    this.selection = from === null || from < 0 ? null : [from, to];
+    this.selectionAnchor = from;
     this.dirty = true;
     this.render();
+  }
+
+  /** Opens section s (and around it) and scrolls its header near the top. */
+  revealSection(s, lastLine = true) {
+    if (this.openPath(s)) this.rebuildRows();
+    const sec = this.log.sections[s];
+    let i = -1;
+    // The section's last line: a failure's output ends there.
+    if (lastLine) for (let k = this.log.length - 1; k >= sec.first; k--) if (this.isInside(k, s)) { i = k; break; }
+    const header = this.rows.indexOf(-1 - s);
+    const at = i >= 0 ? indexOfLine(this.rows, i) : header;
+    if (at < 0 || header < 0) return;
+    this.follow = false;
+    const h = this.viewport.clientHeight || 600;
+    // The header and the last line both in view if they fit, else the last line
+    // near the bottom.
+    const fits = (at + 1 - header) * ROW_HEIGHT <= h - 2 * ROW_HEIGHT;
+    this.setScrollTop(Math.max(0, fits ? (header - 1) * ROW_HEIGHT : (at + 3) * ROW_HEIGHT - h));
+    this.lastTop = this.viewport.scrollTop;
+    this.dirty = true;
+    this.render();
+    this.onChange();
+  }
+
+  /** Whether line i is in section s (or one inside it). */
+  isInside(i, s) {
+    for (let k = this.log.sec[i]; k >= 0; k = this.log.sections[k].parent) if (k === s) return true;
+    return false;
   }
 
   // --- rendering --------------------------------------------------------------
@@ -313,18 +392,22 @@ export class LogView {
       ranges = findRanges(log.plain(i).toLowerCase(), this.query);
       if (ranges.length) cls += i === current ? ' m cur' : ' m';
     }
-    if (i === this.selected) cls += ' sel';
+    const sel = this.selection;
+    if (sel && i >= sel[0] && i <= sel[1]) cls += i === sel[0] ? ' sel sel-first' : ' sel';
     const ts = this.showTimes ? `<span class="t">${formatClock(log.time[i])}</span>` : '';
-    return `<div class="${cls}" data-i="${i}"><span class="n">${i + 1}</span>${ts}<span class="x">${segmentsToHtml(parseAnsi(log.text[i]), ranges)}</span></div>`;
+    const gap = log.gapBefore(i);
+    const stall = gap >= STALL_MS ? `<span class="g" title="${formatDuration(gap)} without output before this line">+${formatStall(gap)}</span>` : '<span class="g"></span>';
+    const depth = log.sections[log.sec[i]].depth;
+    return `<div class="${cls}" data-i="${i}"${depth ? ` style="--d:${depth}"` : ''}>${stall}<span class="n">${i + 1}</span>${ts}<span class="x">${segmentsToHtml(parseAnsi(log.text[i]), ranges)}</span></div>`;
   }
 
   headerHtml(s, now) {
     const log = this.log;
     const sec = log.sections[s];
-    const isLast = s === log.sections.length - 1;
-    const running = isLast && !log.finished;
-    let cls = 'r h';
-    if (this.collapsed.has(s)) cls += ' closed';
+    const running = sec.end === null && !log.finished;
+    let cls = sec.kind === 'log' ? `r h sub${sec.dim ? ' dim' : ''}` : 'r h';
+    const collapsed = this.isCollapsed(s);
+    if (collapsed) cls += ' closed';
     if (sec.failed) cls += ' failed';
     else if (sec.cancelled) cls += ' cancelled';
     else if (running) cls += ' running';
@@ -333,8 +416,17 @@ export class LogView {
     if (skipped) cls += ' skipped';
     const lines = skipped ? 'not in this pipeline' : sec.count === 0 ? 'no output' : sec.count === 1 ? '1 line' : `${sec.count.toLocaleString('en-US')} lines`;
     const phase = sec.phase ? `<span class="ph ph-${sec.phase}">${sec.phase}</span>` : '';
-    return `<div class="${cls}" data-s="${s}" title="Click to ${this.collapsed.has(s) ? 'expand' : 'collapse'}"><span class="chev"></span><span class="st"></span>${phase}<span class="ti">${escapeHtml(sec.title)}</span><span class="meta">${lines}</span><span class="dur">${skipped ? '' : formatDuration(log.sectionDuration(s, now))}</span></div>`;
+    const depth = sec.depth ? ` style="--d:${sec.depth}"` : '';
+    return `<div class="${cls}" data-s="${s}"${depth} title="Click to ${collapsed ? 'expand' : 'collapse'}"><span class="chev"></span><span class="st"></span>${phase}<span class="ti">${escapeHtml(sec.title)}</span><span class="meta">${lines}</span><span class="dur">${skipped ? '' : formatDuration(log.sectionDuration(s, now))}</span></div>`;
   }
+}
+
+/** A stall's length for the narrow gutter: 6s, 42s, 3m, 2h. */
+export function formatStall(ms) {
+  const s = Math.round(ms / 1000);
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m`;
+  return `${Math.floor(s / 3600)}h`;
 }
 
 /** [from, to) of each occurrence of needle in hay (both lower case). */

@@ -3,7 +3,7 @@
 // `window.__buildcast`.
 
 import './style.css';
-import { getToken, setToken, onAuthFailure } from './api.js';
+import { api, getToken, setToken, onAuthFailure } from './api.js';
 import { Connection } from './connection.js';
 import { h } from './dom.js';
 import { JobFeed } from './logmodel.js';
@@ -19,7 +19,11 @@ class App {
     this.page = null;
     this.feed = null;
     this.conn = new Connection();
+    /** GET /api/me: { user, role, projects, canBuild }, { authError: true }, or null (not known). */
+    this.me = null;
+    this.meListeners = new Set();
     this.buildShell();
+    this.loadMe();
     this.conn.onState((state, error) => this.showConnection(state, error));
     onAuthFailure((message) => this.showAuthError(message));
 
@@ -33,8 +37,52 @@ class App {
     window.addEventListener('popstate', () => this.route());
     window.addEventListener('hashchange', () => {
       if (location.hash.startsWith('#/')) this.route();
+      else this.page?.onHash?.();
     });
     this.route();
+  }
+
+  /** Asks the server who the token is (what the pages may offer). */
+  async loadMe() {
+    const asked = (this.meAsked = (this.meAsked ?? 0) + 1);
+    this.meSettled = false;
+    let me;
+    try {
+      me = await api('/api/me');
+    } catch (e) {
+      // Unreachable: not known, the server decides. Refused: nothing may be done.
+      me = e.status === 401 ? { authError: true, canBuild: false } : null;
+    }
+    if (asked !== this.meAsked) return;
+    this.meSettled = true;
+    this.setMe(me);
+  }
+
+  setMe(me) {
+    this.me = me;
+    for (const fn of this.meListeners) fn(me);
+  }
+
+  /** Calls `fn` with what is known of the caller, now and whenever it changes. */
+  onMe(fn) {
+    this.meListeners.add(fn);
+    fn(this.me);
+    return () => this.meListeners.delete(fn);
+  }
+
+  /**
+   * Whether the caller may start builds of `projectId` (any project when omitted):
+   * null while not known yet, else { ok, why }.
+   */
+  buildPermission(projectId) {
+    const me = this.me;
+    if (me === null) return this.meAsked && this.meSettled ? { ok: true } : null;
+    if (me.authError) return { ok: false, why: 'The server refused the access token: enter a valid one to start builds.' };
+    if (!me.canBuild) return { ok: false, why: `Your token has the ${me.role} role: it can watch builds but not start them.` };
+    if (projectId && Array.isArray(me.projects) && !me.projects.includes(projectId)) {
+      return { ok: false, why: `Your token cannot start builds of project ${projectId}.` };
+    }
+    return { ok: true };
   }
 
   /** The feed of a job: kept for the last job shown, so coming back resumes. */
@@ -50,14 +98,20 @@ class App {
   }
 
   route() {
-    const m = /^\/jobs\/([^/]+)\/?$/.exec(location.pathname) ?? /^#\/jobs\/([^/?]+)/.exec(location.hash);
+    const m = /^\/jobs\/([^/]+)\/?$/.exec(location.pathname) ?? /^#\/jobs\/([^/?#]+)/.exec(location.hash);
     const jobId = m ? decodeURIComponent(m[1]) : null;
-    if (this.page && jobId && this.page.jobId === jobId) return;
+    const pm = jobId ? null : (/^\/projects\/([^/]+)\/?$/.exec(location.pathname) ?? /^#\/projects\/([^/?#]+)/.exec(location.hash));
+    const projectId = pm ? decodeURIComponent(pm[1]) : null;
+    if (this.page && jobId && this.page.jobId === jobId) {
+      this.page.onHash?.();
+      return;
+    }
+    if (this.page && projectId && this.page.projectId === projectId) return;
     this.page?.destroy();
-    this.page = jobId ? new JobPage(this, jobId) : new ListPage(this);
-    if (!jobId) document.title = 'Builds · buildcast';
+    this.page = jobId ? new JobPage(this, jobId) : projectId ? new ListPage(this, { projectId }) : new ListPage(this);
+    if (!jobId && !projectId) document.title = 'Builds · buildcast';
     this.main.replaceChildren(this.page.el);
-    this.navBuilds.classList.toggle('active', !jobId);
+    this.navBuilds.classList.toggle('active', !jobId && !projectId);
     window.scrollTo(0, 0);
   }
 
@@ -74,6 +128,7 @@ class App {
       this.tokenPanel.hidden = true;
       this.updateTokenButton();
       this.authBanner.hidden = true;
+      this.loadMe();
       this.conn.reconnect();
       this.reloadPage();
     };
@@ -165,6 +220,7 @@ class App {
 
   showAuthError() {
     this.authBanner.hidden = false;
+    if (!this.me?.authError) this.setMe({ authError: true, canBuild: false });
   }
 }
 
@@ -181,14 +237,33 @@ window.__buildcast = {
   /** The job page's model: status, counts and stats (null on the list). */
   job: () => {
     const page = app.page;
-    if (!page?.jobId) return null;
+    if (!page?.jobId || page.notFound) return page?.jobId ? { jobId: page.jobId, notFound: true } : null;
     const { log, lastSeq, stats } = page.feed;
     return {
       jobId: page.jobId,
       status: log.status,
       progress: log.progress,
       lines: log.length,
-      sections: log.sections.map((s) => ({ phase: s.phase, progress: s.progress, title: s.title, first: s.first, count: s.count })),
+      sections: log.sections.map((s, k) => ({
+        phase: s.phase,
+        progress: s.progress,
+        title: s.title,
+        first: s.first,
+        count: s.count,
+        kind: s.kind,
+        dialect: s.dialect,
+        depth: s.depth,
+        parent: s.parent,
+        failed: s.failed,
+        ended: s.end !== null,
+        durationMs: log.sectionDuration(k),
+        collapsed: page.view.isCollapsed(k),
+      })),
+      failedSection: log.failedSection,
+      markers: log.markers,
+      selection: page.view.selection,
+      /** Rows in the view: line index, or -(section) - 1 for a header. */
+      rows: page.view.rows.length,
       lastSeq,
       stats: { ...stats, ...page.stats },
       gapLog: page.feed.gapLog.slice(),
