@@ -41,5 +41,6 @@ pub mod socket;
 pub mod startup;
 pub mod state;
 pub mod store;
+pub mod tap;
 pub mod telemetry;
 pub mod wire;

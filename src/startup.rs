@@ -120,6 +120,7 @@ impl Application {
             auth,
             connections,
             sockets: Arc::new(SocketStats::default()),
+            taps: crate::tap::Taps::new(),
         };
         let config = &state.config;
 
@@ -128,11 +129,14 @@ impl Application {
         let io = if config.websocket.enabled {
             let (layer, io) = socket_io(&state);
             crate::socket::register(&io);
-            journal.set_sink(Arc::new(Fanout::new(
-                io.clone(),
-                &journal,
-                state.sockets.clone(),
-                config.websocket.log_batch_interval,
+            journal.set_sink(Arc::new(crate::tap::Tee(
+                Arc::new(Fanout::new(
+                    io.clone(),
+                    &journal,
+                    state.sockets.clone(),
+                    config.websocket.log_batch_interval,
+                )),
+                state.taps.clone(),
             )));
             let path: Arc<str> = config.websocket.path.as_str().into();
             router = router
@@ -157,6 +161,7 @@ impl Application {
             }
             Some(io)
         } else {
+            journal.set_sink(state.taps.clone());
             None
         };
         let router = router
@@ -327,6 +332,12 @@ fn cors(origins: &CorsOrigins) -> CorsLayer {
             header::CONTENT_TYPE,
             header::AUTHORIZATION,
             HeaderName::from_static("x-requested-with"),
+            HeaderName::from_static("last-event-id"),
+        ])
+        .expose_headers([
+            HeaderName::from_static("x-buildcast-epoch"),
+            HeaderName::from_static("x-buildcast-last-seq"),
+            HeaderName::from_static("x-buildcast-since"),
         ]);
     match origins {
         CorsOrigins::Any => layer.allow_origin(AllowOrigin::any()),

@@ -31,4 +31,6 @@ pub struct AppState {
     pub connections: Arc<ConnectionLimiter>,
     /// Socket.IO counters (connected clients, lagging sockets), reported by `/health`.
     pub sockets: Arc<SocketStats>,
+    /// The HTTP streams' live events ([`crate::tap`]).
+    pub taps: Arc<crate::tap::Taps>,
 }

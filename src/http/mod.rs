@@ -7,13 +7,17 @@
 //! - [`history`]: a job's recorded events and its raw log.
 //! - [`ingest`]: `POST /api/jobs/{id}/events`, for external workers.
 //! - [`pipelines`]: the pipelines this server can run.
+//! - [`stream`], [`follow`]: following a job without Socket.IO (Server-Sent
+//!   Events, a plain-text log, NDJSON).
 
 pub mod dashboard;
+pub mod follow;
 pub mod health;
 pub mod history;
 pub mod ingest;
 pub mod jobs;
 pub mod pipelines;
+pub mod stream;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -30,6 +34,11 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .merge(history::router())
         .merge(ingest::router())
         .merge(pipelines::router())
+        .merge(stream::router())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            follow::intercept,
+        ))
         .layer(DefaultBodyLimit::max(state.config.rest_body_limit));
     Router::new()
         .merge(health::router())
