@@ -43,4 +43,5 @@ pub mod state;
 pub mod store;
 pub mod tap;
 pub mod telemetry;
+pub mod watch;
 pub mod wire;
