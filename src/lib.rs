@@ -47,6 +47,8 @@ pub mod socket;
 pub mod startup;
 pub mod state;
 pub mod store;
+pub mod tap;
 pub mod tasks;
 pub mod telemetry;
+pub mod watch;
 pub mod wire;

@@ -1,6 +1,6 @@
 //! The `buildcast` binary: load `.env`, set up logging, read the configuration,
 //! then build and run the server until Ctrl-C or SIGTERM. `buildcast token` prints
-//! a signed test token instead.
+//! a signed test token instead; `buildcast watch` follows a build.
 
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -54,12 +54,17 @@ enum Command {
         #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
         secret: String,
     },
+    /// Follow a build (or a project) live from the terminal.
+    Watch(buildcast::watch::WatchArgs),
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let dotenv = dotenvy::dotenv();
     let cli = Cli::parse();
+    if let Some(Command::Watch(args)) = cli.command {
+        return buildcast::watch::run(args).await;
+    }
     if let Some(Command::Token {
         sub,
         role,

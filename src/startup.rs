@@ -133,6 +133,7 @@ impl Application {
             connections,
             sockets: Arc::new(SocketStats::default()),
             tasks,
+            taps: crate::tap::Taps::new(),
         };
         let config = &state.config;
 
@@ -141,12 +142,15 @@ impl Application {
         let io = if config.websocket.enabled {
             let (layer, io) = socket_io(&state);
             crate::socket::register(&io);
-            journal.set_sink(Arc::new(Fanout::new(
-                io.clone(),
-                &journal,
-                state.sockets.clone(),
-                config.websocket.log_batch_interval,
-                state.tasks.clone(),
+            journal.set_sink(Arc::new(crate::tap::Tee(
+                Arc::new(Fanout::new(
+                    io.clone(),
+                    &journal,
+                    state.sockets.clone(),
+                    config.websocket.log_batch_interval,
+                    state.tasks.clone(),
+                )),
+                state.taps.clone(),
             )));
             let path: Arc<str> = config.websocket.path.as_str().into();
             router = router
@@ -171,6 +175,7 @@ impl Application {
             }
             Some(io)
         } else {
+            journal.set_sink(state.taps.clone());
             None
         };
         let router = router
@@ -365,6 +370,12 @@ fn cors(origins: &CorsOrigins) -> CorsLayer {
             header::CONTENT_TYPE,
             header::AUTHORIZATION,
             HeaderName::from_static("x-requested-with"),
+            HeaderName::from_static("last-event-id"),
+        ])
+        .expose_headers([
+            HeaderName::from_static("x-buildcast-epoch"),
+            HeaderName::from_static("x-buildcast-last-seq"),
+            HeaderName::from_static("x-buildcast-since"),
         ]);
     match origins {
         CorsOrigins::Any => layer.allow_origin(AllowOrigin::any()),

@@ -33,6 +33,8 @@ pub struct AppState {
     pub connections: Arc<ConnectionLimiter>,
     /// Socket.IO counters (connected clients, lagging sockets), reported by `/health`.
     pub sockets: Arc<SocketStats>,
+    /// The HTTP streams' live events ([`crate::tap`]).
+    pub taps: Arc<crate::tap::Taps>,
     /// Every task the server spawns; shutdown waits for them.
     pub tasks: Tasks,
 }

@@ -9,14 +9,17 @@
 //! - [`pipelines`]: the pipelines this server can run.
 //! - [`rerun`]: `POST /api/jobs/{id}/rerun`, a new job like an earlier one.
 //! - [`me`]: `GET /api/me`, the caller's role and projects.
+//! - [`stream`], [`follow`]: following a job without Socket.IO (Server-Sent
+//!   Events, a plain-text log, NDJSON).
 //! - [`caller`]: the [`caller::Caller`] extractor (who is asking).
 //!
 //! Every route but the streaming ones (the raw log, artifact downloads, the
-//! dashboard's files) answers within `REST_TIMEOUT_SECS` or with 408 and a JSON
+//! streams, the dashboard's files) answers within `REST_TIMEOUT_SECS` or with 408 and a JSON
 //! error. The Socket.IO endpoint is a layer outside this router.
 
 pub mod caller;
 pub mod dashboard;
+pub mod follow;
 pub mod health;
 pub mod history;
 pub mod ingest;
@@ -24,6 +27,7 @@ pub mod jobs;
 pub mod me;
 pub mod pipelines;
 pub mod rerun;
+pub mod stream;
 
 use std::time::Duration;
 
@@ -55,6 +59,11 @@ pub fn router(state: &AppState) -> Router<AppState> {
         )
         .merge(jobs::download_router())
         .merge(history::download_router())
+        .merge(stream::router())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            follow::intercept,
+        ))
         .layer(DefaultBodyLimit::max(state.config.rest_body_limit));
     let health = health::router().route_layer(
         ServiceBuilder::new()

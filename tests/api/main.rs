@@ -5,3 +5,4 @@ mod history;
 mod jobs;
 mod restart;
 mod security;
+mod streams;

@@ -241,3 +241,63 @@ export function jobState(page) {
 export function pageLines(page, from, to) {
   return page.evaluate(([a, b]) => window.__buildcast.lines(a, b), [from, to]);
 }
+
+/**
+ * A TCP proxy in front of the server whose `cut()` drops every open connection,
+ * as a flaky network does. `url` is the proxy's base URL.
+ */
+export async function cuttingProxy(targetPort) {
+  const net = await import('node:net');
+  const open = new Set();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(targetPort, '127.0.0.1');
+    const pair = { client, upstream };
+    open.add(pair);
+    const end = () => {
+      open.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('error', end).on('close', end);
+    upstream.on('error', end).on('close', end);
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  const proxy = {
+    url: `http://127.0.0.1:${server.address().port}`,
+    cuts: 0,
+    cut() {
+      proxy.cuts += 1;
+      for (const { client, upstream } of [...open]) {
+        client.destroy();
+        upstream.destroy();
+      }
+    },
+    close: () => new Promise((r) => {
+      proxy.cut();
+      server.close(r);
+    }),
+  };
+  cleanup.add(() => server.close());
+  return proxy;
+}
+
+/** A tiny page server (another origin than buildcast's): `html` at `/`. */
+export async function pageServer(html) {
+  const http = await import('node:http');
+  const server = http.createServer((req, res) => {
+    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+    res.end(html);
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  cleanup.add(() => server.close());
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    close: () =>
+      new Promise((r) => {
+        server.close(r);
+        server.closeAllConnections();
+      }),
+  };
+}

@@ -866,3 +866,76 @@ export async function rawPollingSession(url, { path: wsPath = '/ws/' } = {}) {
     },
   };
 }
+
+// ---------------------------------------------------------------------------
+// Following without Socket.IO (streams.test.mjs, the browser stream test)
+
+/** Pipelines of the stream tests: 5,000 lines in bursts, coloured lines, a slow build. */
+export const STREAM_PIPELINES = `${DEFAULT_PIPELINES}
+[pipelines.lines5k]
+description = "5000 lines in ten bursts"
+timeout = "120s"
+[pipelines.lines5k.steps]
+build = "for b in $(seq 0 9); do for i in $(seq 1 500); do echo \\"line $((b * 500 + i))\\"; done; sleep 0.2; done"
+
+[pipelines.ansi]
+description = "coloured lines on stdout and stderr"
+timeout = "60s"
+[pipelines.ansi.steps]
+build = '''printf '\\033[1;32mgreen\\033[0m ok\\n'; printf '\\033[31mred\\033[0m err\\n' 1>&2'''
+`;
+
+/**
+ * Runs a program to its end; resolves { code, signal, stdout, stderr }.
+ * `onStdout` sees each chunk as it comes.
+ */
+export function runProgram(cmd, args, { env = process.env, timeoutMs = 120_000, onStdout } = {}) {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    proc.stdout.on('data', (c) => {
+      stdout += c.toString();
+      onStdout?.(c.toString(), proc);
+    });
+    proc.stderr.on('data', (c) => (stderr += c.toString()));
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(new Error(`${cmd} ${args.join(' ')} did not end within ${timeoutMs} ms; stderr: ${stderr}`));
+    }, timeoutMs);
+    proc.on('error', reject);
+    proc.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
+  });
+}
+
+/** Parses a whole Server-Sent Events text into [{ event, id, data }]. */
+export function parseSse(text) {
+  const out = [];
+  for (const block of text.split(/\r?\n\r?\n/)) {
+    const msg = { event: 'message', id: undefined, data: '' };
+    let any = false;
+    for (const line of block.split(/\r?\n/)) {
+      if (!line || line.startsWith(':')) continue;
+      const i = line.indexOf(':');
+      const field = i < 0 ? line : line.slice(0, i);
+      const value = i < 0 ? '' : line.slice(i + 1).replace(/^ /, '');
+      if (field === 'event') msg.event = value;
+      else if (field === 'id') msg.id = value;
+      else if (field === 'data') msg.data += (msg.data ? '\n' : '') + value;
+      else continue;
+      any = true;
+    }
+    if (any && (msg.data || msg.event !== 'message')) out.push(msg);
+  }
+  return out;
+}
+
+/** The log lines of a job as `GET /api/jobs/{id}/log` gives them. */
+export async function fetchLog(url, jobId) {
+  const res = await fetch(`${url}/api/jobs/${encodeURIComponent(jobId)}/log`);
+  assert.equal(res.status, 200);
+  return (await res.text()).split('\n').filter((l) => l !== '');
+}
