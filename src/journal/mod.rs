@@ -38,7 +38,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::job::{EventKind, JobEvent, JobId, JobRecord, Stream};
-use crate::store::writer::{BatchWriter, WriterStatus};
+use crate::store::writer::{Backpressure, BatchWriter, WriterStatus};
 use crate::store::{Store, StoredEvent, WriteOp};
 use crate::tasks::Tasks;
 use crate::wire::EventPayload;
@@ -194,6 +194,14 @@ impl Journal {
     /// The history writer's health (error, backlog), for `/health`.
     pub fn writer_status(&self) -> WriterStatus {
         self.writer.status()
+    }
+
+    /// What producers wait on while history falls behind: a quarter of
+    /// `MAX_UNSTORED_BYTES` waiting for a store that works (a slow disk) pauses a
+    /// build's output until the writer catches up, so memory stays bounded and no
+    /// line is dropped; while the store fails, the rule of [`Self::record`] applies.
+    pub fn backpressure(&self) -> Backpressure {
+        self.writer.backpressure(self.limits.max_unstored / 4)
     }
 
     /// Waits until every write queued so far is committed.

@@ -278,7 +278,10 @@ impl Runner {
                     &env,
                     deadline,
                     cancel,
-                    Some((&self.groups, id)),
+                    process::StepHooks {
+                        record_as: Some((&self.groups, id)),
+                        backpressure: Some(self.journal.backpressure()),
+                    },
                     |stream, line| {
                         self.emit(
                             id,

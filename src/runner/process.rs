@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::groups::{GroupRecords, Record};
 use crate::job::{JobId, Stream};
+use crate::store::writer::Backpressure;
 
 /// Longest line passed on; a longer one is split.
 const MAX_LINE: usize = 16 * 1024;
@@ -87,6 +88,16 @@ pub enum StepEnd {
 /// Where a running step's process group is recorded: the records, and the job.
 pub type RecordAs<'a> = Option<(&'a GroupRecords, &'a JobId)>;
 
+/// What a step's run reports to besides its lines.
+#[derive(Default)]
+pub struct StepHooks<'a> {
+    /// Where its process group is recorded.
+    pub record_as: RecordAs<'a>,
+    /// Pauses reading its output while history falls behind (a slow disk): the
+    /// step then blocks on a full pipe instead of memory filling up.
+    pub backpressure: Option<Backpressure>,
+}
+
 /// Runs `script` in `dir`, calling `on_line` for each line of output. With
 /// `record_as`, the step's process group is recorded while it runs.
 pub async fn run_step(
@@ -95,11 +106,11 @@ pub async fn run_step(
     env: &[(&str, &str)],
     deadline: Instant,
     cancel: &CancellationToken,
-    record_as: RecordAs<'_>,
+    hooks: StepHooks<'_>,
     on_line: impl FnMut(Stream, String),
 ) -> StepEnd {
     // The reader yields by its own measure ([`ReaderTurn`]), not Tokio's budget.
-    tokio::task::unconstrained(step(script, dir, env, deadline, cancel, record_as, on_line)).await
+    tokio::task::unconstrained(step(script, dir, env, deadline, cancel, hooks, on_line)).await
 }
 
 async fn step(
@@ -108,7 +119,7 @@ async fn step(
     env: &[(&str, &str)],
     deadline: Instant,
     cancel: &CancellationToken,
-    record_as: RecordAs<'_>,
+    hooks: StepHooks<'_>,
     mut on_line: impl FnMut(Stream, String),
 ) -> StepEnd {
     let mut command = Command::new("sh");
@@ -137,7 +148,8 @@ async fn step(
     };
     let pgid = child.id().and_then(|id| i32::try_from(id).ok());
     // Dropped (the record removed) when this function returns, after the group is killed.
-    let _record = record(record_as, pgid);
+    let _record = record(hooks.record_as, pgid);
+    let backpressure = hooks.backpressure;
     let mut out = BufReader::new(child.stdout.take().expect("piped stdout"));
     let mut err = BufReader::new(child.stderr.take().expect("piped stderr"));
     let (mut out_buf, mut err_buf) = (Vec::new(), Vec::new());
@@ -154,6 +166,7 @@ async fn step(
                 Some(line) => {
                     on_line(Stream::Stdout, line);
                     turn.line_done().await;
+                    wait_for_history(backpressure.as_ref(), cancel, deadline).await;
                 }
                 None => out_open = false,
             },
@@ -161,6 +174,7 @@ async fn step(
                 Some(line) => {
                     on_line(Stream::Stderr, line);
                     turn.line_done().await;
+                    wait_for_history(backpressure.as_ref(), cancel, deadline).await;
                 }
                 None => err_open = false,
             },
@@ -185,6 +199,22 @@ async fn step(
             None => "was killed by a signal".into(),
         }),
         Err(e) => StepEnd::Failed(format!("could not be waited for: {e}")),
+    }
+}
+
+/// Waits while history falls behind, unless the step is cancelled or out of time
+/// meanwhile (the read loop then sees why).
+async fn wait_for_history(
+    backpressure: Option<&Backpressure>,
+    cancel: &CancellationToken,
+    deadline: Instant,
+) {
+    if let Some(backpressure) = backpressure {
+        tokio::select! {
+            () = backpressure.wait_for_room() => {}
+            () = cancel.cancelled() => {}
+            () = tokio::time::sleep_until(deadline) => {}
+        }
     }
 }
 
@@ -296,7 +326,7 @@ mod tests {
             &[("BUILDCAST_JOB_ID", "j1")],
             Instant::now() + timeout,
             &CancellationToken::new(),
-            None,
+            StepHooks::default(),
             |s, l| lines.push((s, l)),
         )
         .await;

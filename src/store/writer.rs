@@ -46,6 +46,36 @@ struct Health {
     backlog_bytes: AtomicU64,
     /// Set by [`BatchWriter::stop`].
     stopping: AtomicBool,
+    /// Woken when the backlog shrinks or writes start failing, for producers
+    /// waiting in [`Backpressure::wait_for_room`].
+    room: tokio::sync::Notify,
+}
+
+/// Lets a producer wait while the writer lags behind: past `limit` bytes waiting to
+/// be written, [`Self::wait_for_room`] returns only once the backlog is below it
+/// again. It never waits while writes fail (then the journal's own rule for a
+/// failing store applies) or once the writer is stopping.
+#[derive(Clone)]
+pub struct Backpressure {
+    health: Arc<Health>,
+    limit: u64,
+}
+
+impl Backpressure {
+    pub async fn wait_for_room(&self) {
+        loop {
+            let notified = self.health.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.health.backlog_bytes.load(Ordering::Relaxed) <= self.limit
+                || self.health.error.lock().expect("writer health").is_some()
+                || self.health.stopping.load(Ordering::Relaxed)
+            {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 /// The writer's state, as `/health` reports it.
@@ -102,6 +132,7 @@ impl BatchWriter {
     /// while writes fail, after [`STOP_GRACE`]).
     pub fn stop(&self) {
         self.health.stopping.store(true, Ordering::Relaxed);
+        self.health.room.notify_waiters();
         self.send(WriteOp::Stop);
     }
 
@@ -123,6 +154,14 @@ impl BatchWriter {
         }
     }
 
+    /// Producers that wait while more than `limit` bytes wait to be written.
+    pub fn backpressure(&self, limit: u64) -> Backpressure {
+        Backpressure {
+            health: self.health.clone(),
+            limit,
+        }
+    }
+
     /// Payload bytes of the events queued and not yet committed.
     pub fn backlog_bytes(&self) -> u64 {
         self.health.backlog_bytes.load(Ordering::Relaxed)
@@ -138,10 +177,12 @@ impl Health {
             .fold((0, 0), |(n, b), bytes| (n + 1, b + bytes));
         self.backlog_events.fetch_sub(events, Ordering::Relaxed);
         self.backlog_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.room.notify_waiters();
     }
 
     fn set_error(&self, error: Option<String>) {
         *self.error.lock().expect("writer health") = error;
+        self.room.notify_waiters();
     }
 }
 
@@ -251,10 +292,12 @@ mod tests {
     use crate::job::JobId;
     use crate::store::{JobFilter, StoreError, StoredEvent};
 
-    /// A store whose writes fail while `full` is set, and that counts committed events.
+    /// A store whose writes fail while `full` is set, take their time while `slow`
+    /// is set, and that counts committed events.
     #[derive(Default)]
     struct Flaky {
         full: AtomicBool,
+        slow: AtomicBool,
         attempts: AtomicUsize,
         stored: Mutex<Vec<u64>>,
     }
@@ -262,6 +305,9 @@ mod tests {
     impl Store for Flaky {
         fn write_batch(&self, ops: &[WriteOp]) -> Result<(), StoreError> {
             self.attempts.fetch_add(1, Ordering::Relaxed);
+            while self.slow.load(Ordering::Relaxed) {
+                thread::sleep(Duration::from_millis(1));
+            }
             if self.full.load(Ordering::Relaxed) {
                 return Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(
                     rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
@@ -382,5 +428,40 @@ mod tests {
         );
         assert_eq!(persisted.load(Ordering::Acquire), 0);
         assert!(store.stored.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn producers_wait_while_a_working_store_lags_but_not_while_it_fails() {
+        let store = Arc::new(Flaky::default());
+        store.slow.store(true, Ordering::Relaxed);
+        let (writer, thread) = BatchWriter::start(store.clone());
+        let persisted = Arc::new(AtomicU64::new(0));
+        for seq in 1..=3 {
+            writer.send(put(seq, &persisted));
+        }
+        let room = writer.backpressure(10);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), room.wait_for_room())
+                .await
+                .is_err(),
+            "27 bytes wait for a slow store: past the limit of 10"
+        );
+        store.slow.store(false, Ordering::Relaxed);
+        tokio::time::timeout(Duration::from_secs(10), room.wait_for_room())
+            .await
+            .expect("room once the writer has caught up");
+
+        store.full.store(true, Ordering::Relaxed);
+        for seq in 4..=6 {
+            writer.send(put(seq, &persisted));
+        }
+        tokio::time::timeout(Duration::from_secs(10), room.wait_for_room())
+            .await
+            .expect("no waiting while writes fail");
+        assert!(writer.status().error.is_some());
+
+        store.full.store(false, Ordering::Relaxed);
+        writer.stop();
+        thread.join();
     }
 }
