@@ -276,6 +276,41 @@ fn root_cause(e: &dyn std::error::Error) -> String {
     cause.to_string()
 }
 
+/// Opens the SSE stream at `url` and hands each message to `on_message` until it
+/// says the watch is over (`Some`), the connection fails (a retry), or the stream
+/// ends (`None`).
+async fn each_message(
+    client: &reqwest::Client,
+    url: &str,
+    args: &WatchArgs,
+    last_id: Option<&str>,
+    mut on_message: impl FnMut(Message) -> Option<End>,
+) -> Option<End> {
+    let response = match open(client, url, args, last_id).await {
+        Ok(response) => response,
+        Err(end) => return Some(end),
+    };
+    let mut body = response.bytes_stream();
+    let mut parser = Parser::default();
+    while let Some(chunk) = body.next().await {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                return Some(End::Retry(format!(
+                    "the connection dropped: {}",
+                    root_cause(&e)
+                )));
+            }
+        };
+        for message in parser.feed(&chunk) {
+            if let Some(end) = on_message(message) {
+                return Some(end);
+            }
+        }
+    }
+    None
+}
+
 async fn watch_job(
     client: &reqwest::Client,
     base: &str,
@@ -286,27 +321,20 @@ async fn watch_job(
 ) -> End {
     let follow = if args.no_follow { "?follow=0" } else { "" };
     let url = format!("{base}/api/jobs/{job}/stream{follow}");
-    let response = match open(client, &url, args, shown.last_id.as_deref()).await {
-        Ok(response) => response,
-        Err(end) => return end,
-    };
-    let mut body = response.bytes_stream();
-    let mut parser = Parser::default();
-    while let Some(chunk) = body.next().await {
-        let chunk = match chunk {
-            Ok(chunk) => chunk,
-            Err(e) => return End::Retry(format!("the connection dropped: {}", root_cause(&e))),
-        };
-        for message in parser.feed(&chunk) {
-            if let Some(end) = show_job_event(&message, output, shown) {
-                return end;
-            }
-            if message.event.starts_with("job:")
-                && let Some(id) = message.id
-            {
-                shown.last_id = Some(id);
-            }
+    let last_id = shown.last_id.clone();
+    let ended = each_message(client, &url, args, last_id.as_deref(), |message| {
+        let end = show_job_event(&message, output, shown);
+        if end.is_none()
+            && message.event.starts_with("job:")
+            && let Some(id) = message.id
+        {
+            shown.last_id = Some(id);
         }
+        end
+    })
+    .await;
+    if let Some(end) = ended {
+        return end;
     }
     if args.no_follow {
         return End::Exit(ExitCode::SUCCESS);
@@ -378,47 +406,38 @@ async fn watch_project(
     output: &Output,
 ) -> End {
     let url = format!("{base}/api/projects/{project}/stream");
-    let response = match open(client, &url, args, None).await {
-        Ok(response) => response,
-        Err(end) => return end,
+    let describe = |job: &Value| {
+        format!(
+            "{} {} {}% {}",
+            job["jobId"].as_str().unwrap_or("?"),
+            job["status"].as_str().unwrap_or("?"),
+            job["progress"].as_u64().unwrap_or(0),
+            job["message"]
+                .as_str()
+                .or(job["pipeline"].as_str())
+                .unwrap_or("")
+        )
     };
-    let mut body = response.bytes_stream();
-    let mut parser = Parser::default();
-    while let Some(chunk) = body.next().await {
-        let chunk = match chunk {
-            Ok(chunk) => chunk,
-            Err(e) => return End::Retry(format!("the connection dropped: {}", root_cause(&e))),
-        };
-        for message in parser.feed(&chunk) {
-            let Ok(data) = serde_json::from_str::<Value>(&message.data) else {
-                continue;
-            };
-            let describe = |job: &Value| {
-                format!(
-                    "{} {} {}% {}",
-                    job["jobId"].as_str().unwrap_or("?"),
-                    job["status"].as_str().unwrap_or("?"),
-                    job["progress"].as_u64().unwrap_or(0),
-                    job["message"]
-                        .as_str()
-                        .or(job["pipeline"].as_str())
-                        .unwrap_or("")
-                )
-            };
-            match &message.event[..] {
-                "snapshot" => {
-                    for job in data["jobs"].as_array().into_iter().flatten() {
-                        output.line(&describe(job));
-                    }
-                    if args.no_follow {
-                        return End::Exit(ExitCode::SUCCESS);
-                    }
+    let ended = each_message(client, &url, args, None, |message| {
+        let data = serde_json::from_str::<Value>(&message.data).ok()?;
+        match &message.event[..] {
+            "snapshot" => {
+                for job in data["jobs"].as_array().into_iter().flatten() {
+                    output.line(&describe(job));
                 }
-                "project:progress" | "project:completed" => output.line(&describe(&data)),
-                "reset" => output.notice("fell behind; a new snapshot follows"),
-                _ => {}
+                if args.no_follow {
+                    return Some(End::Exit(ExitCode::SUCCESS));
+                }
             }
+            "project:progress" | "project:completed" => output.line(&describe(&data)),
+            "reset" => output.notice("fell behind; a new snapshot follows"),
+            _ => {}
         }
+        None
+    })
+    .await;
+    if let Some(end) = ended {
+        return end;
     }
     End::Retry("the project stream ended".into())
 }
