@@ -254,6 +254,10 @@ pub struct Follower {
     gap: bool,
     /// Times the tap overflowed and the follower went back to history.
     pub catch_ups: u64,
+    /// Whether the job did not exist when the follower was made: its tap is then
+    /// registered while no job can be created ([`Journal::if_not_live`]), so the
+    /// job's first event is not missed.
+    pending: bool,
 }
 
 impl Follower {
@@ -270,6 +274,17 @@ impl Follower {
             done: false,
             gap: false,
             catch_ups: 0,
+            pending: false,
+        }
+    }
+
+    /// Follows job `id`, which does not exist yet (on this node: another node may
+    /// be creating it), live from its first event — as `subscribe:job` does for
+    /// an unknown job. Waits as long as the stream stays open.
+    pub fn pending(journal: Arc<Journal>, taps: Arc<Taps>, id: JobId) -> Self {
+        Self {
+            pending: true,
+            ..Self::new(journal, taps, id, 0, true)
         }
     }
 
@@ -344,6 +359,24 @@ impl Follower {
 
     /// Reads the next events from history, or attaches live under the job's lock.
     async fn fill(&mut self) -> Result<(), StoreError> {
+        if std::mem::take(&mut self.pending) {
+            let taps = self.taps.clone();
+            let attached = self
+                .journal
+                .if_not_live(&self.id, || taps.add(&taps.jobs, &self.id));
+            if let Some((rx, tap)) = attached {
+                self.tap = Some((
+                    rx,
+                    Guard {
+                        taps: Arc::downgrade(&self.taps),
+                        key: Key::Job(self.id.clone()),
+                        tap,
+                    },
+                ));
+                return Ok(());
+            }
+            // Created meanwhile: attach as to any live job.
+        }
         let since = self.cursor;
         if self.live {
             let taps = self.taps.clone();
