@@ -123,6 +123,7 @@ impl Application {
             ),
             None => None,
         };
+        let taps = crate::tap::Taps::new(config.stream_queue_events);
         let state = AppState {
             config: Arc::new(config),
             journal: journal.clone(),
@@ -133,7 +134,7 @@ impl Application {
             connections,
             sockets: Arc::new(SocketStats::default()),
             tasks,
-            taps: crate::tap::Taps::new(),
+            taps,
         };
         let config = &state.config;
 

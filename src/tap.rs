@@ -13,24 +13,29 @@
 //! A tap is a bounded queue. When a client reads slower than events come, its
 //! queue fills: the tap is dropped (what it held is still handed out) and the
 //! follower goes back to history at the last seq it handed out, then attaches
-//! again. Memory per stream is bounded by [`QUEUE`] events plus one page of
-//! history, and no event is ever skipped.
+//! again. Memory per stream is bounded by its queue (`STREAM_QUEUE_EVENTS`,
+//! default [`QUEUE`] events) plus one page of history, and no event is ever
+//! skipped. [`Taps::catch_ups`] counts the overflows (`/health`:
+//! `delivery.stream_catch_ups`).
 //!
 //! Project taps get the project events (`project:progress`, `project:completed`);
 //! a project follower whose queue overflowed is told so and starts again from a
 //! snapshot of the project's jobs.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 
 use crate::job::EventKind;
 use crate::job::{JobId, JobRecord, ProjectId};
 use crate::journal::{EventSink, Journal, RecordedEvent};
 use crate::store::{StoreError, StoredEvent};
 
-/// Events a tap may hold for a client that has not read them yet.
+/// Events a tap may hold for a client that has not read them yet, by default
+/// (`STREAM_QUEUE_EVENTS`).
 pub const QUEUE: usize = 1024;
 /// Events read from history per round trip, and most taken from the window at once.
 const PAGE: usize = 1000;
@@ -44,25 +49,54 @@ type TapList = Vec<Arc<Tap>>;
 
 /// Every open stream's tap, per job and per project. Receives every recorded
 /// event with the job's lock held ([`EventSink`]); never blocks.
-#[derive(Default)]
 pub struct Taps {
     jobs: Mutex<HashMap<JobId, TapList>>,
     projects: Mutex<HashMap<ProjectId, TapList>>,
+    /// Events each tap holds at most.
+    queue: usize,
+    /// Taps dropped because their queue was full.
+    overflows: AtomicU64,
+}
+
+impl Default for Taps {
+    fn default() -> Self {
+        Self {
+            jobs: Mutex::default(),
+            projects: Mutex::default(),
+            queue: QUEUE,
+            overflows: AtomicU64::new(0),
+        }
+    }
 }
 
 /// Hands `event` to each tap of `list`; drops the taps whose queue is full (they
-/// are caught up from history) or whose stream has gone.
-fn offer(list: &mut TapList, event: &Arc<RecordedEvent>) {
+/// are caught up from history, and counted in `overflows`) or whose stream has
+/// gone.
+fn offer(list: &mut TapList, event: &Arc<RecordedEvent>, overflows: &AtomicU64) {
     list.retain(|tap| match tap.tx.try_send(event.clone()) {
         Ok(()) => true,
         // Full: the stream is caught up from history once it reads again.
-        Err(_) => false,
+        Err(TrySendError::Full(_)) => {
+            overflows.fetch_add(1, Ordering::Relaxed);
+            false
+        }
+        Err(TrySendError::Closed(_)) => false,
     });
 }
 
 impl Taps {
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+    /// Taps whose queues hold `queue` events each (at least one).
+    pub fn new(queue: usize) -> Arc<Self> {
+        Arc::new(Self {
+            queue: queue.max(1),
+            ..Self::default()
+        })
+    }
+
+    /// Times a stream's queue overflowed and the stream went back to history
+    /// (a job stream) or to a new snapshot (a project stream).
+    pub fn catch_ups(&self) -> u64 {
+        self.overflows.load(Ordering::Relaxed)
     }
 
     fn add<K: std::hash::Hash + Eq + Clone>(
@@ -70,7 +104,7 @@ impl Taps {
         map: &Mutex<HashMap<K, TapList>>,
         key: &K,
     ) -> (mpsc::Receiver<Arc<RecordedEvent>>, Weak<Tap>) {
-        let (tx, rx) = mpsc::channel(QUEUE);
+        let (tx, rx) = mpsc::channel(self.queue);
         let tap = Arc::new(Tap { tx });
         map.lock()
             .expect("taps")
@@ -122,7 +156,7 @@ impl EventSink for Taps {
         {
             let mut jobs = self.jobs.lock().expect("taps");
             if let Some(list) = jobs.get_mut(&job.id) {
-                offer(list, event);
+                offer(list, event, &self.overflows);
                 if list.is_empty() {
                     jobs.remove(&job.id);
                 }
@@ -131,7 +165,7 @@ impl EventSink for Taps {
         if crate::wire::project_event_name(event.kind).is_some() {
             let mut projects = self.projects.lock().expect("taps");
             if let Some(list) = projects.get_mut(&job.project_id) {
-                offer(list, event);
+                offer(list, event, &self.overflows);
                 if list.is_empty() {
                     projects.remove(&job.project_id);
                 }
@@ -220,6 +254,10 @@ pub struct Follower {
     gap: bool,
     /// Times the tap overflowed and the follower went back to history.
     pub catch_ups: u64,
+    /// Whether the job did not exist when the follower was made: its tap is then
+    /// registered while no job can be created ([`Journal::if_not_live`]), so the
+    /// job's first event is not missed.
+    pending: bool,
 }
 
 impl Follower {
@@ -236,6 +274,17 @@ impl Follower {
             done: false,
             gap: false,
             catch_ups: 0,
+            pending: false,
+        }
+    }
+
+    /// Follows job `id`, which does not exist yet (on this node: another node may
+    /// be creating it), live from its first event — as `subscribe:job` does for
+    /// an unknown job. Waits as long as the stream stays open.
+    pub fn pending(journal: Arc<Journal>, taps: Arc<Taps>, id: JobId) -> Self {
+        Self {
+            pending: true,
+            ..Self::new(journal, taps, id, 0, true)
         }
     }
 
@@ -310,6 +359,24 @@ impl Follower {
 
     /// Reads the next events from history, or attaches live under the job's lock.
     async fn fill(&mut self) -> Result<(), StoreError> {
+        if std::mem::take(&mut self.pending) {
+            let taps = self.taps.clone();
+            let attached = self
+                .journal
+                .if_not_live(&self.id, || taps.add(&taps.jobs, &self.id));
+            if let Some((rx, tap)) = attached {
+                self.tap = Some((
+                    rx,
+                    Guard {
+                        taps: Arc::downgrade(&self.taps),
+                        key: Key::Job(self.id.clone()),
+                        tap,
+                    },
+                ));
+                return Ok(());
+            }
+            // Created meanwhile: attach as to any live job.
+        }
         let since = self.cursor;
         if self.live {
             let taps = self.taps.clone();

@@ -55,6 +55,10 @@ pub struct Config {
     /// Bytes of events waiting for the store (a full disk, say) above which further
     /// log lines are delivered live but not kept for history (`MAX_UNSTORED_BYTES`).
     pub max_unstored_bytes: u64,
+    /// Live events one HTTP stream (SSE, followed log, NDJSON) holds for a client
+    /// that has not read them yet (`STREAM_QUEUE_EVENTS`); past it the stream goes
+    /// back to history and catches up from there.
+    pub stream_queue_events: usize,
     /// Largest REST request body in bytes (`REST_BODY_LIMIT`).
     pub rest_body_limit: usize,
     /// How long a stopping server waits for running steps to end after signalling them
@@ -357,6 +361,12 @@ impl Config {
             ),
             history_window: env.positive("HISTORY_WINDOW", "2048")?,
             max_unstored_bytes: env.positive("MAX_UNSTORED_BYTES", "67108864")?,
+            stream_queue_events: env.parse_with("STREAM_QUEUE_EVENTS", "1024", |v| match v
+                .parse::<usize>()
+            {
+                Ok(n @ 1..=1_048_576) => Ok(n),
+                _ => Err("expected a whole number of events from 1 to 1048576".into()),
+            })?,
             rest_body_limit: env.positive("REST_BODY_LIMIT", "65536")?,
             shutdown_grace: Duration::from_secs(env.parse(
                 "SHUTDOWN_GRACE_SECS",
@@ -392,6 +402,7 @@ mod tests {
         assert_eq!(c.max_concurrent_jobs, 2);
         assert_eq!(c.websocket.max_buffer_size, 1024);
         assert_eq!(c.websocket.ws_read_buffer_size, 256);
+        assert_eq!(c.stream_queue_events, crate::tap::QUEUE);
     }
 
     #[test]
@@ -407,6 +418,16 @@ mod tests {
         let e = config(&[("WEBSOCKET_POLLING_TIMEOUT_MS", "50")]).unwrap_err();
         assert_eq!(e.variable, "WEBSOCKET_POLLING_TIMEOUT_MS");
         assert!(e.reason.contains("100 to 600000"), "{e}");
+        for bad in ["0", "-1", "many", "2000000"] {
+            let e = config(&[("STREAM_QUEUE_EVENTS", bad)]).unwrap_err();
+            assert_eq!(e.variable, "STREAM_QUEUE_EVENTS");
+        }
+        assert_eq!(
+            config(&[("STREAM_QUEUE_EVENTS", "8")])
+                .unwrap()
+                .stream_queue_events,
+            8
+        );
         let e = config(&[("PIPELINES_FILE", "/definitely/not/here.toml")]).unwrap_err();
         assert_eq!(e.variable, "PIPELINES_FILE");
     }

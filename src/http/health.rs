@@ -42,6 +42,7 @@ async fn health(State(state): State<AppState>) -> Json<Value> {
             "lagged_catch_ups": stats.lagged.load(Ordering::Relaxed),
             "project_catch_ups": stats.project_catch_ups.load(Ordering::Relaxed),
             "dropped_project_sockets": stats.dropped_project_sockets.load(Ordering::Relaxed),
+            "stream_catch_ups": state.taps.catch_ups(),
         },
     });
     if let Some(cluster) = &state.cluster {

@@ -11,6 +11,13 @@
 //! with the history recorded so far. `?batch=1` sends runs of log lines as one
 //! `job:logs` message (a JSON array of `job:log` payloads, `id:` of the last).
 //!
+//! A job this node does not know yet — in a cluster, one another node is creating
+//! and this one has not mirrored yet — is waited for, as `subscribe:job` waits:
+//! a caller who may see every project, asking from the start (no `since`, `epoch`
+//! or `Last-Event-ID`) and live, gets a stream that carries the job's events from
+//! its first one, for as long as the stream stays open. Anyone else gets 404, as
+//! before (a restricted user cannot tell an unknown job from another project's).
+//!
 //! A project stream starts with a `snapshot` event (`{ jobs }`, as the
 //! `subscribe:project` acknowledgement) and then carries `project:progress` and
 //! `project:completed` live. Its messages have no id: a client that reconnects (or
@@ -34,13 +41,13 @@ use futures_util::stream;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::visible_job;
+use super::{job_id, visible_job};
 use crate::auth::{Principal, Role};
 use crate::connections::ConnectionSlot;
 use crate::error::{ApiError, ApiQuery};
 use crate::http::caller::Caller;
 use crate::job::EventKind;
-use crate::job::{JobRecord, ProjectId};
+use crate::job::{JobId, JobRecord, ProjectId};
 use crate::journal::RecordedEvent;
 use crate::socket::batch::{LogRun, MAX_BYTES, MAX_LINES};
 use crate::state::AppState;
@@ -143,7 +150,9 @@ fn sse_headers(mut response: Response) -> Response {
 struct JobStream {
     follower: Follower,
     state: AppState,
-    job: JobRecord,
+    id: JobId,
+    /// The job, once it exists (a stream may wait for a job not created yet).
+    job: Option<JobRecord>,
     batch: bool,
     live: bool,
     /// Whether a cut after the resume position still calls for a reset.
@@ -168,7 +177,8 @@ fn reset_event(job: &JobRecord, reason: &str) -> Event {
 
 impl JobStream {
     fn id_of(&self, seq: u64) -> String {
-        format!("{}:{seq}", self.job.epoch)
+        let epoch = self.job.as_ref().map_or("", |job| job.epoch.as_str());
+        format!("{epoch}:{seq}")
     }
 
     async fn next_event(&mut self) -> Option<Arc<RecordedEvent>> {
@@ -178,7 +188,7 @@ impl JobStream {
         match self.follower.next().await {
             Ok(event) => event,
             Err(e) => {
-                tracing::error!(job_id = %self.job.id, error = %e, "a job stream could not read history");
+                tracing::error!(job_id = %self.id, error = %e, "a job stream could not read history");
                 None
             }
         }
@@ -191,17 +201,27 @@ impl JobStream {
                 return Some(event);
             }
             let event = self.next_event().await?;
-            if self.check_gap && self.follower.gap() {
+            if self.job.is_none() {
+                // The job this stream waited for exists now: its epoch names the events.
+                match self.state.journal.job(&self.id).await {
+                    Ok(job) => self.job = job,
+                    Err(e) => {
+                        tracing::error!(job_id = %self.id, error = %e, "a job stream could not read its job");
+                        return None;
+                    }
+                }
+            }
+            if let (true, true, Some(job)) = (self.check_gap, self.follower.gap(), &self.job) {
                 // History after the client's position was cut: start over.
                 self.check_gap = false;
                 self.follower = Follower::new(
                     self.state.journal.clone(),
                     taps(&self.state),
-                    self.job.id.clone(),
+                    self.id.clone(),
                     0,
                     self.live,
                 );
-                self.out.push_back(reset_event(&self.job, GAP));
+                self.out.push_back(reset_event(job, GAP));
                 continue;
             }
             if self.batch && event.kind == EventKind::Log {
@@ -244,36 +264,57 @@ async fn job_stream(
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<JobStreamQuery>,
 ) -> Result<Response, ApiError> {
-    let job = visible_job(&state, &caller, Role::Viewer, &id).await?;
+    let position = last_event_id(&headers);
+    let live = query.follow.as_deref().is_none_or(|f| flag(Some(f)));
+    let job = match visible_job(&state, &caller, Role::Viewer, &id).await {
+        Ok(job) => Some(job),
+        // A job this node does not know (yet): another node may be creating it.
+        // A caller who may see every project waits for it, as `subscribe:job`
+        // does; a restricted one cannot tell it from a job of another project.
+        Err(ApiError::NotFound(_))
+            if !caller.is_restricted()
+                && caller.role >= Role::Viewer
+                && live
+                && position.is_none()
+                && query.since.is_none()
+                && query.epoch.is_none() =>
+        {
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let id = job_id(&id)?;
     let Some(slot) = slot(&state, &caller) else {
         return Ok(too_many());
     };
-    let (epoch, since) = match last_event_id(&headers) {
+    let (epoch, since) = match position {
         Some(position) => position,
         None => (query.epoch.clone(), query.since.unwrap_or(0)),
     };
-    let live = query.follow.as_deref().is_none_or(|f| flag(Some(f)));
     let mut out = VecDeque::from([Event::default().retry(RETRY)]);
-    let reason = stale(&job, since, epoch.as_deref());
-    let start = if let Some(reason) = &reason {
-        out.push_back(reset_event(&job, reason));
+    let reason = job
+        .as_ref()
+        .and_then(|job| stale(job, since, epoch.as_deref()));
+    let start = if let (Some(reason), Some(job)) = (&reason, &job) {
+        out.push_back(reset_event(job, reason));
         0
     } else {
         since
     };
-    tracing::info!(job_id = %job.id, since, user = %caller.user, "job stream opened");
+    let follower = if job.is_some() {
+        Follower::new(state.journal.clone(), taps(&state), id.clone(), start, live)
+    } else {
+        tracing::info!(job_id = %id, user = %caller.user, "job stream waits for a job not known yet");
+        Follower::pending(state.journal.clone(), taps(&state), id.clone())
+    };
+    tracing::info!(job_id = %id, since, user = %caller.user, "job stream opened");
     let stream = JobStream {
-        follower: Follower::new(
-            state.journal.clone(),
-            taps(&state),
-            job.id.clone(),
-            start,
-            live,
-        ),
+        follower,
         state: state.clone(),
         batch: flag(query.batch.as_deref()),
         live,
         check_gap: reason.is_none() && start > 0,
+        id,
         job,
         held: None,
         out,

@@ -441,3 +441,175 @@ async fn a_project_stream_starts_with_a_snapshot_then_carries_project_events() {
     assert!(text.contains(&id));
     assert!(!text.contains("event: job:log"));
 }
+
+/// Lines the `flood` pipeline prints, each about 400 bytes: far more than the
+/// kernel's socket buffers hold, so a reader that stops reading stalls its stream.
+const FLOOD_LINES: u64 = 30_000;
+
+fn flood_pipelines() -> String {
+    format!(
+        "{}\n[pipelines.flood]\ndescription = \"{FLOOD_LINES} long lines at once\"\ntimeout = \"120s\"\n[pipelines.flood.steps]\nbuild = \"pad=$(printf '%0400d' 0); for i in $(seq 1 {FLOOD_LINES}); do echo \\\"flood line $i $pad\\\"; done\"\n",
+        crate::helpers::DEFAULT_PIPELINES
+    )
+}
+
+/// This process's resident memory in KiB (the server runs in it).
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// Parses the SSE messages of a whole body.
+fn parse_sse(text: &str) -> Vec<Message> {
+    let mut out = Vec::new();
+    let mut current = Message::default();
+    for line in text.split('\n') {
+        if line.is_empty() {
+            if !current.event.is_empty() || !current.data.is_empty() {
+                out.push(std::mem::take(&mut current));
+            }
+        } else if let Some(v) = line.strip_prefix("event: ") {
+            current.event = v.to_owned();
+        } else if let Some(v) = line.strip_prefix("id: ") {
+            current.id = Some(v.to_owned());
+        } else if let Some(v) = line.strip_prefix("data: ") {
+            current.data.push_str(v);
+        }
+    }
+    out
+}
+
+/// Decodes a `Transfer-Encoding: chunked` body.
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let end = body
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("a chunk size line");
+        let size = std::str::from_utf8(&body[..end]).unwrap();
+        let size = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16).unwrap();
+        body = &body[end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&body[..size]);
+        body = &body[size + 2..];
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_stream_overflows_its_queue_and_catches_up_without_holding_memory() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = spawn_app(
+        TestOptions::default()
+            .env("STREAM_QUEUE_EVENTS", "8")
+            .pipelines(&flood_pipelines()),
+    )
+    .await;
+    let health = app.get("/health").await.json::<Value>().await.unwrap();
+    assert_eq!(health["delivery"]["stream_catch_ups"], json!(0));
+    let before = rss_kib();
+
+    let id = app.start_job("p1", "flood").await;
+    // A client that sends its request and then reads nothing, through a small
+    // receive buffer: the server's writes stop, the stream's queue fills.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket
+        .connect(format!("127.0.0.1:{}", app.port).parse().unwrap())
+        .await
+        .unwrap();
+    stalled
+        .write_all(
+            format!(
+                "GET /api/jobs/{id}/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    // Its queue overflows while the flood goes on (it is the only stream yet).
+    let mut peak = before;
+    let deadline = tokio::time::Instant::now() + FINISH;
+    loop {
+        peak = peak.max(rss_kib());
+        let health = app.get("/health").await.json::<Value>().await.unwrap();
+        if health["delivery"]["stream_catch_ups"].as_u64().unwrap() > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stalled stream's queue never overflowed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Another reader, reading all along: the stalled one does not hold it up.
+    let mut other = Some(tokio::spawn(read_sse(
+        stream(&app, &id, "", None).await,
+        Duration::ZERO,
+    )));
+    let mut other_messages = Vec::new();
+    let catch_ups = loop {
+        peak = peak.max(rss_kib());
+        if let Some(task) = other.as_mut().filter(|t| t.is_finished()) {
+            other_messages = task.await.unwrap();
+            other = None;
+        }
+        let health = app.get("/health").await.json::<Value>().await.unwrap();
+        let catch_ups = health["delivery"]["stream_catch_ups"].as_u64().unwrap();
+        let status = app.job(&id).await["status"].as_str().unwrap().to_owned();
+        if other.is_none() && (status == "completed" || status == "failed") {
+            break catch_ups;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "status {status}, other reader done: {}",
+            other.is_none()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let job = app.job(&id).await;
+    assert_eq!(job["status"], json!("completed"));
+    let last = job["lastSeq"].as_u64().unwrap();
+    assert!(last > FLOOD_LINES, "{last}");
+    eprintln!(
+        "RSS of the test process (server in-process): {before} KiB before the flood, at most {peak} KiB while a stream stalled; {catch_ups} stream catch-ups"
+    );
+    // The flood is about 12 MB of events: a stalled stream holds 8 of them plus
+    // a page of history, not the flood.
+    assert!(
+        peak - before < 64 * 1024,
+        "RSS grew by {} KiB while a stream stalled",
+        peak - before
+    );
+    assert_eq!(seqs(&other_messages), (1..=last).collect::<Vec<_>>());
+
+    // The stalled reader reads again: everything, once, in order.
+    let mut raw = Vec::new();
+    tokio::time::timeout(FINISH, stalled.read_to_end(&mut raw))
+        .await
+        .expect("the stalled stream ends")
+        .unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("response headers");
+    let head = std::str::from_utf8(&raw[..split])
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let body = if head.contains("transfer-encoding: chunked") {
+        dechunk(&raw[split + 4..])
+    } else {
+        raw[split + 4..].to_vec()
+    };
+    let messages = parse_sse(std::str::from_utf8(&body).unwrap());
+    assert_eq!(seqs(&messages), (1..=last).collect::<Vec<_>>());
+    assert_eq!(messages.last().unwrap().event, "job:completed");
+}

@@ -18,9 +18,13 @@ import {
   makeTempDir,
   mintHmacJwt,
   parseSse,
+  REDIS_SERVER,
   runProgram,
+  sleep,
+  startRedis,
   startServer,
   waitForJobFinished,
+  waitFor,
   waitForMidStream,
 } from './helpers.mjs';
 
@@ -127,6 +131,8 @@ test('streams: no token is 401, a foreign project is 404 for a restricted user',
     assert.equal((await fetch(`${server.url}${path}${sep}token=${foreign}`)).status, 404, path);
     assert.equal((await fetch(`${server.url}/api/jobs/${jobId}`, { headers: { authorization: `Bearer ${foreign}` } })).status, 404);
   }
+  // A job id nobody knows: still 404 for a restricted user (no waiting for it).
+  assert.equal((await fetch(`${server.url}/api/jobs/unknown-${Date.now()}/stream?token=${foreign}`)).status, 404);
   const own = mintHmacJwt({ sub: 'v', projects: ['p1'] }, secret);
   const ok = await runProgram(BIN, ['watch', jobId, '--url', server.url, '--token', own], { env: { PATH: process.env.PATH } });
   assert.equal(ok.code, 0, ok.stderr);
@@ -202,4 +208,56 @@ test('buildcast watch loses no line when the server is killed and restarted mid-
   const slow = out.filter((l) => /^slow \d+$/.test(l));
   assert.equal(new Set(slow).size, slow.length, 'a line was printed twice');
   assert.match(result.stderr, /reconnecting/);
+});
+
+test('cluster: an SSE stream opened on node B before the job exists gets every event once the job starts on node A', { skip: !REDIS_SERVER && 'redis-server is not installed' }, async () => {
+  const redis = await startRedis();
+  const WORKER_TOKEN = 'e2e-worker-token-0123456789';
+  const env = { REDIS_URL: redis.url, WORKER_TOKEN };
+  const [a, b] = await Promise.all([start({ env }), start({ env })]);
+  for (const n of [a, b]) await waitFor(async () => (await (await fetch(`${n.url}/health`)).json()).redis === 'ok', 10_000);
+
+  const jobId = `ext-stream-${Date.now()}`;
+  // Opened on B first: B knows nothing of the job; the stream waits for it.
+  const res = await fetch(`${b.url}/api/jobs/${jobId}/stream`);
+  assert.equal(res.status, 200);
+  const body = res.text();
+  let ended = false;
+  body.finally(() => { ended = true; });
+  await sleep(500);
+  assert.equal(ended, false, 'the stream waits for a job it does not know yet');
+
+  // A worker builds the job through A.
+  const ingest = async (events) => {
+    const r = await fetch(`${a.url}/api/jobs/${jobId}/events`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${WORKER_TOKEN}` },
+      body: JSON.stringify(events),
+    });
+    assert.equal(r.status, 200, await r.text());
+  };
+  await ingest([
+    { type: 'status', data: { status: 'running' }, projectId: 'p1', pipeline: 'celery' },
+    { type: 'step', data: { step_name: 'init', step_label: 'Initialization' } },
+    { type: 'progress', data: { progress: 10, current_step: 'init', completed_steps: [] } },
+  ]);
+  for (let batch = 0; batch < 5; batch++) {
+    await ingest(Array.from({ length: 100 }, (_, i) => ({ type: 'log', data: { log_line: `worker line ${batch * 100 + i + 1}\n` } })));
+    await sleep(50);
+  }
+  await ingest([{ type: 'complete', data: { status: 'completed', message: 'Build completed successfully' } }]);
+
+  let timer;
+  const late = new Promise((_, reject) => { timer = setTimeout(() => reject(new Error('the stream on B did not end')), 30_000); });
+  const text = await Promise.race([body, late]).finally(() => clearTimeout(timer));
+  const job = await (await fetch(`${a.url}/api/jobs/${jobId}`)).json();
+  const messages = parseSse(text).filter((m) => m.event.startsWith('job:'));
+  const seqs = messages.map((m) => JSON.parse(m.data).seq);
+  assert.ok(job.lastSeq > 500, `lastSeq ${job.lastSeq}`);
+  assertSeqSeries(seqs, 1, job.lastSeq, 'SSE on B, job on A');
+  assert.equal(messages.at(-1).event, 'job:completed');
+  const lines = messages.filter((m) => m.event === 'job:log').map((m) => JSON.parse(m.data).message).filter((l) => l.startsWith('worker line '));
+  assert.deepEqual(lines, Array.from({ length: 500 }, (_, i) => `worker line ${i + 1}`));
+  for (const m of messages) assert.equal(m.id, `${job.epoch}:${JSON.parse(m.data).seq}`);
+  await redis.stop();
 });
