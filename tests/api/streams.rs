@@ -613,3 +613,33 @@ async fn a_stalled_stream_overflows_its_queue_and_catches_up_without_holding_mem
     assert_eq!(seqs(&messages), (1..=last).collect::<Vec<_>>());
     assert_eq!(messages.last().unwrap().event, "job:completed");
 }
+
+#[tokio::test]
+async fn sse_resumed_across_a_cut_history_resets_then_sends_what_is_kept() {
+    // The log cap drops the middle of a long log from history.
+    let app = spawn_app(TestOptions::default().env("MAX_LOG_BYTES_PER_JOB", "20000")).await;
+    let id = app.start_job("p1", "chatty").await;
+    let job = app.wait_finished(&id, FINISH).await;
+    let epoch = job["epoch"].as_str().unwrap();
+    let kept: Vec<u64> = app
+        .all_events(&id)
+        .await
+        .iter()
+        .map(|e| e["seq"].as_u64().expect("a seq"))
+        .collect();
+    let hole = (1..)
+        .find(|seq| !kept.contains(seq))
+        .expect("the cap dropped the middle");
+
+    // Resume from just before the hole: what it asks for no longer exists.
+    let messages = read_sse(
+        stream(&app, &id, "", Some(&format!("{epoch}:{}", hole - 1))).await,
+        Duration::ZERO,
+    )
+    .await;
+    assert_eq!(messages[0].event, "reset", "{:?}", &messages[..3]);
+    let reset: Value = serde_json::from_str(&messages[0].data).unwrap();
+    assert_eq!(reset["recovered"], json!(false));
+    assert!(!reset["reason"].as_str().unwrap_or_default().is_empty());
+    assert_eq!(seqs(&messages), kept, "the whole history as it is kept");
+}
