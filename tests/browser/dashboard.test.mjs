@@ -10,7 +10,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import { copyFileSync } from 'node:fs';
+import { copyFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -452,6 +452,9 @@ test('a live flood the socket cannot keep up with: caught up through REST, every
     // Resubscribe with these settings: drop the transport; the page reconnects.
     window.__buildcast.socket.io.engine.close();
   });
+  // The flood starts only now, however long the page took to load and resubscribe.
+  await waitFor(async () => (await jobState(page))?.stats.subscriptions >= 1, { timeout: 20_000, what: 'the page to resubscribe' });
+  writeFileSync(path.join(server.dataDir, 'jobs', jobId, 'go'), '');
   await waitStatus(page, 'completed', 120_000);
   const lines = await pageLines(page);
   assertEachOnce(lines);

@@ -59,10 +59,10 @@ build = "for i in $(seq 1 400); do echo \\"slow line $i\\"; sleep 0.02; done"
 test = "echo 'slow done'"
 
 [pipelines.burst]
-description = "waits, then 60,000 lines at once"
+description = "waits for a go file beside its workspace (at most 30 s), then 60,000 lines at once"
 timeout = "120s"
 [pipelines.burst.steps]
-prepare = "sleep 1.5"
+prepare = "for i in $(seq 1 600); do [ -e ../go ] && break; sleep 0.05; done"
 build = "seq 1 60000 | sed 's/^/burst line /'"
 
 [pipelines.huge]
