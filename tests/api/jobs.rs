@@ -555,3 +555,34 @@ async fn pipelines_are_listed() {
     listed.sort_unstable();
     assert_eq!(listed, ["chatty", "fail", "medium", "quick", "slow"]);
 }
+
+// ---- methods -------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_method_a_route_does_not_take_is_405_with_a_json_error() {
+    // Arrange
+    let app = spawn_app(TestOptions::default()).await;
+    let client = reqwest::Client::new();
+
+    for (method, path) in [
+        (reqwest::Method::DELETE, "/api/jobs"),
+        (reqwest::Method::PUT, "/api/pipelines"),
+        (reqwest::Method::POST, "/health"),
+    ] {
+        // Act
+        let response = client
+            .request(method.clone(), app.url(path))
+            .send()
+            .await
+            .expect("answered");
+
+        // Assert
+        let allow = response
+            .headers()
+            .get(reqwest::header::ALLOW)
+            .map(|v| v.to_str().expect("ASCII").to_owned());
+        assert!(allow.is_some(), "{method} {path}: an Allow header");
+        let message = assert_error(response, StatusCode::METHOD_NOT_ALLOWED).await;
+        assert!(message.contains("method not allowed"), "{method} {path}: {message}");
+    }
+}
