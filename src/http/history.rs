@@ -35,13 +35,9 @@ pub fn download_router() -> Router<AppState> {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct EventsQuery {
     since: Option<u64>,
     limit: Option<usize>,
-    /// Read by [`Caller`]; accepted here so it is not an unknown field.
-    #[serde(rename = "token")]
-    _token: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(serde::Serialize)]

@@ -73,16 +73,14 @@ async fn create(
     ))
 }
 
-/// Query of `GET /api/jobs`.
+/// Query of `GET /api/jobs`. Unknown parameters (`token`, a cache buster) are
+/// ignored; the known ones are checked.
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 struct ListQuery {
     status: Option<ListStatus>,
     project_id: Option<String>,
     limit: Option<usize>,
-    /// Read by [`Caller`]; accepted here so it is not an unknown field.
-    #[serde(rename = "token")]
-    _token: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize, Clone, Copy)]

@@ -312,6 +312,35 @@ async fn job_list_refuses_an_unknown_status() {
     assert_error(response, StatusCode::BAD_REQUEST).await;
 }
 
+#[tokio::test]
+async fn unknown_query_parameters_are_ignored_known_ones_still_checked() {
+    // Arrange
+    let app = spawn_app(TestOptions::default()).await;
+    let id = app.start_job("web-app", "quick").await;
+    app.wait_finished(&id, FINISH).await;
+
+    // Act / Assert: a cache buster changes nothing.
+    for path in [
+        "/api/jobs?_=1700000000".to_owned(),
+        "/api/jobs?foo=1&status=finished".to_owned(),
+        format!("/api/jobs/{id}/events?foo=1"),
+        format!("/api/jobs/{id}/log?foo=1"),
+        "/api/pipelines?foo=1".to_owned(),
+    ] {
+        let response = app.get(&path).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+    }
+    for path in [
+        "/api/jobs?foo=1&limit=abc".to_owned(),
+        "/api/jobs?foo=1&status=bogus".to_owned(),
+        format!("/api/jobs/{id}/events?foo=1&since=-1"),
+    ] {
+        let response = app.get(&path).await;
+        assert_error(response, StatusCode::BAD_REQUEST).await;
+    }
+    app.stop().await;
+}
+
 // ---- cancel ------------------------------------------------------------------
 
 #[tokio::test]
