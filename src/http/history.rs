@@ -67,7 +67,7 @@ async fn events(
     let job = visible_job(&state, &caller, Role::Viewer, &id).await?;
     let id = job.id.clone();
     let since = query.since.unwrap_or(0);
-    let limit = query.limit.unwrap_or(1000).clamp(1, MAX_PAGE);
+    let limit = super::page_limit(query.limit, 1000, MAX_PAGE)?;
     let stored = state.journal.events(&id, since, limit).await?;
     let next_since = stored.last().map_or(since, |e| e.seq);
     let events = stored

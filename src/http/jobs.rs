@@ -107,7 +107,7 @@ async fn list(
     let filter = JobFilter {
         active: query.status.map(|s| matches!(s, ListStatus::Active)),
         project_id,
-        limit: query.limit.unwrap_or(100).clamp(1, MAX_LIST),
+        limit: super::page_limit(query.limit, 100, MAX_LIST)?,
     };
     let jobs = state.journal.jobs(filter).await?;
     let jobs: Vec<JobView> = jobs

@@ -142,6 +142,18 @@ pub fn job_not_found(id: &JobId) -> ApiError {
     ApiError::NotFound(format!("job {id} not found"))
 }
 
+/// The `limit` query parameter of a listing: `default` when absent, at most `max`
+/// (a larger one is lowered to it), and 0 refused rather than read as 1.
+pub fn page_limit(limit: Option<usize>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(default),
+        Some(0) => Err(ApiError::BadRequest(format!(
+            "limit must be at least 1 (default {default}, at most {max})"
+        ))),
+        Some(n) => Ok(n.min(max)),
+    }
+}
+
 /// Reads a job id from a path segment.
 pub fn job_id(raw: &str) -> Result<JobId, ApiError> {
     JobId::parse(raw).map_err(|e| ApiError::BadRequest(format!("invalid job id: {e}")))

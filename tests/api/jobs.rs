@@ -341,6 +341,30 @@ async fn unknown_query_parameters_are_ignored_known_ones_still_checked() {
     app.stop().await;
 }
 
+#[tokio::test]
+async fn limit_zero_is_400_and_a_large_limit_is_lowered() {
+    // Arrange
+    let app = spawn_app(TestOptions::default()).await;
+    let id = app.start_job("web-app", "quick").await;
+    app.wait_finished(&id, FINISH).await;
+
+    // Act / Assert
+    for path in ["/api/jobs?limit=0".to_owned(), format!("/api/jobs/{id}/events?limit=0")] {
+        let message = assert_error(app.get(&path).await, StatusCode::BAD_REQUEST).await;
+        assert!(message.contains("limit must be at least 1"), "{path}: {message}");
+    }
+    let list: Value = app.get("/api/jobs?limit=1000000").await.json().await.expect("JSON");
+    assert_eq!(ids_of(&list), [id.as_str()], "{list:#}");
+    let page: Value = app
+        .get(&format!("/api/jobs/{id}/events?limit=1000000"))
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert!(!page["events"].as_array().expect("events").is_empty(), "{page:#}");
+    app.stop().await;
+}
+
 // ---- cancel ------------------------------------------------------------------
 
 #[tokio::test]
