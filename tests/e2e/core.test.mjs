@@ -30,6 +30,7 @@ import {
   projectId as newProjectId,
   SUCCESS_PHASES,
   JOB_EVENTS,
+  mintHmacJwt,
 } from './helpers.mjs';
 
 let server;
@@ -598,6 +599,33 @@ test('bad configuration values exit non-zero with one clear stderr line and no p
 });
 
 const LISTENING = /listening on/;
+
+test('logging: subscriptions log at debug only', async () => {
+  const secret = 'e2e-logging-secret-long-enough-for-hs256';
+  const logged = await startServer({ env: { AUTH_MODE: 'jwt', JWT_SECRET: secret, RUST_LOG: 'buildcast=info' } });
+  const token = mintHmacJwt({ sub: 'logger', role: 'admin' }, secret);
+  const auth = { authorization: `Bearer ${token}` };
+
+  const refused = await fetch(`${logged.url}/api/jobs?status=active`);
+  assert.equal(refused.status, 401);
+  const created = await fetch(`${logged.url}/api/jobs`, {
+    method: 'POST',
+    headers: { ...auth, 'content-type': 'application/json' },
+    body: JSON.stringify({ projectId: 'logs', pipeline: 'quick' }),
+  });
+  assert.equal(created.status, 201);
+  const { jobId } = await created.json();
+  const socket = await connect(logged.url, { auth: { token }, transports: ['websocket'] });
+  assert.equal((await emitAck(socket, 'subscribe:job', jobId)).ok, true);
+  assert.equal((await emitAck(socket, 'unsubscribe:job', jobId)).ok, true);
+  assert.equal((await emitAck(socket, 'subscribe:project', 'logs')).ok, true);
+  socket.disconnect();
+  await waitFor(() => /client disconnected/.test(logged.output()), 5_000, { what: 'the disconnect line' });
+
+  const out = logged.output();
+  assert.doesNotMatch(out, /subscribed to|unsubscribed from/, 'subscriptions log at debug');
+  await logged.stop();
+});
 
 test('a broken pipelines file is refused at startup without a panic', async () => {
   const cases = [
