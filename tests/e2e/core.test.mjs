@@ -600,7 +600,7 @@ test('bad configuration values exit non-zero with one clear stderr line and no p
 
 const LISTENING = /listening on/;
 
-test('logging: subscriptions log at debug only', async () => {
+test('logging: refused requests name the full path; subscriptions log at debug only', async () => {
   const secret = 'e2e-logging-secret-long-enough-for-hs256';
   const logged = await startServer({ env: { AUTH_MODE: 'jwt', JWT_SECRET: secret, RUST_LOG: 'buildcast=info' } });
   const token = mintHmacJwt({ sub: 'logger', role: 'admin' }, secret);
@@ -623,6 +623,9 @@ test('logging: subscriptions log at debug only', async () => {
   await waitFor(() => /client disconnected/.test(logged.output()), 5_000, { what: 'the disconnect line' });
 
   const out = logged.output();
+  const refusedLine = out.split('\n').find((l) => l.includes('request refused'));
+  assert.ok(refusedLine, `a "request refused" line in:\n${out}`);
+  assert.match(refusedLine, /path=\/api\/jobs\b/);
   assert.doesNotMatch(out, /subscribed to|unsubscribed from/, 'subscriptions log at debug');
   await logged.stop();
 });
