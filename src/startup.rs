@@ -179,9 +179,16 @@ impl Application {
             journal.set_sink(state.taps.clone());
             None
         };
-        let router = router
-            .layer(cors(&config.cors))
-            .layer(TraceLayer::new_for_http());
+        let socket_path: Option<Arc<str>> = config
+            .websocket
+            .enabled
+            .then(|| config.websocket.path.as_str().into());
+        let router = router.layer(cors(&config.cors)).layer(
+            TraceLayer::new_for_http()
+                .make_span_with(move |req: &Request<Body>| access_span(req, socket_path.as_deref()))
+                .on_request(())
+                .on_response(access_log),
+        );
 
         let addr = SocketAddr::new(config.host, config.port);
         let listener = bind(addr, config.listen_backlog).with_context(|| {
@@ -334,6 +341,36 @@ fn kill_leftover_steps(data_dir: &std::path::Path) {
             }
         }
         Err(e) => tracing::error!(error = %e, "cannot check for steps left by the last run"),
+    }
+}
+
+/// The span of one HTTP request, carrying its method and path (never the query,
+/// which may hold a `token`). At INFO, so that [`access_log`] writes one line per
+/// request; at DEBUG for the Socket.IO endpoint, whose long-polling requests
+/// come and go every few seconds per client (connections are logged instead).
+fn access_span(req: &Request<Body>, socket_path: Option<&str>) -> tracing::Span {
+    let path = req.uri().path();
+    let method = req.method();
+    if socket_path.is_some_and(|p| crate::socket::request_head::is_socket_io_path(path, p)) {
+        tracing::debug_span!("request", %method, %path)
+    } else {
+        tracing::info_span!("request", %method, %path)
+    }
+}
+
+/// The access log: one line per request, when its response head is ready (a
+/// stream's latency is the time to its first byte), at the level of its span.
+fn access_log<B>(response: &http::Response<B>, latency: std::time::Duration, span: &tracing::Span) {
+    let status = response.status().as_u16();
+    let latency_ms = latency.as_secs_f64() * 1000.0;
+    let latency_ms = (latency_ms * 10.0).round() / 10.0;
+    if span
+        .metadata()
+        .is_some_and(|m| *m.level() == tracing::Level::INFO)
+    {
+        tracing::info!(status, latency_ms, "request");
+    } else {
+        tracing::debug!(status, latency_ms, "request");
     }
 }
 

@@ -349,11 +349,22 @@ async fn limit_zero_is_400_and_a_large_limit_is_lowered() {
     app.wait_finished(&id, FINISH).await;
 
     // Act / Assert
-    for path in ["/api/jobs?limit=0".to_owned(), format!("/api/jobs/{id}/events?limit=0")] {
+    for path in [
+        "/api/jobs?limit=0".to_owned(),
+        format!("/api/jobs/{id}/events?limit=0"),
+    ] {
         let message = assert_error(app.get(&path).await, StatusCode::BAD_REQUEST).await;
-        assert!(message.contains("limit must be at least 1"), "{path}: {message}");
+        assert!(
+            message.contains("limit must be at least 1"),
+            "{path}: {message}"
+        );
     }
-    let list: Value = app.get("/api/jobs?limit=1000000").await.json().await.expect("JSON");
+    let list: Value = app
+        .get("/api/jobs?limit=1000000")
+        .await
+        .json()
+        .await
+        .expect("JSON");
     assert_eq!(ids_of(&list), [id.as_str()], "{list:#}");
     let page: Value = app
         .get(&format!("/api/jobs/{id}/events?limit=1000000"))
@@ -361,7 +372,10 @@ async fn limit_zero_is_400_and_a_large_limit_is_lowered() {
         .json()
         .await
         .expect("JSON");
-    assert!(!page["events"].as_array().expect("events").is_empty(), "{page:#}");
+    assert!(
+        !page["events"].as_array().expect("events").is_empty(),
+        "{page:#}"
+    );
     app.stop().await;
 }
 
@@ -636,6 +650,9 @@ async fn a_method_a_route_does_not_take_is_405_with_a_json_error() {
             .map(|v| v.to_str().expect("ASCII").to_owned());
         assert!(allow.is_some(), "{method} {path}: an Allow header");
         let message = assert_error(response, StatusCode::METHOD_NOT_ALLOWED).await;
-        assert!(message.contains("method not allowed"), "{method} {path}: {message}");
+        assert!(
+            message.contains("method not allowed"),
+            "{method} {path}: {message}"
+        );
     }
 }

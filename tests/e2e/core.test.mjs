@@ -600,7 +600,7 @@ test('bad configuration values exit non-zero with one clear stderr line and no p
 
 const LISTENING = /listening on/;
 
-test('logging: refused requests name the full path; subscriptions log at debug only', async () => {
+test('logging: an access line per request; refused requests name the full path; subscriptions at debug only', async () => {
   const secret = 'e2e-logging-secret-long-enough-for-hs256';
   const logged = await startServer({ env: { AUTH_MODE: 'jwt', JWT_SECRET: secret, RUST_LOG: 'buildcast=info' } });
   const token = mintHmacJwt({ sub: 'logger', role: 'admin' }, secret);
@@ -627,6 +627,11 @@ test('logging: refused requests name the full path; subscriptions log at debug o
   assert.ok(refusedLine, `a "request refused" line in:\n${out}`);
   assert.match(refusedLine, /path=\/api\/jobs\b/);
   assert.doesNotMatch(out, /subscribed to|unsubscribed from/, 'subscriptions log at debug');
+  // The access log: one line per request with method, path (no query), status and latency.
+  assert.match(out, /INFO request\{method=GET path=\/api\/jobs\}: .*request status=401 latency_ms=[\d.]+/);
+  assert.match(out, /INFO request\{method=POST path=\/api\/jobs\}: .*request status=201 latency_ms=[\d.]+/);
+  assert.doesNotMatch(out, /status=active/, 'the query string is not logged');
+  assert.doesNotMatch(out, /INFO request\{method=\w+ path=\/ws/, 'Socket.IO requests are not in the access log');
   await logged.stop();
 });
 
