@@ -229,7 +229,16 @@ impl Application {
             writer_thread,
         } = self;
         let addr = listener.local_addr()?;
-        tracing::info!(node = %state.journal.node(), "buildcast listening on http://{addr}");
+        let config = &state.config;
+        tracing::info!(
+            version = %env!("CARGO_PKG_VERSION"),
+            url = %format!("http://{addr}"),
+            auth = %auth_summary(&config.auth.mode),
+            data_dir = %config.data_dir.display(),
+            pipelines = %pipelines_summary(&config.pipelines),
+            node = %state.journal.node(),
+            "buildcast listening on http://{addr}"
+        );
         let tasks = state.tasks.clone();
         // The sweeps stop first; the tasks that deliver (catch-ups, batch timers)
         // only once the sockets are closed.
@@ -341,6 +350,28 @@ fn kill_leftover_steps(data_dir: &std::path::Path) {
             }
         }
         Err(e) => tracing::error!(error = %e, "cannot check for steps left by the last run"),
+    }
+}
+
+/// How callers are authenticated, for the start-up line (no secret in it).
+fn auth_summary(mode: &crate::config::AuthMode) -> String {
+    use crate::config::{AuthMode, JwtKey};
+    match mode {
+        AuthMode::None => "none".into(),
+        AuthMode::Jwt(jwt) => match &jwt.key {
+            JwtKey::Secret(_) => "jwt (HS256, JWT_SECRET)".into(),
+            JwtKey::PublicKey { path, .. } => format!("jwt (public key {})", path.display()),
+        },
+    }
+}
+
+/// Where the pipelines come from, for the start-up line.
+fn pipelines_summary(source: &crate::config::PipelinesSource) -> String {
+    use crate::config::PipelinesSource;
+    match source {
+        PipelinesSource::File(path) => path.display().to_string(),
+        PipelinesSource::Default(path) if path.is_file() => path.display().to_string(),
+        PipelinesSource::Default(_) => "built-in".into(),
     }
 }
 

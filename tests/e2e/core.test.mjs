@@ -600,7 +600,7 @@ test('bad configuration values exit non-zero with one clear stderr line and no p
 
 const LISTENING = /listening on/;
 
-test('logging: an access line per request; refused requests name the full path; subscriptions at debug only', async () => {
+test('logging: a start-up line with version, URL, auth, data and pipelines; an access line per request; refused requests name the full path; subscriptions at debug only', async () => {
   const secret = 'e2e-logging-secret-long-enough-for-hs256';
   const logged = await startServer({ env: { AUTH_MODE: 'jwt', JWT_SECRET: secret, RUST_LOG: 'buildcast=info' } });
   const token = mintHmacJwt({ sub: 'logger', role: 'admin' }, secret);
@@ -627,6 +627,16 @@ test('logging: an access line per request; refused requests name the full path; 
   assert.ok(refusedLine, `a "request refused" line in:\n${out}`);
   assert.match(refusedLine, /path=\/api\/jobs\b/);
   assert.doesNotMatch(out, /subscribed to|unsubscribed from/, 'subscriptions log at debug');
+  // One start-up line says what runs, and how.
+  const startLine = out.split('\n').find((l) => l.includes('listening on'));
+  assert.ok(startLine, `a start-up line in:\n${out}`);
+  assert.match(startLine, /INFO .*listening on http:\/\/127\.0\.0\.1:\d+/);
+  assert.match(startLine, /version=\d+\.\d+\.\d+/);
+  assert.match(startLine, /url=http:\/\/127\.0\.0\.1:\d+/);
+  assert.match(startLine, /auth=jwt \(HS256, JWT_SECRET\)/);
+  assert.ok(startLine.includes(`data_dir=${logged.dataDir}`), startLine);
+  assert.ok(startLine.includes(`pipelines=${logged.env.PIPELINES_FILE}`), startLine);
+  assert.doesNotMatch(startLine, new RegExp(secret));
   // The access log: one line per request with method, path (no query), status and latency.
   assert.match(out, /INFO request\{method=GET path=\/api\/jobs\}: .*request status=401 latency_ms=[\d.]+/);
   assert.match(out, /INFO request\{method=POST path=\/api\/jobs\}: .*request status=201 latency_ms=[\d.]+/);
