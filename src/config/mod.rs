@@ -437,8 +437,22 @@ mod tests {
         let e = config(&[("HOST", "0.0.0.0"), ("AUTH_MODE", "none")]).unwrap_err();
         assert_eq!(e.variable, "AUTH_MODE");
         assert!(e.reason.contains("AUTH_ALLOW_ANONYMOUS"), "{e}");
+        // HOST alone: the error says jwt is the default there, and what it lacks.
         let e = config(&[("HOST", "0.0.0.0")]).unwrap_err();
+        assert_eq!(e.variable, "HOST", "{e}");
+        assert!(e.to_string().starts_with("invalid HOST=\"0.0.0.0\""), "{e}");
+        assert!(e.reason.contains("defaults to jwt"), "{e}");
         assert!(e.reason.contains("JWT_SECRET"), "{e}");
+        assert!(e.reason.contains("JWT_PUBLIC_KEY_FILE"), "{e}");
+        assert!(e.reason.contains("neither is set"), "{e}");
+        // AUTH_MODE=jwt chosen without a key: named as the user wrote it.
+        let e = config(&[("AUTH_MODE", "jwt")]).unwrap_err();
+        assert_eq!(e.variable, "AUTH_MODE", "{e}");
+        assert!(e.reason.contains("JWT_SECRET"), "{e}");
+        assert!(!e.reason.contains("defaults"), "{e}");
+        // A short secret off loopback is still about the secret.
+        let e = config(&[("HOST", "0.0.0.0"), ("JWT_SECRET", "short")]).unwrap_err();
+        assert_eq!(e.variable, "JWT_SECRET", "{e}");
         let c = config(&[
             ("HOST", "0.0.0.0"),
             ("AUTH_MODE", "none"),

@@ -581,9 +581,11 @@ test('bad configuration values exit non-zero with one clear stderr line and no p
     { PIPELINES_FILE: missing },
     { MAX_CONCURRENT_JOBS: 'abc' },
     { WEBSOCKET_ENABLED: 'maybe' },
+    // Off loopback the default is AUTH_MODE=jwt: the line says so and what is missing.
+    { HOST: '0.0.0.0', expect: /defaults to jwt.*JWT_SECRET.*neither is set/ },
   ];
   const problems = [];
-  for (const env of cases) {
+  for (const { expect, ...env } of cases) {
     const [name, value] = Object.entries(env)[0];
     const r = await runToExit(env);
     const lines = r.stderr.split('\n').filter((l) => l.trim() !== '');
@@ -593,6 +595,7 @@ test('bad configuration values exit non-zero with one clear stderr line and no p
     if (!r.stderr.includes(name)) problems.push(`${where}: stderr does not name ${name}`);
     if (!r.stderr.includes(value)) problems.push(`${where}: stderr does not show the value`);
     if (lines.length !== 1) problems.push(`${where}: expected exactly one stderr line, got ${lines.length}`);
+    if (expect && !expect.test(r.stderr)) problems.push(`${where}: stderr does not match ${expect}`);
     if (LISTENING.test(r.stdout)) problems.push(`${where}: started listening anyway`);
   }
   assert.deepEqual(problems, []);
