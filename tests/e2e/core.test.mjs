@@ -4,6 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
+import { writeFileSync } from 'node:fs';
 import {
   startServer,
   runToExit,
@@ -574,6 +575,8 @@ test('invalid subscribe/unsubscribe payloads are rejected with ok:false and the 
 test('bad configuration values exit non-zero with one clear stderr line and no panic', async () => {
   const dir = makeTempDir('buildcast-cfg-');
   const missing = path.join(dir, 'missing.toml');
+  const notADir = path.join(dir, 'a-file');
+  writeFileSync(notADir, '');
   const cases = [
     { PORT: 'abc' },
     { PORT: '99999' },
@@ -583,6 +586,8 @@ test('bad configuration values exit non-zero with one clear stderr line and no p
     { WEBSOCKET_ENABLED: 'maybe' },
     // Off loopback the default is AUTH_MODE=jwt: the line says so and what is missing.
     { HOST: '0.0.0.0', expect: /defaults to jwt.*JWT_SECRET.*neither is set/ },
+    // A DATA_DIR that cannot be made: the OS error once, not twice.
+    { DATA_DIR: path.join(notADir, 'data'), expect: /^(?!.*Not a directory.*Not a directory).*Not a directory/ },
   ];
   const problems = [];
   for (const { expect, ...env } of cases) {
