@@ -10,11 +10,31 @@ use buildcast::config::Config;
 use buildcast::startup::{Application, shutdown_signal};
 use clap::{Parser, Subcommand};
 
+/// The end of `--help`: the server is configured through its environment.
+const ENVIRONMENT_HELP: &str = "\
+Configuration: environment variables, or a .env file in the working directory.
+Every one is in .env.example with its default, and in the README's
+Configuration table. A bad value stops start-up with one line naming it.
+The most used:
+  HOST, PORT               where to listen (default 127.0.0.1, 3001; PORT=0: any free port)
+  DATA_DIR                 database, workspaces and artifacts (default ./data)
+  PIPELINES_FILE           pipeline definitions (default ./pipelines.toml, else built-in)
+  MAX_CONCURRENT_JOBS      builds running at once (default 2)
+  AUTH_MODE                none (the default on loopback only) or jwt (the default elsewhere)
+  JWT_SECRET               HS256 secret, at least 32 bytes (or JWT_PUBLIC_KEY_FILE)
+  WEBSOCKET_PATH           the Socket.IO path (default /ws)
+  WEBSOCKET_CORS_ORIGIN    allowed origins: *, one, or a comma-separated list (default *)
+  RETENTION_DAYS           finished jobs kept this long (default 30; 0: forever)
+  RUST_LOG, LOG_FORMAT     log filter (default buildcast=info,tower_http=info); json or text
+  WORKER_TOKEN             bearer token of external workers (unset: no ingest route)
+  REDIS_URL, NODE_ID       several nodes sharing events through Redis";
+
 #[derive(Parser)]
 #[command(
     name = "buildcast",
     version,
-    about = "Runs builds and streams their progress and logs over Socket.IO"
+    about = "Runs builds and streams their progress and logs over Socket.IO",
+    after_help = ENVIRONMENT_HELP
 )]
 struct Cli {
     #[command(subcommand)]
@@ -143,4 +163,40 @@ fn write_port_file(path: &std::path::Path, port: u16) -> std::io::Result<()> {
     tmp.push(".tmp");
     std::fs::write(&tmp, format!("{port}\n"))?;
     std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn help_points_to_the_environment_settings() {
+        let help = Cli::command().render_help().to_string();
+        assert!(help.contains(".env.example"), "{help}");
+        for variable in [
+            "HOST",
+            "PORT",
+            "DATA_DIR",
+            "AUTH_MODE",
+            "JWT_SECRET",
+            "RUST_LOG",
+        ] {
+            assert!(help.contains(variable), "{variable} in {help}");
+        }
+    }
+
+    #[test]
+    fn help_names_only_variables_the_example_file_has() {
+        let example = include_str!("../.env.example");
+        for line in ENVIRONMENT_HELP.lines().filter(|l| l.starts_with("  ")) {
+            let names = line.trim().split("  ").next().unwrap_or_default();
+            for name in names.split(", ") {
+                assert!(
+                    example.contains(&format!("{name}=")),
+                    "{name} is not in .env.example"
+                );
+            }
+        }
+    }
 }

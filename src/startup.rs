@@ -179,9 +179,16 @@ impl Application {
             journal.set_sink(state.taps.clone());
             None
         };
-        let router = router
-            .layer(cors(&config.cors))
-            .layer(TraceLayer::new_for_http());
+        let socket_path: Option<Arc<str>> = config
+            .websocket
+            .enabled
+            .then(|| config.websocket.path.as_str().into());
+        let router = router.layer(cors(&config.cors)).layer(
+            TraceLayer::new_for_http()
+                .make_span_with(move |req: &Request<Body>| access_span(req, socket_path.as_deref()))
+                .on_request(())
+                .on_response(access_log),
+        );
 
         let addr = SocketAddr::new(config.host, config.port);
         let listener = bind(addr, config.listen_backlog).with_context(|| {
@@ -222,7 +229,16 @@ impl Application {
             writer_thread,
         } = self;
         let addr = listener.local_addr()?;
-        tracing::info!(node = %state.journal.node(), "buildcast listening on http://{addr}");
+        let config = &state.config;
+        tracing::info!(
+            version = %env!("CARGO_PKG_VERSION"),
+            url = %format!("http://{addr}"),
+            auth = %auth_summary(&config.auth.mode),
+            data_dir = %config.data_dir.display(),
+            pipelines = %pipelines_summary(&config.pipelines),
+            node = %state.journal.node(),
+            "buildcast listening on http://{addr}"
+        );
         let tasks = state.tasks.clone();
         // The sweeps stop first; the tasks that deliver (catch-ups, batch timers)
         // only once the sockets are closed.
@@ -334,6 +350,58 @@ fn kill_leftover_steps(data_dir: &std::path::Path) {
             }
         }
         Err(e) => tracing::error!(error = %e, "cannot check for steps left by the last run"),
+    }
+}
+
+/// How callers are authenticated, for the start-up line (no secret in it).
+fn auth_summary(mode: &crate::config::AuthMode) -> String {
+    use crate::config::{AuthMode, JwtKey};
+    match mode {
+        AuthMode::None => "none".into(),
+        AuthMode::Jwt(jwt) => match &jwt.key {
+            JwtKey::Secret(_) => "jwt (HS256, JWT_SECRET)".into(),
+            JwtKey::PublicKey { path, .. } => format!("jwt (public key {})", path.display()),
+        },
+    }
+}
+
+/// Where the pipelines come from, for the start-up line.
+fn pipelines_summary(source: &crate::config::PipelinesSource) -> String {
+    use crate::config::PipelinesSource;
+    match source {
+        PipelinesSource::File(path) => path.display().to_string(),
+        PipelinesSource::Default(path) if path.is_file() => path.display().to_string(),
+        PipelinesSource::Default(_) => "built-in".into(),
+    }
+}
+
+/// The span of one HTTP request, carrying its method and path (never the query,
+/// which may hold a `token`). At INFO, so that [`access_log`] writes one line per
+/// request; at DEBUG for the Socket.IO endpoint, whose long-polling requests
+/// come and go every few seconds per client (connections are logged instead).
+fn access_span(req: &Request<Body>, socket_path: Option<&str>) -> tracing::Span {
+    let path = req.uri().path();
+    let method = req.method();
+    if socket_path.is_some_and(|p| crate::socket::request_head::is_socket_io_path(path, p)) {
+        tracing::debug_span!("request", %method, %path)
+    } else {
+        tracing::info_span!("request", %method, %path)
+    }
+}
+
+/// The access log: one line per request, when its response head is ready (a
+/// stream's latency is the time to its first byte), at the level of its span.
+fn access_log<B>(response: &http::Response<B>, latency: std::time::Duration, span: &tracing::Span) {
+    let status = response.status().as_u16();
+    let latency_ms = latency.as_secs_f64() * 1000.0;
+    let latency_ms = (latency_ms * 10.0).round() / 10.0;
+    if span
+        .metadata()
+        .is_some_and(|m| *m.level() == tracing::Level::INFO)
+    {
+        tracing::info!(status, latency_ms, "request");
+    } else {
+        tracing::debug!(status, latency_ms, "request");
     }
 }
 

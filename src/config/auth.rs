@@ -8,7 +8,9 @@ use super::{AuthConfig, AuthMode, ConfigError, JwtConfig, JwtKey};
 
 pub(super) fn auth_config(env: &Env<'_>, host: IpAddr) -> Result<AuthConfig, ConfigError> {
     let default_mode = if host.is_loopback() { "none" } else { "jwt" };
-    let mode_name = env.get("AUTH_MODE").unwrap_or_else(|| default_mode.into());
+    let chosen = env.get("AUTH_MODE");
+    let defaulted = chosen.is_none();
+    let mode_name = chosen.unwrap_or_else(|| default_mode.into());
     let mode = match mode_name.to_ascii_lowercase().as_str() {
         "none" => {
             let anonymous_ok = env.parse_with("AUTH_ALLOW_ANONYMOUS", "false", parse_bool)?;
@@ -24,7 +26,23 @@ pub(super) fn auth_config(env: &Env<'_>, host: IpAddr) -> Result<AuthConfig, Con
             }
             AuthMode::None
         }
-        "jwt" => AuthMode::Jwt(jwt_config(env)?),
+        "jwt" => AuthMode::Jwt(jwt_config(env).map_err(|e| {
+            // The user set HOST, not AUTH_MODE: say why jwt, and what to set.
+            if defaulted && e.variable == "AUTH_MODE" {
+                ConfigError {
+                    variable: "HOST",
+                    value: host.to_string(),
+                    reason: format!(
+                        "off loopback AUTH_MODE defaults to jwt, which needs JWT_SECRET \
+                         (HS256, at least {MIN_SECRET} bytes) or JWT_PUBLIC_KEY_FILE (RS256/ES256), \
+                         and neither is set; or set AUTH_MODE=none with AUTH_ALLOW_ANONYMOUS=true \
+                         to run without authentication"
+                    ),
+                }
+            } else {
+                e
+            }
+        })?),
         _ => {
             return Err(ConfigError {
                 variable: "AUTH_MODE",
@@ -71,7 +89,10 @@ fn jwt_config(env: &Env<'_>) -> Result<JwtConfig, ConfigError> {
             return Err(ConfigError {
                 variable: "AUTH_MODE",
                 value: "jwt".into(),
-                reason: "needs JWT_SECRET (HS256) or JWT_PUBLIC_KEY_FILE (RS256/ES256)".into(),
+                reason: format!(
+                    "needs JWT_SECRET (HS256, at least {MIN_SECRET} bytes) or \
+                     JWT_PUBLIC_KEY_FILE (RS256/ES256), and neither is set"
+                ),
             });
         }
     };

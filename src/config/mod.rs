@@ -437,8 +437,22 @@ mod tests {
         let e = config(&[("HOST", "0.0.0.0"), ("AUTH_MODE", "none")]).unwrap_err();
         assert_eq!(e.variable, "AUTH_MODE");
         assert!(e.reason.contains("AUTH_ALLOW_ANONYMOUS"), "{e}");
+        // HOST alone: the error says jwt is the default there, and what it lacks.
         let e = config(&[("HOST", "0.0.0.0")]).unwrap_err();
+        assert_eq!(e.variable, "HOST", "{e}");
+        assert!(e.to_string().starts_with("invalid HOST=\"0.0.0.0\""), "{e}");
+        assert!(e.reason.contains("defaults to jwt"), "{e}");
         assert!(e.reason.contains("JWT_SECRET"), "{e}");
+        assert!(e.reason.contains("JWT_PUBLIC_KEY_FILE"), "{e}");
+        assert!(e.reason.contains("neither is set"), "{e}");
+        // AUTH_MODE=jwt chosen without a key: named as the user wrote it.
+        let e = config(&[("AUTH_MODE", "jwt")]).unwrap_err();
+        assert_eq!(e.variable, "AUTH_MODE", "{e}");
+        assert!(e.reason.contains("JWT_SECRET"), "{e}");
+        assert!(!e.reason.contains("defaults"), "{e}");
+        // A short secret off loopback is still about the secret.
+        let e = config(&[("HOST", "0.0.0.0"), ("JWT_SECRET", "short")]).unwrap_err();
+        assert_eq!(e.variable, "JWT_SECRET", "{e}");
         let c = config(&[
             ("HOST", "0.0.0.0"),
             ("AUTH_MODE", "none"),
@@ -449,6 +463,47 @@ mod tests {
         let e = config(&[("AUTH_MODE", "jwt"), ("JWT_SECRET", "short")]).unwrap_err();
         assert_eq!(e.variable, "JWT_SECRET");
         assert!(!e.to_string().contains("short"), "secret leaked: {e}");
+    }
+
+    /// Every variable the configuration reads, in whichever auth mode.
+    fn variables_read() -> std::collections::BTreeSet<String> {
+        let read = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        let secret = "a-secret-long-enough-for-hs256-signing";
+        for vars in [
+            &[][..],
+            &[("AUTH_MODE", "jwt"), ("JWT_SECRET", secret)][..],
+            &[("AUTH_MODE", "none"), ("HOST", "0.0.0.0")][..],
+        ] {
+            let vars: HashMap<&str, &str> = vars.iter().copied().collect();
+            let _ = Config::from_lookup(|k| {
+                read.borrow_mut().insert(k.to_owned());
+                vars.get(k).map(|v| (*v).to_owned())
+            });
+        }
+        read.into_inner()
+    }
+
+    #[test]
+    fn env_example_lists_every_variable_read() {
+        let example = include_str!("../../.env.example");
+        let listed: std::collections::BTreeSet<&str> = example
+            .lines()
+            .map(|l| l.trim_start_matches('#').trim())
+            .filter_map(|l| l.split_once('=').map(|(name, _)| name))
+            .filter(|name| {
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_uppercase() || c == '_')
+            })
+            .collect();
+        let read = variables_read();
+        assert!(
+            read.len() > 30,
+            "the lookup saw too few variables: {read:?}"
+        );
+        let missing: Vec<_> = read
+            .iter()
+            .filter(|v| !listed.contains(v.as_str()))
+            .collect();
+        assert!(missing.is_empty(), ".env.example lacks {missing:?}");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The [`Caller`] extractor: the authenticated principal of an HTTP request.
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, OriginalUri};
 use axum::http::Method;
 use axum::http::request::Parts;
 
@@ -27,7 +27,12 @@ impl FromRequestParts<AppState> for Caller {
             .verify(token.as_deref())
             .map(Caller)
             .map_err(|reason| {
-                tracing::info!(%reason, path = %parts.uri.path(), "request refused");
+                // The full path: inside `/api` the router has stripped the prefix.
+                let path = parts
+                    .extensions
+                    .get::<OriginalUri>()
+                    .map_or_else(|| parts.uri.path(), |uri| uri.path());
+                tracing::info!(%reason, path = %path, "request refused");
                 ApiError::Unauthorized
             })
     }

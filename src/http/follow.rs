@@ -43,7 +43,6 @@ const TAIL_PAGE: usize = 2_000;
 
 /// The query parameters of the followed routes.
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct FollowQuery {
     follow: Option<String>,
     since: Option<u64>,
@@ -51,11 +50,6 @@ struct FollowQuery {
     timestamps: Option<String>,
     ansi: Option<String>,
     seqs: Option<String>,
-    /// `ndjson` (the only format): read from the request before this.
-    #[serde(rename = "format")]
-    _format: Option<serde::de::IgnoredAny>,
-    #[serde(rename = "token")]
-    _token: Option<serde::de::IgnoredAny>,
 }
 
 fn query_of(req: &Request) -> Result<FollowQuery, ApiError> {

@@ -35,13 +35,9 @@ pub fn download_router() -> Router<AppState> {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct EventsQuery {
     since: Option<u64>,
     limit: Option<usize>,
-    /// Read by [`Caller`]; accepted here so it is not an unknown field.
-    #[serde(rename = "token")]
-    _token: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(serde::Serialize)]
@@ -71,7 +67,7 @@ async fn events(
     let job = visible_job(&state, &caller, Role::Viewer, &id).await?;
     let id = job.id.clone();
     let since = query.since.unwrap_or(0);
-    let limit = query.limit.unwrap_or(1000).clamp(1, MAX_PAGE);
+    let limit = super::page_limit(query.limit, 1000, MAX_PAGE)?;
     let stored = state.journal.events(&id, since, limit).await?;
     let next_since = stored.last().map_or(since, |e| e.seq);
     let events = stored

@@ -73,16 +73,14 @@ async fn create(
     ))
 }
 
-/// Query of `GET /api/jobs`.
+/// Query of `GET /api/jobs`. Unknown parameters (`token`, a cache buster) are
+/// ignored; the known ones are checked.
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 struct ListQuery {
     status: Option<ListStatus>,
     project_id: Option<String>,
     limit: Option<usize>,
-    /// Read by [`Caller`]; accepted here so it is not an unknown field.
-    #[serde(rename = "token")]
-    _token: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -109,7 +107,7 @@ async fn list(
     let filter = JobFilter {
         active: query.status.map(|s| matches!(s, ListStatus::Active)),
         project_id,
-        limit: query.limit.unwrap_or(100).clamp(1, MAX_LIST),
+        limit: super::page_limit(query.limit, 100, MAX_LIST)?,
     };
     let jobs = state.journal.jobs(filter).await?;
     let jobs: Vec<JobView> = jobs

@@ -34,6 +34,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use tower::ServiceBuilder;
 use tower::timeout::TimeoutLayer;
 
@@ -75,6 +77,33 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .merge(dashboard::router())
         .nest("/api", api)
         .fallback(not_found)
+        .layer(axum::middleware::map_response(json_method_not_allowed))
+}
+
+/// Gives axum's bare 405 (a route that exists, a method it does not take) the
+/// same `{"error": …}` body as every other error, keeping its `Allow` header.
+async fn json_method_not_allowed(response: Response) -> Response {
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED
+        || response.headers().contains_key(header::CONTENT_TYPE)
+    {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    let allow = parts
+        .headers
+        .get(header::ALLOW)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let message = if allow.is_empty() {
+        "method not allowed".to_owned()
+    } else {
+        format!("method not allowed (allowed: {allow})")
+    };
+    let body = axum::Json(serde_json::json!({ "error": message })).into_response();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.extend(body.headers().clone());
+    Response::from_parts(parts, body.into_body())
 }
 
 /// The answer to a request that took longer than `REST_TIMEOUT_SECS`.
@@ -111,6 +140,18 @@ pub async fn visible_job(
 /// The answer for a job that does not exist, or that the caller may not see.
 pub fn job_not_found(id: &JobId) -> ApiError {
     ApiError::NotFound(format!("job {id} not found"))
+}
+
+/// The `limit` query parameter of a listing: `default` when absent, at most `max`
+/// (a larger one is lowered to it), and 0 refused rather than read as 1.
+pub fn page_limit(limit: Option<usize>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(default),
+        Some(0) => Err(ApiError::BadRequest(format!(
+            "limit must be at least 1 (default {default}, at most {max})"
+        ))),
+        Some(n) => Ok(n.min(max)),
+    }
 }
 
 /// Reads a job id from a path segment.

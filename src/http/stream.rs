@@ -118,14 +118,11 @@ pub fn stale(job: &JobRecord, since: u64, epoch: Option<&str>) -> Option<String>
 pub const GAP: &str = "part of the history after since was dropped (the log exceeded MAX_LOG_BYTES_PER_JOB, or lines came while the disk was full past MAX_UNSTORED_BYTES); the whole history follows";
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct JobStreamQuery {
     since: Option<u64>,
     epoch: Option<String>,
     batch: Option<String>,
     follow: Option<String>,
-    #[serde(rename = "token")]
-    _token: Option<serde::de::IgnoredAny>,
 }
 
 /// Reads `Last-Event-ID`: `<epoch>:<seq>` (or a bare seq).
@@ -392,18 +389,10 @@ impl ProjectStream {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ProjectStreamQuery {
-    #[serde(rename = "token")]
-    _token: Option<serde::de::IgnoredAny>,
-}
-
 async fn project_stream(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(id): Path<String>,
-    ApiQuery(_query): ApiQuery<ProjectStreamQuery>,
 ) -> Result<Response, ApiError> {
     let project = ProjectId::parse(&id)
         .map_err(|e| ApiError::BadRequest(format!("invalid project id: {e}")))?;

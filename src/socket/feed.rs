@@ -34,7 +34,7 @@ pub async fn subscribe_jobs(socket: SocketRef, _: TryData<Value>, ack: AckSender
         return answer(ack, Ack::err(e.to_string()));
     }
     super::join(&socket, FEED_ROOM.to_owned());
-    tracing::info!(sid = %socket.id, "subscribed to new jobs");
+    tracing::debug!(sid = %socket.id, "subscribed to new jobs");
     answer(ack, Ack::ok(Empty {}));
 }
 

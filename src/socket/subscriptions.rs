@@ -211,7 +211,7 @@ async fn subscribe_job_inner(
                 .into(),
         );
     }
-    tracing::info!(sid = %socket.id, job_id = %id, since = ?request.since, "subscribed to job");
+    tracing::debug!(sid = %socket.id, job_id = %id, since = ?request.since, "subscribed to job");
     let last_seq = attached.job.as_ref().map_or(0, |j| j.last_seq);
     let epoch = attached.job.as_ref().map(|j| j.epoch.clone());
     Ok(JobSubscribed {
@@ -231,7 +231,7 @@ pub async fn unsubscribe_job(socket: SocketRef, TryData(data): TryData<Value>, a
         session.unfollow(&id);
         leave(&socket, job_room(&id));
         leave(&socket, job_batch_room(&id));
-        tracing::info!(sid = %socket.id, job_id = %id, "unsubscribed from job");
+        tracing::debug!(sid = %socket.id, job_id = %id, "unsubscribed from job");
         Ok(Empty {})
     })();
     answer(ack, unsubscribed);
@@ -259,7 +259,7 @@ async fn subscribe_project_inner(
     }
     session.follow_project(&id)?;
     join(socket, project_room(&id));
-    tracing::info!(sid = %socket.id, project_id = %id, "subscribed to project");
+    tracing::debug!(sid = %socket.id, project_id = %id, "subscribed to project");
     let filter = JobFilter {
         active: None,
         project_id: Some(id),
@@ -283,7 +283,7 @@ pub async fn unsubscribe_project(socket: SocketRef, TryData(data): TryData<Value
         let id = parse_id(&payload(data)?, "project id", ProjectId::parse)?;
         session.unfollow_project(&id);
         leave(&socket, project_room(&id));
-        tracing::info!(sid = %socket.id, project_id = %id, "unsubscribed from project");
+        tracing::debug!(sid = %socket.id, project_id = %id, "unsubscribed from project");
         Ok(Empty {})
     })();
     answer(ack, unsubscribed);

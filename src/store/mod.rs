@@ -20,16 +20,37 @@ use crate::job::EventKind;
 use crate::job::{JobId, JobRecord, ProjectId};
 
 /// A failure of the database. Details are logged; callers answer a generic error.
+///
+/// Each message already carries the cause, so no variant reports it again as
+/// its `source`: a chain printed whole (`{:#}`) says it once.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     #[error("database migration failed: {0}")]
-    Migration(#[from] rusqlite_migration::Error),
+    Migration(rusqlite_migration::Error),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
     #[error("could not prepare the data directory: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Sqlite(e)
+    }
+}
+
+impl From<rusqlite_migration::Error> for StoreError {
+    fn from(e: rusqlite_migration::Error) -> Self {
+        Self::Migration(e)
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Io(e)
+    }
 }
 
 /// One event as stored: its number, kind and the JSON payload clients receive.

@@ -335,4 +335,21 @@ mod tests {
     fn migrations_are_valid() {
         migrations().validate().unwrap();
     }
+
+    #[test]
+    fn a_data_dir_that_cannot_be_made_says_why_once() {
+        let root = tempfile::tempdir().unwrap();
+        let file = root.path().join("a-file");
+        std::fs::write(&file, "").unwrap();
+        let Err(e) = SqliteStore::open(&file.join("data")) else {
+            panic!("a directory inside a file cannot be made");
+        };
+        let os = std::io::Error::from_raw_os_error(libc::ENOTDIR).to_string();
+        let whole = format!("{:#}", anyhow::Error::from(e));
+        assert_eq!(whole.matches(&os).count(), 1, "{whole}");
+        assert!(
+            whole.starts_with("could not prepare the data directory"),
+            "{whole}"
+        );
+    }
 }

@@ -168,7 +168,13 @@ async fn events_query_must_be_valid() {
     let app = spawn_app(TestOptions::default()).await;
     let id = app.start_job("p1", "quick").await;
 
-    for query in ["since=-1", "since=abc", "limit=x", "sinse=3"] {
+    for query in [
+        "since=-1",
+        "since=abc",
+        "limit=x",
+        "sinse=3&limit=x",
+        "limit=0",
+    ] {
         // Act
         let response = app.get(&format!("/api/jobs/{id}/events?{query}")).await;
 

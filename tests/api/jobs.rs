@@ -312,6 +312,73 @@ async fn job_list_refuses_an_unknown_status() {
     assert_error(response, StatusCode::BAD_REQUEST).await;
 }
 
+#[tokio::test]
+async fn unknown_query_parameters_are_ignored_known_ones_still_checked() {
+    // Arrange
+    let app = spawn_app(TestOptions::default()).await;
+    let id = app.start_job("web-app", "quick").await;
+    app.wait_finished(&id, FINISH).await;
+
+    // Act / Assert: a cache buster changes nothing.
+    for path in [
+        "/api/jobs?_=1700000000".to_owned(),
+        "/api/jobs?foo=1&status=finished".to_owned(),
+        format!("/api/jobs/{id}/events?foo=1"),
+        format!("/api/jobs/{id}/log?foo=1"),
+        "/api/pipelines?foo=1".to_owned(),
+    ] {
+        let response = app.get(&path).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+    }
+    for path in [
+        "/api/jobs?foo=1&limit=abc".to_owned(),
+        "/api/jobs?foo=1&status=bogus".to_owned(),
+        format!("/api/jobs/{id}/events?foo=1&since=-1"),
+    ] {
+        let response = app.get(&path).await;
+        assert_error(response, StatusCode::BAD_REQUEST).await;
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn limit_zero_is_400_and_a_large_limit_is_lowered() {
+    // Arrange
+    let app = spawn_app(TestOptions::default()).await;
+    let id = app.start_job("web-app", "quick").await;
+    app.wait_finished(&id, FINISH).await;
+
+    // Act / Assert
+    for path in [
+        "/api/jobs?limit=0".to_owned(),
+        format!("/api/jobs/{id}/events?limit=0"),
+    ] {
+        let message = assert_error(app.get(&path).await, StatusCode::BAD_REQUEST).await;
+        assert!(
+            message.contains("limit must be at least 1"),
+            "{path}: {message}"
+        );
+    }
+    let list: Value = app
+        .get("/api/jobs?limit=1000000")
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(ids_of(&list), [id.as_str()], "{list:#}");
+    let page: Value = app
+        .get(&format!("/api/jobs/{id}/events?limit=1000000"))
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert!(
+        !page["events"].as_array().expect("events").is_empty(),
+        "{page:#}"
+    );
+    app.stop().await;
+}
+
 // ---- cancel ------------------------------------------------------------------
 
 #[tokio::test]
@@ -554,4 +621,38 @@ async fn pipelines_are_listed() {
         .collect();
     listed.sort_unstable();
     assert_eq!(listed, ["chatty", "fail", "medium", "quick", "slow"]);
+}
+
+// ---- methods -------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_method_a_route_does_not_take_is_405_with_a_json_error() {
+    // Arrange
+    let app = spawn_app(TestOptions::default()).await;
+    let client = reqwest::Client::new();
+
+    for (method, path) in [
+        (reqwest::Method::DELETE, "/api/jobs"),
+        (reqwest::Method::PUT, "/api/pipelines"),
+        (reqwest::Method::POST, "/health"),
+    ] {
+        // Act
+        let response = client
+            .request(method.clone(), app.url(path))
+            .send()
+            .await
+            .expect("answered");
+
+        // Assert
+        let allow = response
+            .headers()
+            .get(reqwest::header::ALLOW)
+            .map(|v| v.to_str().expect("ASCII").to_owned());
+        assert!(allow.is_some(), "{method} {path}: an Allow header");
+        let message = assert_error(response, StatusCode::METHOD_NOT_ALLOWED).await;
+        assert!(
+            message.contains("method not allowed"),
+            "{method} {path}: {message}"
+        );
+    }
 }

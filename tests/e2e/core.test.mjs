@@ -4,6 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
+import { writeFileSync } from 'node:fs';
 import {
   startServer,
   runToExit,
@@ -30,6 +31,7 @@ import {
   projectId as newProjectId,
   SUCCESS_PHASES,
   JOB_EVENTS,
+  mintHmacJwt,
 } from './helpers.mjs';
 
 let server;
@@ -573,6 +575,8 @@ test('invalid subscribe/unsubscribe payloads are rejected with ok:false and the 
 test('bad configuration values exit non-zero with one clear stderr line and no panic', async () => {
   const dir = makeTempDir('buildcast-cfg-');
   const missing = path.join(dir, 'missing.toml');
+  const notADir = path.join(dir, 'a-file');
+  writeFileSync(notADir, '');
   const cases = [
     { PORT: 'abc' },
     { PORT: '99999' },
@@ -580,9 +584,13 @@ test('bad configuration values exit non-zero with one clear stderr line and no p
     { PIPELINES_FILE: missing },
     { MAX_CONCURRENT_JOBS: 'abc' },
     { WEBSOCKET_ENABLED: 'maybe' },
+    // Off loopback the default is AUTH_MODE=jwt: the line says so and what is missing.
+    { HOST: '0.0.0.0', expect: /defaults to jwt.*JWT_SECRET.*neither is set/ },
+    // A DATA_DIR that cannot be made: the OS error once, not twice.
+    { DATA_DIR: path.join(notADir, 'data'), expect: /^(?!.*Not a directory.*Not a directory).*Not a directory/ },
   ];
   const problems = [];
-  for (const env of cases) {
+  for (const { expect, ...env } of cases) {
     const [name, value] = Object.entries(env)[0];
     const r = await runToExit(env);
     const lines = r.stderr.split('\n').filter((l) => l.trim() !== '');
@@ -592,12 +600,58 @@ test('bad configuration values exit non-zero with one clear stderr line and no p
     if (!r.stderr.includes(name)) problems.push(`${where}: stderr does not name ${name}`);
     if (!r.stderr.includes(value)) problems.push(`${where}: stderr does not show the value`);
     if (lines.length !== 1) problems.push(`${where}: expected exactly one stderr line, got ${lines.length}`);
+    if (expect && !expect.test(r.stderr)) problems.push(`${where}: stderr does not match ${expect}`);
     if (LISTENING.test(r.stdout)) problems.push(`${where}: started listening anyway`);
   }
   assert.deepEqual(problems, []);
 });
 
 const LISTENING = /listening on/;
+
+test('logging: a start-up line with version, URL, auth, data and pipelines; an access line per request; refused requests name the full path; subscriptions at debug only', async () => {
+  const secret = 'e2e-logging-secret-long-enough-for-hs256';
+  const logged = await startServer({ env: { AUTH_MODE: 'jwt', JWT_SECRET: secret, RUST_LOG: 'buildcast=info' } });
+  const token = mintHmacJwt({ sub: 'logger', role: 'admin' }, secret);
+  const auth = { authorization: `Bearer ${token}` };
+
+  const refused = await fetch(`${logged.url}/api/jobs?status=active`);
+  assert.equal(refused.status, 401);
+  const created = await fetch(`${logged.url}/api/jobs`, {
+    method: 'POST',
+    headers: { ...auth, 'content-type': 'application/json' },
+    body: JSON.stringify({ projectId: 'logs', pipeline: 'quick' }),
+  });
+  assert.equal(created.status, 201);
+  const { jobId } = await created.json();
+  const socket = await connect(logged.url, { auth: { token }, transports: ['websocket'] });
+  assert.equal((await emitAck(socket, 'subscribe:job', jobId)).ok, true);
+  assert.equal((await emitAck(socket, 'unsubscribe:job', jobId)).ok, true);
+  assert.equal((await emitAck(socket, 'subscribe:project', 'logs')).ok, true);
+  socket.disconnect();
+  await waitFor(() => /client disconnected/.test(logged.output()), 5_000, { what: 'the disconnect line' });
+
+  const out = logged.output();
+  const refusedLine = out.split('\n').find((l) => l.includes('request refused'));
+  assert.ok(refusedLine, `a "request refused" line in:\n${out}`);
+  assert.match(refusedLine, /path=\/api\/jobs\b/);
+  assert.doesNotMatch(out, /subscribed to|unsubscribed from/, 'subscriptions log at debug');
+  // One start-up line says what runs, and how.
+  const startLine = out.split('\n').find((l) => l.includes('listening on'));
+  assert.ok(startLine, `a start-up line in:\n${out}`);
+  assert.match(startLine, /INFO .*listening on http:\/\/127\.0\.0\.1:\d+/);
+  assert.match(startLine, /version=\d+\.\d+\.\d+/);
+  assert.match(startLine, /url=http:\/\/127\.0\.0\.1:\d+/);
+  assert.match(startLine, /auth=jwt \(HS256, JWT_SECRET\)/);
+  assert.ok(startLine.includes(`data_dir=${logged.dataDir}`), startLine);
+  assert.ok(startLine.includes(`pipelines=${logged.env.PIPELINES_FILE}`), startLine);
+  assert.doesNotMatch(startLine, new RegExp(secret));
+  // The access log: one line per request with method, path (no query), status and latency.
+  assert.match(out, /INFO request\{method=GET path=\/api\/jobs\}: .*request status=401 latency_ms=[\d.]+/);
+  assert.match(out, /INFO request\{method=POST path=\/api\/jobs\}: .*request status=201 latency_ms=[\d.]+/);
+  assert.doesNotMatch(out, /status=active/, 'the query string is not logged');
+  assert.doesNotMatch(out, /INFO request\{method=\w+ path=\/ws/, 'Socket.IO requests are not in the access log');
+  await logged.stop();
+});
 
 test('a broken pipelines file is refused at startup without a panic', async () => {
   const cases = [
