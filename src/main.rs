@@ -188,7 +188,9 @@ mod tests {
 
     #[test]
     fn help_names_only_variables_the_example_file_has() {
-        let example = include_str!("../.env.example");
+        // Read at run time, not embedded: the file is no input of the build.
+        let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example"))
+            .expect(".env.example beside Cargo.toml");
         for line in ENVIRONMENT_HELP.lines().filter(|l| l.starts_with("  ")) {
             let names = line.trim().split("  ").next().unwrap_or_default();
             for name in names.split(", ") {
