@@ -145,8 +145,17 @@ impl Cluster {
                 || self.journal.is_mirrored(id) == Some(true);
         }
         let meta: std::collections::HashMap<String, String> = match self.conn().await {
-            Ok(mut conn) => conn.hgetall(job_key(id)).await.unwrap_or_default(),
-            Err(_) => Default::default(),
+            Ok(mut conn) => match conn.hgetall(job_key(id)).await {
+                Ok(meta) => meta,
+                Err(e) => {
+                    tracing::warn!(job_id = %id, error = %e, "could not read this job's record from redis");
+                    return false;
+                }
+            },
+            Err(e) => {
+                tracing::warn!(job_id = %id, error = %e, "redis is unreachable; cannot mirror this job yet");
+                return false;
+            }
         };
         let Some(project) = meta.get("project").and_then(|p| ProjectId::parse(p).ok()) else {
             tracing::warn!(job_id = %id, "no record of this job in redis; cannot mirror it");
