@@ -33,32 +33,14 @@ async fn read_sse(response: reqwest::Response, pause: Duration) -> Vec<Message> 
     );
     tokio::time::sleep(pause).await;
     let mut body = response.bytes_stream();
-    let mut buf = String::new();
-    let mut out = Vec::new();
-    let mut current = Message::default();
+    let mut text = String::new();
     while let Some(chunk) = tokio::time::timeout(FINISH, body.next())
         .await
         .expect("the stream goes on")
     {
-        buf.push_str(std::str::from_utf8(&chunk.expect("a chunk")).expect("utf-8"));
-        while let Some(end) = buf.find('\n') {
-            let line: String = buf.drain(..=end).collect();
-            let line = line.trim_end_matches('\n');
-            if line.is_empty() {
-                if !current.event.is_empty() || !current.data.is_empty() {
-                    out.push(std::mem::take(&mut current));
-                }
-                current = Message::default();
-            } else if let Some(v) = line.strip_prefix("event: ") {
-                current.event = v.to_owned();
-            } else if let Some(v) = line.strip_prefix("id: ") {
-                current.id = Some(v.to_owned());
-            } else if let Some(v) = line.strip_prefix("data: ") {
-                current.data.push_str(v);
-            }
-        }
+        text.push_str(std::str::from_utf8(&chunk.expect("a chunk")).expect("utf-8"));
     }
-    out
+    parse_sse(&text)
 }
 
 fn seqs(messages: &[Message]) -> Vec<u64> {
