@@ -108,6 +108,22 @@ pub enum AuthFailure {
     Claims(String),
 }
 
+impl AuthFailure {
+    /// A short name of the reason, for metrics labels.
+    pub fn label(&self) -> &'static str {
+        use jsonwebtoken::errors::ErrorKind;
+        match self {
+            Self::Missing => "missing",
+            Self::Invalid(e) => match e.kind() {
+                ErrorKind::ExpiredSignature => "expired",
+                ErrorKind::InvalidSignature => "bad_signature",
+                _ => "invalid",
+            },
+            Self::Claims(_) => "claims",
+        }
+    }
+}
+
 /// Verifies tokens according to the configured mode.
 pub struct Authenticator {
     /// `None` when authentication is off.

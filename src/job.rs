@@ -271,6 +271,26 @@ pub enum JobEvent {
     },
 }
 
+impl JobEvent {
+    /// The kind of record this event becomes.
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Self::Progress { .. } => EventKind::Progress,
+            Self::Log { .. } => EventKind::Log,
+            Self::Error { .. } => EventKind::Error,
+            Self::Completed { .. } => EventKind::Completed,
+        }
+    }
+
+    /// The length of a log line's text (0 for other events).
+    pub fn log_bytes(&self) -> usize {
+        match self {
+            Self::Log { message, .. } => message.len(),
+            _ => 0,
+        }
+    }
+}
+
 /// A job's current state: what `GET /api/jobs/{id}` shows and what a subscriber's
 /// snapshot holds.
 #[derive(Debug, Clone, PartialEq)]

@@ -11,6 +11,7 @@
 //! - [`wire`]: the exact JSON clients see, and the Socket.IO event names.
 //! - [`config`]: every setting, parsed once from the environment.
 //! - [`tasks`]: the tracker of every spawned task.
+//! - [`metrics`]: the Prometheus recorder and what the server counts.
 //! - [`telemetry`]: the tracing subscriber.
 //! - [`store`]: durable jobs and history (SQLite), written in batches.
 //! - [`journal`]: numbers, records and hands on every event of a job; every read of history.
@@ -21,6 +22,7 @@
 //! - [`auth`]: token verification and principals.
 //! - [`connections`]: open Socket.IO connections, in total and per user.
 //! - [`cluster`]: several nodes sharing events and history through Redis.
+//! - [`readiness`]: what `/ready` checks (store write probe, runner, Redis).
 //! - [`state`]: [`state::AppState`], what handlers share, and the Socket.IO counters.
 //! - [`error`]: HTTP errors and their responses.
 //! - [`socket`]: the Socket.IO endpoint: sessions, subscriptions, replay, fan-out, emits.
@@ -41,6 +43,8 @@ pub mod http;
 pub mod ingest;
 pub mod job;
 pub mod journal;
+pub mod metrics;
+pub mod readiness;
 pub mod retention;
 pub mod runner;
 pub mod socket;

@@ -108,6 +108,11 @@ impl Application {
             &config.data_dir,
             tasks.clone(),
         );
+        let metrics = if config.metrics.enabled {
+            crate::metrics::Exporter::install()
+        } else {
+            None
+        };
         let ingestor = Arc::new(Ingestor::new(journal.clone()));
         let cluster = match &config.redis_url {
             Some(url) => Some(
@@ -124,6 +129,7 @@ impl Application {
             None => None,
         };
         let taps = crate::tap::Taps::new(config.stream_queue_events);
+        let readiness = crate::readiness::Readiness::new(config.data_dir.clone());
         let state = AppState {
             config: Arc::new(config),
             journal: journal.clone(),
@@ -135,6 +141,9 @@ impl Application {
             sockets: Arc::new(SocketStats::default()),
             tasks,
             taps,
+            started: std::time::Instant::now(),
+            metrics,
+            readiness,
         };
         let config = &state.config;
 
@@ -142,7 +151,10 @@ impl Application {
         let polls = Polls::new(&config.websocket.path);
         let io = if config.websocket.enabled {
             let (layer, io) = socket_io(&state);
-            crate::socket::register(&io);
+            crate::socket::register(&io, &state);
+            if state.sockets.io.set(io.clone()).is_err() {
+                tracing::error!("the Socket.IO server was set twice");
+            }
             journal.set_sink(Arc::new(crate::tap::Tee(
                 Arc::new(Fanout::new(
                     io.clone(),
@@ -256,6 +268,9 @@ impl Application {
             );
         }
         cluster_tasks.close();
+        if let Some(metrics) = state.metrics.clone() {
+            tasks.spawn(crate::http::metrics::upkeep(metrics, background.clone()));
+        }
         if let Some(keep) = state.config.retention {
             tasks.spawn(crate::retention::run(
                 state.journal.clone(),

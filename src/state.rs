@@ -37,6 +37,12 @@ pub struct AppState {
     pub taps: Arc<crate::tap::Taps>,
     /// Every task the server spawns; shutdown waits for them.
     pub tasks: Tasks,
+    /// When the server was built, for `uptimeSecs` and `buildcast_uptime_seconds`.
+    pub started: std::time::Instant,
+    /// Renders `/metrics`; `None` when `METRICS_ENABLED=false`.
+    pub metrics: Option<crate::metrics::Exporter>,
+    /// What `/ready` checks.
+    pub readiness: Arc<crate::readiness::Readiness>,
 }
 
 /// Counters of the Socket.IO side, reported by `/health`.
@@ -56,4 +62,11 @@ pub struct SocketStats {
     /// Bumped whenever a socket joins or leaves a room, or disconnects: the fan-out
     /// keeps each job room's socket list until this changes.
     pub membership: AtomicU64,
+    /// The Socket.IO server, once built (for `/metrics` and the Admin UI's feed).
+    pub io: std::sync::OnceLock<socketioxide::SocketIo>,
+    /// Clients of `/` admitted, and gone, since start (the Admin UI's charts).
+    pub connects: AtomicU64,
+    pub disconnects: AtomicU64,
+    /// Admin UI sockets connected now: while 0, nothing is reported to `/admin`.
+    pub admins: AtomicUsize,
 }

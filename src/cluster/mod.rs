@@ -173,6 +173,20 @@ impl Cluster {
         Ok(conn)
     }
 
+    /// Whether Redis answers `PING` within `timeout`; the error says why not.
+    pub async fn ping(&self, timeout: Duration) -> Result<(), String> {
+        let answer = tokio::time::timeout(timeout, async {
+            let mut conn = self.conn().await?;
+            redis::cmd("PING").query_async::<String>(&mut conn).await
+        })
+        .await;
+        match answer {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("redis is unreachable: {e}")),
+            Err(_) => Err(format!("redis did not answer PING within {timeout:?}")),
+        }
+    }
+
     fn mark(&self, up: bool) {
         let was = self.health.up.swap(up, Ordering::Relaxed);
         if was != up {

@@ -47,6 +47,27 @@ impl Cluster {
         }
     }
 
+    /// The age of each node's last heartbeat, if Redis answers.
+    pub async fn heartbeat_ages(&self) -> Option<Vec<(String, Duration)>> {
+        let mut conn = self.conn().await.ok()?;
+        let nodes: std::collections::HashMap<String, String> =
+            tokio::time::timeout(Duration::from_millis(500), conn.hgetall(NODES))
+                .await
+                .ok()?
+                .ok()?;
+        let now = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+        Some(
+            nodes
+                .into_iter()
+                .filter_map(|(node, v)| {
+                    let at = v.split_once(' ')?.1.parse::<i128>().ok()?;
+                    let ms = u64::try_from(now - at).unwrap_or(0);
+                    Some((node, Duration::from_millis(ms)))
+                })
+                .collect(),
+        )
+    }
+
     /// Clients connected to every live node (this one's counted now, the others'
     /// from their last heartbeat), if Redis answers.
     pub async fn cluster_clients(&self, here: u64) -> Option<u64> {

@@ -185,6 +185,7 @@ impl Cluster {
 
     /// Records the events `from..=to` of a mirrored job from its Redis stream.
     async fn backfill(&self, id: &JobId, from: u64, to: u64) {
+        crate::metrics::gap_filled();
         let Ok(mut conn) = self.conn().await else {
             return;
         };
@@ -252,7 +253,15 @@ impl Cluster {
         if self.route(&id).await == Route::Elsewhere {
             return;
         }
-        if let Err(e) = self.ingestor.apply(&id, std::slice::from_ref(&event)).await {
+        if let Err(e) = self
+            .ingestor
+            .apply(
+                &id,
+                std::slice::from_ref(&event),
+                crate::ingest::Source::Redis,
+            )
+            .await
+        {
             reject(e.to_string());
         }
     }

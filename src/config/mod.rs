@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod env;
+pub mod ops;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 pub use env::parse_origins;
 use env::{Env, parse_bool, parse_days, parse_host, parse_path};
+pub use ops::{AdminUiConfig, MetricsConfig};
 
 /// The tracing filter when `RUST_LOG` is unset.
 pub const DEFAULT_LOG_FILTER: &str = "buildcast=info,tower_http=info";
@@ -88,6 +90,11 @@ pub struct Config {
     /// `WORKER_TOKEN`: the bearer token external workers send to
     /// `POST /api/jobs/{id}/events`; unset disables that route.
     pub worker_token: Option<String>,
+    /// `/metrics` (`METRICS_ENABLED`, `METRICS_TOKEN`).
+    pub metrics: MetricsConfig,
+    /// The Socket.IO Admin UI, when `ADMIN_UI_USERNAME` and
+    /// `ADMIN_UI_PASSWORD_HASH` are set.
+    pub admin_ui: Option<AdminUiConfig>,
 }
 
 /// How the server logs.
@@ -324,6 +331,8 @@ impl Config {
                 }
                 token => token,
             },
+            metrics: ops::metrics_config(&env)?,
+            admin_ui: ops::admin_ui_config(&env)?,
             host,
             port: env.parse("PORT", "3001", "a port number from 0 to 65535")?,
             listen_backlog: env.parse("LISTEN_BACKLOG", "1024", "a whole number")?,

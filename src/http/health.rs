@@ -1,6 +1,7 @@
-//! `GET /health`: liveness, whether history is being written, and a count of
-//! connected clients, for load balancers and probes. Needs no token and reveals no
-//! job or user data.
+//! `GET /health`: liveness, version and uptime, whether history is being written,
+//! and a count of connected clients, for load balancers and probes; `GET /ready`:
+//! whether this node should get traffic ([`crate::readiness`]), 200 or 503 naming
+//! the failing part. Neither needs a token or reveals job or user data.
 //!
 //! `status` is `degraded` while the store cannot write (a full disk, say): live
 //! delivery goes on from memory, and `store` says why and how much waits.
@@ -8,6 +9,7 @@
 use std::sync::atomic::Ordering;
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -15,7 +17,52 @@ use serde_json::{Value, json};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/health", get(health))
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+}
+
+async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let checks = state
+        .readiness
+        .check(&state.journal, &state.runner, state.cluster.as_ref())
+        .await;
+    let failing: Vec<&str> = checks
+        .iter()
+        .filter(|c| c.result.is_err())
+        .map(|c| c.part)
+        .collect();
+    let parts: serde_json::Map<String, Value> = checks
+        .iter()
+        .map(|c| {
+            let value = match &c.result {
+                Ok(()) => json!({ "ok": true }),
+                Err(e) => json!({ "ok": false, "error": e }),
+            };
+            (c.part.to_owned(), value)
+        })
+        .collect();
+    if failing.is_empty() {
+        return (
+            StatusCode::OK,
+            Json(json!({ "status": "ready", "checks": parts })),
+        );
+    }
+    let error = checks
+        .iter()
+        .filter_map(|c| c.result.as_ref().err().map(|e| format!("{}: {e}", c.part)))
+        .collect::<Vec<_>>()
+        .join("; ");
+    tracing::warn!(%error, "not ready");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({
+            "status": "not ready",
+            "failing": failing,
+            "error": error,
+            "checks": parts,
+        })),
+    )
 }
 
 async fn health(State(state): State<AppState>) -> Json<Value> {
@@ -32,6 +79,8 @@ async fn health(State(state): State<AppState>) -> Json<Value> {
     }
     let mut body = json!({
         "status": if store_ok { "ok" } else { "degraded" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptimeSecs": state.started.elapsed().as_secs(),
         "store": store,
         "websocket": {
             "enabled": state.config.websocket.enabled,

@@ -51,7 +51,10 @@ async fn ingest(
             Json(json!({ "jobId": id, "accepted": events.len(), "forwarded": true })),
         ));
     }
-    let last_seq = state.ingestor.apply(&id, &events).await?;
+    let last_seq = state
+        .ingestor
+        .apply(&id, &events, crate::ingest::Source::Rest)
+        .await?;
     Ok((
         StatusCode::OK,
         Json(json!({

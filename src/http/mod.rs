@@ -2,7 +2,8 @@
 //! `router()`, merged here in [`router`].
 //!
 //! - [`dashboard`]: the live build dashboard at `/`.
-//! - [`health`]: `GET /health`, for probes; no token, no job data.
+//! - [`health`]: `GET /health` and `GET /ready`, for probes; no token, no job data.
+//! - [`metrics`]: `GET /metrics`, Prometheus; no job data, optional `METRICS_TOKEN`.
 //! - [`jobs`]: start, list, inspect and cancel jobs; download artifacts.
 //! - [`history`]: a job's recorded events and its raw log.
 //! - [`ingest`]: `POST /api/jobs/{id}/events`, for external workers.
@@ -25,6 +26,7 @@ pub mod history;
 pub mod ingest;
 pub mod jobs;
 pub mod me;
+pub mod metrics;
 pub mod pipelines;
 pub mod rerun;
 pub mod stream;
@@ -67,7 +69,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
             follow::intercept,
         ))
         .layer(DefaultBodyLimit::max(state.config.rest_body_limit));
-    let health = health::router().route_layer(
+    let health = health::router().merge(metrics::router()).route_layer(
         ServiceBuilder::new()
             .layer(HandleErrorLayer::new(move |_| timed_out(timeout)))
             .layer(TimeoutLayer::new(timeout)),

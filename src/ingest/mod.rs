@@ -140,6 +140,24 @@ pub struct Ingestor {
     journal: Arc<Journal>,
 }
 
+/// Which way a worker's messages came, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `POST /api/jobs/{id}/events`.
+    Rest,
+    /// The Redis channel `job:<id>:updates`.
+    Redis,
+}
+
+impl Source {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Rest => "worker_rest",
+            Self::Redis => "worker_redis",
+        }
+    }
+}
+
 impl Ingestor {
     pub fn new(journal: Arc<Journal>) -> Self {
         Self { journal }
@@ -147,7 +165,12 @@ impl Ingestor {
 
     /// Records `events` for job `id`, creating the job on first contact; returns
     /// the seq of the last event recorded.
-    pub async fn apply(&self, id: &JobId, events: &[WorkerEvent]) -> Result<u64, ApplyError> {
+    pub async fn apply(
+        &self,
+        id: &JobId,
+        events: &[WorkerEvent],
+        source: Source,
+    ) -> Result<u64, ApplyError> {
         let existing = self.journal.job(id).await.ok().flatten();
         match &existing {
             Some(job) if job.is_finished() => {
@@ -190,7 +213,9 @@ impl Ingestor {
                 .flatten()
                 .ok_or_else(|| RecordError::UnknownJob(id.clone()))?;
             for job_event in event.kind.to_job_events(&job) {
+                let (kind, log_bytes) = (job_event.kind().name(), job_event.log_bytes());
                 last = self.journal.record(id, job_event)?;
+                crate::metrics::recorded(kind, source.label(), log_bytes);
             }
         }
         Ok(last)

@@ -45,6 +45,9 @@ impl Journal {
         state.record.last_seq = seq;
         state.record.apply(&event, at);
         self.append(id, &job, &mut state, payload, false, Keep::WithinLimits);
+        drop(state);
+        crate::metrics::recorded(event.kind().name(), "mirror", event.log_bytes());
+        crate::metrics::mirrored((time::OffsetDateTime::now_utc() - at).try_into().ok());
         Ok(Mirrored::Recorded)
     }
 

@@ -286,9 +286,11 @@ impl Journal {
             && let Some(u) = state.unkept.take()
         {
             notes.push(payload::unkept_note(&u));
+            crate::metrics::truncated("unstored");
         }
         if ends && let Some(d) = state.log.dropped {
             notes.push(payload::truncation_marker(&d));
+            crate::metrics::truncated("log_cap");
         }
         notes
     }

@@ -59,6 +59,8 @@ pub struct Runner {
     /// One permit per job allowed to run; tokio's semaphore is fair, so jobs start
     /// in the order they were queued.
     slots: Arc<Semaphore>,
+    /// `MAX_CONCURRENT_JOBS`.
+    max_concurrent: usize,
     /// Root of the per-job folders.
     jobs_dir: PathBuf,
     /// Where running steps' process groups are recorded.
@@ -85,6 +87,7 @@ impl Runner {
             journal,
             pipelines,
             slots: Arc::new(Semaphore::new(max_concurrent)),
+            max_concurrent,
             jobs_dir: data_dir.join("jobs"),
             groups: GroupRecords::new(data_dir),
             active: Mutex::new(HashMap::new()),
@@ -204,22 +207,43 @@ impl Runner {
     }
 
     fn emit(&self, id: &JobId, event: JobEvent) {
-        if let Err(e) = self.journal.record(id, event) {
-            tracing::error!(job_id = %id, error = %e, "could not record a job event");
+        let (kind, log_bytes) = (event.kind().name(), event.log_bytes());
+        match self.journal.record(id, event) {
+            Ok(_) => crate::metrics::recorded(kind, "runner", log_bytes),
+            Err(e) => tracing::error!(job_id = %id, error = %e, "could not record a job event"),
         }
+    }
+
+    /// Jobs of this runner waiting for a slot, and running.
+    pub fn load(&self) -> (usize, usize) {
+        let active = self.active.lock().expect("active jobs").len();
+        let running = self
+            .max_concurrent
+            .saturating_sub(self.slots.available_permits());
+        (active.saturating_sub(running), running)
+    }
+
+    /// Whether new jobs are taken (false once the server is stopping).
+    pub fn accepting(&self) -> bool {
+        !self.stopping.is_cancelled()
     }
 
     #[tracing::instrument(skip_all, fields(job_id = %id, pipeline = %pipeline.name))]
     async fn run_job(&self, id: &JobId, pipeline: &Pipeline, cancel: &CancellationToken) {
+        let queued = Instant::now();
         let permit = tokio::select! {
             permit = self.slots.clone().acquire_owned() => permit.expect("semaphore is never closed"),
             () = cancel.cancelled() => {
                 let outcome = self.finish_interrupted(id, "before it started");
+                crate::metrics::job_finished(outcome.status().as_str(), None);
                 tracing::info!(?outcome, "job finished before it started");
                 return;
             }
         };
+        let started = Instant::now();
+        crate::metrics::job_started(started - queued);
         let outcome = self.run_steps(id, pipeline, cancel).await;
+        crate::metrics::job_finished(outcome.status().as_str(), Some(started.elapsed()));
         drop(permit);
         tracing::info!(outcome = ?outcome, "job finished");
     }

@@ -38,6 +38,20 @@ pub enum AckError {
     UnknownEvent(String),
 }
 
+impl AckError {
+    /// A short name of the refusal, for metrics labels.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Invalid(_) => "invalid",
+            Self::Forbidden => "forbidden",
+            Self::Refused(refusal) => refusal.label(),
+            Self::HistoryUnavailable | Self::JobListUnavailable => "unavailable",
+            Self::Detached(_) => "detached",
+            Self::UnknownEvent(_) => "unknown_event",
+        }
+    }
+}
+
 impl From<String> for AckError {
     fn from(message: String) -> Self {
         Self::Invalid(message)
@@ -46,6 +60,9 @@ impl From<String> for AckError {
 
 /// Sends the acknowledgement of a client event.
 pub fn answer<T: Serialize>(ack: AckSender, reply: Result<T, AckError>) {
+    if let Err(AckError::Refused(refusal)) = &reply {
+        refusal.count();
+    }
     let sent = match reply {
         Ok(body) => ack.send(&Ack::ok(body)),
         Err(error) => ack.send(&Ack::<Empty>::err(error.to_string())),

@@ -148,11 +148,15 @@ impl Fanout {
 
     /// Emits one event to every socket in job room `room`.
     fn emit_to(&self, room: String, job: &JobId, event: &RecordedEvent) {
+        let mut sent = 0;
         for socket in self.members(room).iter() {
-            if let Err(Emit::Full) = emit_event(socket, event) {
-                self.catch_up(socket.clone(), job, event.seq());
+            match emit_event(socket, event) {
+                Ok(()) => sent += 1,
+                Err(Emit::Full) => self.catch_up(socket.clone(), job, event.seq()),
+                Err(Emit::Closed) => {}
             }
         }
+        crate::metrics::delivered(crate::wire::job_event_name(event.kind), sent);
     }
 
     /// Holds a log line for the job's batching subscribers, if it has any.
@@ -198,11 +202,15 @@ impl Fanout {
         let Some(first) = run.events.first() else {
             return;
         };
+        let mut sent = 0;
         for socket in self.members(job_batch_room(job)).iter() {
-            if let Err(Emit::Full) = emit_run(socket, &run.events) {
-                self.catch_up(socket.clone(), job, first.seq());
+            match emit_run(socket, &run.events) {
+                Ok(()) => sent += 1,
+                Err(Emit::Full) => self.catch_up(socket.clone(), job, first.seq()),
+                Err(Emit::Closed) => {}
             }
         }
+        crate::metrics::delivered(crate::wire::events::JOB_LOGS, sent);
     }
 }
 
@@ -226,7 +234,8 @@ impl Fanout {
             return;
         }
         match emit_project(&socket, name, event) {
-            Ok(()) | Err(Emit::Closed) => {}
+            Ok(()) => crate::metrics::delivered(name, 1),
+            Err(Emit::Closed) => {}
             Err(Emit::Full) => {
                 self.stats.project_catch_ups.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(sid = %socket.id, "project subscriber's buffer full; keeping its project events until it reads");
@@ -306,6 +315,7 @@ pub(super) async fn disconnect(socket: SocketRef) {
 
 impl EventSink for Fanout {
     fn deliver(&self, job: &JobRecord, event: &Arc<RecordedEvent>) {
+        let _timer = crate::metrics::FanoutTimer::start(event.kind.name());
         self.emit_to(job_room(&job.id), &job.id, event);
         if event.kind == EventKind::Log {
             self.hold_for_runs(&job.id, event);

@@ -27,14 +27,14 @@ fn answer(ack: AckSender, reply: Ack<Empty>) {
 /// `subscribe:jobs` (no payload needed; any is ignored).
 pub async fn subscribe_jobs(socket: SocketRef, _: TryData<Value>, ack: AckSender) {
     let session = session(&socket);
-    if let Err(e) = session.admit_event() {
-        return answer(ack, Ack::err(e.to_string()));
-    }
-    if let Err(e) = session.follow_feed() {
+    if let Err(e) = session.admit_event().and_then(|()| session.follow_feed()) {
+        e.count();
+        crate::metrics::subscribe_ack("jobs", e.label());
         return answer(ack, Ack::err(e.to_string()));
     }
     super::join(&socket, FEED_ROOM.to_owned());
     tracing::debug!(sid = %socket.id, "subscribed to new jobs");
+    crate::metrics::subscribe_ack("jobs", "ok");
     answer(ack, Ack::ok(Empty {}));
 }
 

@@ -9,6 +9,7 @@
 //! - [`mod@session`]: per-socket state (who, what it follows, limits).
 //! - [`rooms`]: room names, and joining and leaving them.
 //! - [`subscriptions`]: `subscribe:*` / `unsubscribe:*` and their validation.
+//! - [`admin`]: the Socket.IO Admin UI's `/admin` namespace.
 //! - [`ack`]: [`ack::AckError`] and sending acknowledgements.
 //! - [`replay`]: attaching a socket to a job's history, then to its live events.
 //! - [`fanout`]: the journal's sink: which socket gets which event, catch-ups.
@@ -25,6 +26,7 @@
 //! - [`close`]: closing every connection at shutdown, after the last events.
 
 pub mod ack;
+pub mod admin;
 pub mod batch;
 pub mod close;
 pub mod emit;
@@ -63,9 +65,12 @@ pub enum ConnectRefusal {
     TooManyConnections,
 }
 
-/// Registers the default namespace.
-pub fn register(io: &socketioxide::SocketIo) {
+/// Registers the default namespace, and the Admin UI's when it is configured.
+pub fn register(io: &socketioxide::SocketIo, state: &AppState) {
     io.ns("/", on_connect.with(prepare_socket));
+    if let Some(admin) = &state.config.admin_ui {
+        admin::register(io, admin, state);
+    }
 }
 
 /// Connect middleware: authenticates the client and sets the socket up before the
@@ -85,14 +90,20 @@ async fn prepare_socket(
         .map(str::to_owned)
         .or_else(|| crate::auth::token_from_request(parts.uri.query(), &parts.headers));
     let principal = state.auth.verify(token.as_deref()).map_err(|reason| {
+        crate::metrics::auth_refused(reason.label());
         tracing::info!(sid = %socket.id, %reason, "connection refused: authentication");
         ConnectRefusal::Authentication
     })?;
     let per_user = state.auth.enabled().then_some(principal.user.as_str());
     let slot = state.connections.acquire(per_user).map_err(|limit| {
+        crate::metrics::limit_refused(match limit {
+            crate::connections::LimitReached::Total => "max_connections",
+            crate::connections::LimitReached::PerUser => "max_connections_per_user",
+        });
         tracing::info!(sid = %socket.id, user = %principal.user, %limit, "connection refused: too many connections");
         ConnectRefusal::TooManyConnections
     })?;
+    socket.extensions.insert(admin::Issued::now());
     socket.extensions.insert(Arc::new(Session::new(
         principal,
         slot,
@@ -114,6 +125,9 @@ async fn prepare_socket(
 /// not in the middleware, so that every counted connect has exactly one disconnect.
 async fn on_connect(socket: SocketRef, io: socketioxide::SocketIo, State(state): State<AppState>) {
     state.sockets.connected.fetch_add(1, Ordering::Relaxed);
+    crate::metrics::connected(transport_label(&socket), eio_label(&socket));
+    state.sockets.connects.fetch_add(1, Ordering::Relaxed);
+    admin::socket_connected(&socket, &state.sockets);
     socket.on_disconnect(on_disconnect);
     let user = session(&socket).principal.user.clone();
     tracing::info!(sid = %socket.id, %user, transport = ?socket.transport_type(), protocol = ?socket.protocol(), "client connected");
@@ -122,7 +136,12 @@ async fn on_connect(socket: SocketRef, io: socketioxide::SocketIo, State(state):
     // CONNECT packet went out is already out of the namespace, though socketioxide
     // then marks it connected all the same.)
     if !socket.connected() || io.get_socket(socket.id).is_none() {
-        closed(&socket, &state, "closed while connecting");
+        closed(
+            &socket,
+            &state,
+            "closed while connecting",
+            "closed_while_connecting",
+        );
     }
 }
 
@@ -131,15 +150,54 @@ async fn on_disconnect(
     reason: socketioxide::socket::DisconnectReason,
     State(state): State<AppState>,
 ) {
-    closed(&socket, &state, &reason.to_string());
+    closed(
+        &socket,
+        &state,
+        &reason.to_string(),
+        disconnect_label(reason),
+    );
+}
+
+/// The transport a socket uses now, as a metrics label.
+pub fn transport_label(socket: &SocketRef) -> &'static str {
+    match socket.transport_type() {
+        socketioxide::TransportType::Polling => "polling",
+        socketioxide::TransportType::Websocket => "websocket",
+    }
+}
+
+/// The Engine.IO version of a socket's client, as a metrics label.
+pub fn eio_label(socket: &SocketRef) -> &'static str {
+    match socket.protocol() {
+        socketioxide::ProtocolVersion::V4 => "3",
+        socketioxide::ProtocolVersion::V5 => "4",
+    }
+}
+
+/// Why a socket went away, as a metrics label.
+fn disconnect_label(reason: socketioxide::socket::DisconnectReason) -> &'static str {
+    use socketioxide::socket::DisconnectReason::*;
+    match reason {
+        TransportClose => "transport_close",
+        MultipleHttpPollingError => "multiple_polling",
+        PacketParsingError => "parse_error",
+        TransportError => "transport_error",
+        HeartbeatTimeout => "heartbeat_timeout",
+        ClientNSDisconnect => "client_disconnect",
+        ServerNSDisconnect => "server_disconnect",
+        ClosingServer => "server_closing",
+    }
 }
 
 /// The bookkeeping of a socket that closed, done once however often it is seen.
-fn closed(socket: &SocketRef, state: &AppState, reason: &str) {
+fn closed(socket: &SocketRef, state: &AppState, reason: &str, label: &'static str) {
     let session = session(socket);
     if !session.release() {
         return;
     }
+    crate::metrics::disconnected(label);
+    state.sockets.disconnects.fetch_add(1, Ordering::Relaxed);
+    admin::socket_disconnected(socket, &state.sockets, reason);
     state.sockets.connected.fetch_sub(1, Ordering::Relaxed);
     // socketioxide takes a closed socket out of its rooms.
     session.membership_changed();

@@ -145,6 +145,7 @@ impl Pacer {
             }
             match emit_unit(socket, unit, batch) {
                 Ok(()) => {
+                    crate::metrics::replayed_events(unit.len() as u64);
                     self.sent_one();
                     return Ok(());
                 }

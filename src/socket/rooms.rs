@@ -22,14 +22,16 @@ pub fn job_batch_room(id: &JobId) -> String {
 /// Puts `socket` in `room`, telling the fan-out that membership changed. (Every
 /// join and leave goes through here or [`leave`].)
 pub fn join(socket: &SocketRef, room: String) {
-    socket.join(room);
+    socket.join(room.clone());
     session(socket).membership_changed();
+    super::admin::room_joined(socket, &room);
 }
 
 /// Takes `socket` out of `room`, telling the fan-out that membership changed.
 pub fn leave(socket: &SocketRef, room: String) {
-    socket.leave(room);
+    socket.leave(room.clone());
     session(socket).membership_changed();
+    super::admin::room_left(socket, &room);
 }
 
 /// The room that delivers a subscription's live events.

@@ -64,6 +64,24 @@ pub enum Refusal {
     TooManySubscriptions(usize),
 }
 
+impl Refusal {
+    /// A short name of the refusal, for metrics labels.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::RateLimited => "rate_limited",
+            Self::TooManySubscriptions(_) => "too_many_subscriptions",
+        }
+    }
+
+    /// Counts the refusal under the limit that caused it.
+    pub fn count(&self) {
+        crate::metrics::limit_refused(match self {
+            Self::RateLimited => "max_events_per_second",
+            Self::TooManySubscriptions(_) => "max_subscriptions_per_socket",
+        });
+    }
+}
+
 impl Session {
     pub(super) fn new(
         principal: Principal,
@@ -181,6 +199,23 @@ impl Session {
         self.following.lock().expect("session").remove(job);
     }
 
+    /// The Socket.IO counters this socket reports to.
+    pub fn stats(&self) -> &Arc<SocketStats> {
+        &self.stats
+    }
+
+    /// What this socket follows, by kind.
+    pub fn counts(&self) -> Counts {
+        let following = self.following.lock().expect("session");
+        let batch = following.values().filter(|s| s.batch).count();
+        Counts {
+            jobs: following.len() - batch,
+            batch,
+            projects: self.projects.lock().expect("session").len(),
+            feed: usize::from(self.feed.load(Ordering::Relaxed)),
+        }
+    }
+
     /// The current subscription of `job`, if any.
     pub fn subscription(&self, job: &JobId) -> Option<Subscription> {
         self.following.lock().expect("session").get(job).copied()
@@ -201,6 +236,25 @@ impl Session {
             slot.release();
         }
         true
+    }
+}
+
+/// Subscriptions by kind: jobs (one `job:*` event each), jobs in `job:logs`
+/// runs, projects, and the new-jobs feed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub jobs: usize,
+    pub batch: usize,
+    pub projects: usize,
+    pub feed: usize,
+}
+
+impl Counts {
+    pub fn add(&mut self, other: &Self) {
+        self.jobs += other.jobs;
+        self.batch += other.batch;
+        self.projects += other.projects;
+        self.feed += other.feed;
     }
 }
 

@@ -145,7 +145,10 @@ pub async fn subscribe_job(
     ack: AckSender,
     State(state): State<AppState>,
 ) {
-    answer(ack, subscribe_job_inner(&socket, data, &state).await);
+    super::admin::event_received(&socket, crate::wire::client_events::SUBSCRIBE_JOB, &data);
+    let reply = subscribe_job_inner(&socket, data, &state).await;
+    crate::metrics::subscribe_ack("job", reply.as_ref().map_or_else(AckError::label, |_| "ok"));
+    answer(ack, reply);
 }
 
 async fn subscribe_job_inner(
@@ -173,10 +176,12 @@ async fn subscribe_job_inner(
     }
     let subscription = session.follow(id, request.batch)?;
     let mut reason = None;
+    let mut why = "none";
     let start = match request.since {
         None => Start::Now,
         Some(since) => match current {
             Some(job) if request.epoch.as_ref().is_some_and(|e| *e != job.epoch) => {
+                why = "epoch_mismatch";
                 reason = Some(
                     "epoch mismatch: this job's history changed (recreated, or events after the last write were lost in a crash); the whole history follows"
                         .to_string(),
@@ -184,6 +189,7 @@ async fn subscribe_job_inner(
                 Start::After(0)
             }
             Some(job) if since > job.last_seq => {
+                why = "beyond_last_event";
                 reason = Some(format!(
                     "since {since} is beyond the job's last event {}; the whole history follows",
                     job.last_seq
@@ -191,6 +197,7 @@ async fn subscribe_job_inner(
                 Start::After(0)
             }
             None if since > 0 => {
+                why = "no_history";
                 reason = Some("this job has no history; its events follow from the first".into());
                 Start::After(0)
             }
@@ -206,12 +213,16 @@ async fn subscribe_job_inner(
         Err(e) => return Err(AckError::Detached(e)),
     };
     if attached.gap && reason.is_none() {
+        why = "history_dropped";
         reason = Some(
             "part of the history after since was dropped (the log exceeded MAX_LOG_BYTES_PER_JOB, or lines came while the disk was full past MAX_UNSTORED_BYTES)"
                 .into(),
         );
     }
     tracing::debug!(sid = %socket.id, job_id = %id, since = ?request.since, "subscribed to job");
+    if request.since.is_some() {
+        crate::metrics::replay(reason.is_none(), why);
+    }
     let last_seq = attached.job.as_ref().map_or(0, |j| j.last_seq);
     let epoch = attached.job.as_ref().map(|j| j.epoch.clone());
     Ok(JobSubscribed {
@@ -225,6 +236,7 @@ async fn subscribe_job_inner(
 
 #[tracing::instrument(skip_all, fields(sid = %socket.id))]
 pub async fn unsubscribe_job(socket: SocketRef, TryData(data): TryData<Value>, ack: AckSender) {
+    super::admin::event_received(&socket, crate::wire::client_events::UNSUBSCRIBE_JOB, &data);
     let unsubscribed = (|| {
         let session = admit(&socket)?;
         let id = parse_id(&payload(data)?, "job id", JobId::parse)?;
@@ -244,7 +256,17 @@ pub async fn subscribe_project(
     ack: AckSender,
     State(state): State<AppState>,
 ) {
-    answer(ack, subscribe_project_inner(&socket, data, &state).await);
+    super::admin::event_received(
+        &socket,
+        crate::wire::client_events::SUBSCRIBE_PROJECT,
+        &data,
+    );
+    let reply = subscribe_project_inner(&socket, data, &state).await;
+    crate::metrics::subscribe_ack(
+        "project",
+        reply.as_ref().map_or_else(AckError::label, |_| "ok"),
+    );
+    answer(ack, reply);
 }
 
 async fn subscribe_project_inner(
@@ -278,6 +300,11 @@ async fn subscribe_project_inner(
 
 #[tracing::instrument(skip_all, fields(sid = %socket.id))]
 pub async fn unsubscribe_project(socket: SocketRef, TryData(data): TryData<Value>, ack: AckSender) {
+    super::admin::event_received(
+        &socket,
+        crate::wire::client_events::UNSUBSCRIBE_PROJECT,
+        &data,
+    );
     let unsubscribed = (|| {
         let session = admit(&socket)?;
         let id = parse_id(&payload(data)?, "project id", ProjectId::parse)?;

@@ -8,6 +8,7 @@
 //!
 //! The store knows nothing of HTTP, Socket.IO or the runner.
 
+pub mod probe;
 pub mod sqlite;
 pub mod writer;
 

@@ -239,10 +239,14 @@ fn apply(
     let mut delay = FIRST_BACKOFF;
     let mut failing_since: Option<Instant> = None;
     let mut attempts: u32 = 0;
+    let started = crate::metrics::timer();
     loop {
         attempts += 1;
         let error = match store.write_batch(batch) {
             Ok(()) => {
+                if let Some(started) = started {
+                    crate::metrics::store_batch(batch.len(), started.elapsed());
+                }
                 if let Some(since) = failing_since {
                     health.set_error(None);
                     tracing::info!(
@@ -255,6 +259,7 @@ fn apply(
             }
             Err(error) => error,
         };
+        crate::metrics::store_error();
         let message = error.to_string();
         if failing_since.is_none() {
             failing_since = Some(Instant::now());
