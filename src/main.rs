@@ -27,7 +27,12 @@ The most used:
   RETENTION_DAYS           finished jobs kept this long (default 30; 0: forever)
   RUST_LOG, LOG_FORMAT     log filter (default buildcast=info,tower_http=info); json or text
   WORKER_TOKEN             bearer token of external workers (unset: no ingest route)
-  REDIS_URL, NODE_ID       several nodes sharing events through Redis";
+  REDIS_URL, NODE_ID       several nodes sharing events through Redis
+  METRICS_ENABLED          Prometheus metrics at /metrics (default true)
+  METRICS_TOKEN            bearer token /metrics asks for (unset: none)
+  ADMIN_UI_USERNAME        Socket.IO Admin UI on /admin (with ADMIN_UI_PASSWORD_HASH, bcrypt)
+  ADMIN_UI_READONLY        the Admin UI only watches (default false)
+  ADMIN_UI_DIR             a local copy of the Admin UI served at /admin-ui/";
 
 #[derive(Parser)]
 #[command(

@@ -2,6 +2,7 @@
 //! `router()`, merged here in [`router`].
 //!
 //! - [`dashboard`]: the live build dashboard at `/`.
+//! - [`admin_ui`]: a local copy of the Socket.IO Admin UI at `/admin-ui/`.
 //! - [`health`]: `GET /health` and `GET /ready`, for probes; no token, no job data.
 //! - [`metrics`]: `GET /metrics`, Prometheus; no job data, optional `METRICS_TOKEN`.
 //! - [`jobs`]: start, list, inspect and cancel jobs; download artifacts.
@@ -18,6 +19,7 @@
 //! streams, the dashboard's files) answers within `REST_TIMEOUT_SECS` or with 408 and a JSON
 //! error. The Socket.IO endpoint is a layer outside this router.
 
+pub mod admin_ui;
 pub mod caller;
 pub mod dashboard;
 pub mod follow;
@@ -77,6 +79,9 @@ pub fn router(state: &AppState) -> Router<AppState> {
     Router::new()
         .merge(health)
         .merge(dashboard::router())
+        .merge(admin_ui::router(
+            state.config.admin_ui.as_ref().and_then(|a| a.dir.clone()),
+        ))
         .nest("/api", api)
         .fallback(not_found)
         .layer(axum::middleware::map_response(json_method_not_allowed))

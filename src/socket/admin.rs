@@ -400,12 +400,15 @@ fn watching(stats: &SocketStats) -> Option<socketioxide::operators::BroadcastOpe
     stats.io.get()?.of(NAMESPACE)
 }
 
-fn broadcast(ns: socketioxide::operators::BroadcastOperators, event: &'static str, data: Value) {
-    // `emit` on a namespace is async only for remote adapters; the local one
-    // sends at once, so the future is driven here without waiting.
-    let sockets = ns.sockets();
-    for socket in sockets {
-        if let Err(e) = socket.emit(event, &data) {
+/// Sends `event` to every admin socket; a tuple `args` goes as that many
+/// arguments.
+fn broadcast(
+    ns: socketioxide::operators::BroadcastOperators,
+    event: &'static str,
+    args: &impl serde::Serialize,
+) {
+    for socket in ns.sockets() {
+        if let Err(e) = socket.emit(event, args) {
             tracing::debug!(sid = %socket.id, event, error = %e, "could not report to the admin UI");
         }
     }
@@ -421,11 +424,7 @@ fn stats_of(socket: &SocketRef) -> Option<Arc<SocketStats>> {
 /// Reports a connected client of `/`.
 pub fn socket_connected(socket: &SocketRef, stats: &SocketStats) {
     if let Some(ns) = watching(stats) {
-        broadcast(
-            ns,
-            "socket_connected",
-            json!([serialize(socket), now_iso()]),
-        );
+        broadcast(ns, "socket_connected", &(serialize(socket), now_iso()));
     }
 }
 
@@ -435,7 +434,7 @@ pub fn socket_disconnected(socket: &SocketRef, stats: &SocketStats, reason: &str
         broadcast(
             ns,
             "socket_disconnected",
-            json!(["/", socket.id.to_string(), reason, now_iso()]),
+            &("/", socket.id.to_string(), reason, now_iso()),
         );
     }
 }
@@ -446,7 +445,7 @@ pub fn room_joined(socket: &SocketRef, room: &str) {
         broadcast(
             ns,
             "room_joined",
-            json!([socket.ns(), room, socket.id.to_string(), now_iso()]),
+            &(socket.ns(), room, socket.id.to_string(), now_iso()),
         );
     }
 }
@@ -457,7 +456,7 @@ pub fn room_left(socket: &SocketRef, room: &str) {
         broadcast(
             ns,
             "room_left",
-            json!([socket.ns(), room, socket.id.to_string(), now_iso()]),
+            &(socket.ns(), room, socket.id.to_string(), now_iso()),
         );
     }
 }
@@ -472,7 +471,7 @@ pub fn event_received<E>(socket: &SocketRef, event: &str, data: &Result<Value, E
         broadcast(
             ns,
             "event_received",
-            json!(["/", socket.id.to_string(), args, now_iso()]),
+            &("/", socket.id.to_string(), args, now_iso()),
         );
     }
 }
@@ -506,7 +505,7 @@ async fn server_stats(io: SocketIo, state: AppState, stop: CancellationToken) {
             broadcast(
                 ns,
                 "server_stats",
-                json!({
+                &json!({
                     "serverId": format!("{hostname}#{}", state.journal.node()),
                     "hostname": hostname,
                     "pid": std::process::id(),
