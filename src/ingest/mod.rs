@@ -197,7 +197,13 @@ impl Ingestor {
                     .unwrap_or_else(|| "external".into());
                 let record = JobRecord::queued(id.clone(), project, pipeline);
                 match self.journal.create(record) {
-                    Ok(()) | Err(RecordError::Exists(_)) => {}
+                    // `create` recorded the job's first event (queued).
+                    Ok(()) => crate::metrics::recorded(
+                        crate::job::EventKind::Progress.name(),
+                        source.label(),
+                        0,
+                    ),
+                    Err(RecordError::Exists(_)) => {}
                     Err(e) => return Err(e.into()),
                 }
                 tracing::info!(job_id = %id, "external job created");

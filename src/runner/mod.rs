@@ -166,6 +166,8 @@ impl Runner {
             self.active.lock().expect("active jobs").remove(&record.id);
             return Err(e.into());
         }
+        // `create` recorded the job's first event (queued).
+        crate::metrics::recorded(crate::job::EventKind::Progress.name(), "runner", 0);
         tracing::info!(job_id = %record.id, project_id = %record.project_id, pipeline = %pipeline.name, "job queued");
         let runner = self.clone();
         let id = record.id.clone();

@@ -262,7 +262,10 @@ pub async fn attach(
                         return paused;
                     }
                     match emit_unit(socket, unit, batch) {
-                        Ok(()) => pacer.sent_one(),
+                        Ok(()) => {
+                            crate::metrics::replayed_events(unit.len() as u64);
+                            pacer.sent_one();
+                        }
                         Err(Emit::Full) => {
                             pacer.full();
                             return paused;

@@ -1,0 +1,309 @@
+//! `GET /metrics` after a scripted scenario, parsed with a real Prometheus text
+//! parser (`prometheus-parse`): three clients over both transports, a refused
+//! token, two builds (one fails), a resume with `since`. Each counter must have
+//! the exact value the scenario implies. The clients are socket.io-client in
+//! Node (`tests/e2e/metrics-scenario.mjs`), against the real binary.
+
+#[path = "support/server.rs"]
+mod server;
+#[path = "support/skip.rs"]
+mod skip;
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::time::Duration;
+
+use prometheus_parse::{Sample, Scrape, Value};
+use serde_json::Value as Json;
+
+const SECRET: &str = "metrics-test-secret-long-enough-for-hs256";
+const TOKEN: &str = "metrics-scrape-token-0123456789";
+
+const PIPELINES: &str = r#"
+[pipelines.ok]
+description = "succeeds after a few lines"
+timeout = "60s"
+[pipelines.ok.steps]
+prepare = "sleep 0.5; echo preparing"
+build = "for i in 1 2 3 4 5; do echo \"line $i\"; sleep 0.05; done"
+
+[pipelines.bad]
+description = "fails in its build step"
+timeout = "60s"
+[pipelines.bad.steps]
+prepare = "sleep 0.5; echo preparing"
+build = "echo 'about to fail'; exit 3"
+"#;
+
+fn e2e_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e")
+}
+
+/// The value of the sample `name` whose labels include `labels`.
+fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let matching: Vec<&Sample> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .collect();
+    assert_eq!(
+        matching.len(),
+        1,
+        "one sample {name}{labels:?}, got {:?}",
+        matching.iter().map(|s| &s.labels).collect::<Vec<_>>()
+    );
+    match &matching[0].value {
+        Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+        other => panic!("{name} is not a number: {other:?}"),
+    }
+}
+
+/// The sum of every sample `name` (all label values).
+fn total(scrape: &Scrape, name: &str) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .map(|s| match &s.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+            other => panic!("{name} is not a number: {other:?}"),
+        })
+        .sum()
+}
+
+/// The number of observations of histogram `name`, over every label value.
+fn observations(scrape: &Scrape, name: &str) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .map(|s| match &s.value {
+            Value::Histogram(buckets) => buckets
+                .iter()
+                .find(|b| b.less_than == f64::INFINITY)
+                .map_or(0.0, |b| b.count),
+            other => panic!("{name} is not a histogram: {other:?}"),
+        })
+        .sum()
+}
+
+fn count(counts: &Json, client: &str, event: &str) -> f64 {
+    counts[client][event].as_f64().unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn every_counter_moves_as_the_scenario_implies() {
+    if !e2e_dir().join("node_modules/socket.io-client").is_dir() {
+        return skip::missing(
+            "the metrics scenario",
+            "tests/e2e/node_modules (npm ci in tests/e2e)",
+        );
+    }
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let pipelines = dir.path().join("pipelines.toml");
+    std::fs::write(&pipelines, PIPELINES).expect("the pipelines file");
+    let mut server = server::start(
+        dir.path(),
+        [
+            ("HOST", OsString::from("127.0.0.1")),
+            ("DATA_DIR", dir.path().join("data").into_os_string()),
+            ("PIPELINES_FILE", pipelines.into_os_string()),
+            ("AUTH_MODE", "jwt".into()),
+            ("JWT_SECRET", SECRET.into()),
+            ("METRICS_TOKEN", TOKEN.into()),
+            ("RUST_LOG", "buildcast=info".into()),
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let url = server.address.clone();
+
+    // Without the token: 401 with a JSON error.
+    let http = reqwest::Client::new();
+    let refused = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics");
+    assert_eq!(refused.status(), 401);
+
+    let run = tokio::process::Command::new("node")
+        .arg(e2e_dir().join("metrics-scenario.mjs"))
+        .arg(&url)
+        .arg(SECRET)
+        .current_dir(e2e_dir())
+        .output()
+        .await
+        .expect("node runs the scenario");
+    assert!(
+        run.status.success(),
+        "the scenario failed: {}\n{}\nserver:\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr),
+        server.output()
+    );
+    let seen: Json = serde_json::from_slice(&run.stdout).expect("the scenario's JSON");
+    assert_eq!(seen["refused"], "Authentication error", "{seen}");
+    assert_eq!(seen["acks"], serde_json::json!([true, true, true, true]));
+    assert_eq!(seen["resume"]["recovered"], true, "{seen}");
+    assert_eq!(seen["jobs"]["ok"]["status"], "completed");
+    assert_eq!(seen["jobs"]["bad"]["status"], "failed");
+    let last_ok = seen["jobs"]["ok"]["lastSeq"].as_f64().expect("lastSeq");
+    let last_bad = seen["jobs"]["bad"]["lastSeq"].as_f64().expect("lastSeq");
+
+    let text = http
+        .get(format!("{url}/metrics"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .expect("GET /metrics with the token")
+        .text()
+        .await
+        .expect("the metrics text");
+    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("Prometheus text");
+    let _ = server.stop(Duration::from_secs(15));
+
+    // Connections: two WebSocket clients, one long-polling, all Engine.IO 4, all gone.
+    let connects = "buildcast_socketio_connects_total";
+    assert_eq!(
+        value(
+            &scrape,
+            connects,
+            &[("transport", "websocket"), ("eio", "4")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(&scrape, connects, &[("transport", "polling"), ("eio", "4")]),
+        1.0
+    );
+    assert_eq!(total(&scrape, "buildcast_socketio_disconnects_total"), 3.0);
+    assert_eq!(total(&scrape, "buildcast_socketio_connections"), 0.0);
+    assert_eq!(
+        value(
+            &scrape,
+            "buildcast_socketio_auth_refusals_total",
+            &[("reason", "bad_signature")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        total(&scrape, "buildcast_socketio_auth_refusals_total"),
+        1.0
+    );
+
+    // Subscriptions: a project, two jobs, one resume.
+    let acks = "buildcast_subscribe_acks_total";
+    assert_eq!(
+        value(&scrape, acks, &[("kind", "project"), ("outcome", "ok")]),
+        1.0
+    );
+    assert_eq!(
+        value(&scrape, acks, &[("kind", "job"), ("outcome", "ok")]),
+        3.0
+    );
+    assert_eq!(total(&scrape, acks), 4.0);
+    assert_eq!(
+        value(
+            &scrape,
+            "buildcast_replays_total",
+            &[("recovered", "true"), ("reason", "none")]
+        ),
+        1.0
+    );
+    assert_eq!(total(&scrape, "buildcast_replays_total"), 1.0);
+    assert_eq!(
+        value(&scrape, "buildcast_replayed_events_total", &[]),
+        last_ok - 2.0
+    );
+
+    // Events: every event of both jobs came from the runner; one error, two ends.
+    let recorded = "buildcast_events_recorded_total";
+    assert_eq!(total(&scrape, recorded), last_ok + last_bad);
+    assert_eq!(
+        value(
+            &scrape,
+            recorded,
+            &[("kind", "completed"), ("source", "runner")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            recorded,
+            &[("kind", "error"), ("source", "runner")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            "buildcast_log_bytes_total",
+            &[("source", "runner")]
+        ),
+        seen["logBytes"].as_f64().expect("logBytes")
+    );
+    assert_eq!(
+        observations(&scrape, "buildcast_fanout_duration_seconds"),
+        last_ok + last_bad,
+        "one fan-out per event"
+    );
+
+    // Deliveries: what the clients received live, event by event.
+    let counts = &seen["counts"];
+    let emits = "buildcast_socketio_emits_total";
+    for event in ["job:progress", "job:log", "job:error", "job:completed"] {
+        let live = count(counts, "c1", event) + count(counts, "c2", event);
+        let got = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == emits && s.labels.get("event") == Some(event));
+        let got = got.map_or(0.0, |s| match s.value {
+            Value::Counter(v) => v,
+            _ => panic!("{emits} is a counter"),
+        });
+        assert_eq!(got, live, "{emits}{{event={event}}}: {counts}");
+    }
+    for event in ["project:progress", "project:completed"] {
+        assert_eq!(
+            value(&scrape, emits, &[("event", event)]),
+            count(counts, "c3", event),
+            "{event}: {counts}"
+        );
+    }
+    assert_eq!(
+        value(&scrape, "buildcast_catch_ups_total", &[("kind", "job")]),
+        0.0
+    );
+    assert_eq!(value(&scrape, "buildcast_sockets_dropped_total", &[]), 0.0);
+
+    // Runner: one completed, one failed, both waited and ran.
+    let finished = "buildcast_jobs_finished_total";
+    assert_eq!(value(&scrape, finished, &[("status", "completed")]), 1.0);
+    assert_eq!(value(&scrape, finished, &[("status", "failed")]), 1.0);
+    assert_eq!(observations(&scrape, "buildcast_job_duration_seconds"), 2.0);
+    assert_eq!(
+        observations(&scrape, "buildcast_job_queue_wait_seconds"),
+        2.0
+    );
+    assert_eq!(total(&scrape, "buildcast_jobs"), 0.0);
+
+    // Store: batches committed, none failed, nothing waiting.
+    assert!(value(&scrape, "buildcast_store_batches_total", &[]) >= 1.0);
+    assert_eq!(total(&scrape, "buildcast_store_errors_total"), 0.0);
+    assert_eq!(value(&scrape, "buildcast_store_queue_events", &[]), 0.0);
+
+    // Process.
+    assert_eq!(
+        value(
+            &scrape,
+            "buildcast_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0
+    );
+    assert!(value(&scrape, "buildcast_uptime_seconds", &[]) > 0.0);
+    assert!(value(&scrape, "buildcast_process_resident_memory_bytes", &[]) > 0.0);
+}
