@@ -116,3 +116,87 @@ pub(super) fn admin_ui_config(env: &Env<'_>) -> Result<Option<AdminUiConfig>, Co
         dir,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use crate::config::{Config, ConfigError};
+
+    const HASH: &str = "$2a$04$2iU5kG7uofKuHoD9gpWV4OJutkXy5qf1urtIsMcklZRalUj.C/Aoe";
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| vars.get(k).cloned())
+    }
+
+    #[test]
+    fn metrics_are_on_by_default_and_the_token_is_checked() {
+        let c = config(&[]).unwrap();
+        assert!(c.metrics.enabled);
+        assert!(c.metrics.token.is_none());
+        assert!(c.admin_ui.is_none(), "the Admin UI is off unless configured");
+        let e = config(&[("METRICS_ENABLED", "maybe")]).unwrap_err();
+        assert_eq!(e.variable, "METRICS_ENABLED");
+        assert!(!config(&[("METRICS_ENABLED", "false")]).unwrap().metrics.enabled);
+        let e = config(&[("METRICS_TOKEN", "short-token")]).unwrap_err();
+        assert_eq!(e.variable, "METRICS_TOKEN");
+        assert!(!e.to_string().contains("short-token"), "token leaked: {e}");
+        let token = "a-metrics-token-long-enough";
+        let c = config(&[("METRICS_TOKEN", token)]).unwrap();
+        assert_eq!(c.metrics.token.as_deref(), Some(token));
+        assert!(!format!("{c:?}").contains(token), "token in Debug output");
+    }
+
+    #[test]
+    fn the_admin_ui_needs_a_user_and_a_bcrypt_hash() {
+        let e = config(&[("ADMIN_UI_USERNAME", "ops")]).unwrap_err();
+        assert_eq!(e.variable, "ADMIN_UI_USERNAME");
+        assert!(e.reason.contains("ADMIN_UI_PASSWORD_HASH"), "{e}");
+        let e = config(&[("ADMIN_UI_PASSWORD_HASH", HASH)]).unwrap_err();
+        assert_eq!(e.variable, "ADMIN_UI_PASSWORD_HASH");
+        let e = config(&[
+            ("ADMIN_UI_USERNAME", "ops"),
+            ("ADMIN_UI_PASSWORD_HASH", "plain-password"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.variable, "ADMIN_UI_PASSWORD_HASH");
+        assert!(!e.to_string().contains("plain-password"), "{e}");
+        let e = config(&[("ADMIN_UI_READONLY", "perhaps")]).unwrap_err();
+        assert_eq!(e.variable, "ADMIN_UI_READONLY");
+        let admin = config(&[
+            ("ADMIN_UI_USERNAME", "ops"),
+            ("ADMIN_UI_PASSWORD_HASH", HASH),
+            ("ADMIN_UI_READONLY", "true"),
+        ])
+        .unwrap()
+        .admin_ui
+        .expect("on");
+        assert_eq!(admin.username, "ops");
+        assert!(admin.readonly);
+        assert!(admin.dir.is_none());
+    }
+
+    #[test]
+    fn the_admin_ui_folder_must_hold_the_page() {
+        let empty = tempfile::tempdir().unwrap();
+        let dir = empty.path().to_str().unwrap();
+        let on = [
+            ("ADMIN_UI_USERNAME", "ops"),
+            ("ADMIN_UI_PASSWORD_HASH", HASH),
+            ("ADMIN_UI_DIR", dir),
+        ];
+        let e = config(&on).unwrap_err();
+        assert_eq!(e.variable, "ADMIN_UI_DIR");
+        assert!(e.reason.contains("index.html"), "{e}");
+        std::fs::write(empty.path().join("index.html"), "<html>").unwrap();
+        let admin = config(&on).unwrap().admin_ui.expect("on");
+        assert_eq!(admin.dir.as_deref(), Some(empty.path()));
+        let e = config(&[("ADMIN_UI_DIR", dir)]).unwrap_err();
+        assert_eq!(e.variable, "ADMIN_UI_DIR");
+        assert!(e.reason.contains("ADMIN_UI_USERNAME"), "{e}");
+    }
+}
