@@ -295,8 +295,12 @@ impl Application {
             ));
         }
         let stop_http = CancellationToken::new();
-        let server = axum::serve(listener, router)
-            .with_graceful_shutdown(stop_http.clone().cancelled_owned());
+        // The peer address goes into each request (the Admin UI shows it).
+        let server = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop_http.clone().cancelled_owned());
         let mut server = tasks.spawn(server.into_future());
         tokio::select! {
             () = shutdown => {}

@@ -67,6 +67,10 @@ pub struct SocketStats {
     /// Clients of `/` admitted, and gone, since start (the Admin UI's charts).
     pub connects: AtomicU64,
     pub disconnects: AtomicU64,
+    /// The second (since the epoch) of the Admin UI's `event_sent` reports
+    /// counted in `admin_reports`, which caps them per second.
+    pub admin_window: AtomicU64,
+    pub admin_reports: AtomicU64,
     /// Admin UI sockets connected now: while 0, nothing is reported to `/admin`.
     pub admins: AtomicUsize,
 }

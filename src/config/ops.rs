@@ -138,10 +138,18 @@ mod tests {
         let c = config(&[]).unwrap();
         assert!(c.metrics.enabled);
         assert!(c.metrics.token.is_none());
-        assert!(c.admin_ui.is_none(), "the Admin UI is off unless configured");
+        assert!(
+            c.admin_ui.is_none(),
+            "the Admin UI is off unless configured"
+        );
         let e = config(&[("METRICS_ENABLED", "maybe")]).unwrap_err();
         assert_eq!(e.variable, "METRICS_ENABLED");
-        assert!(!config(&[("METRICS_ENABLED", "false")]).unwrap().metrics.enabled);
+        assert!(
+            !config(&[("METRICS_ENABLED", "false")])
+                .unwrap()
+                .metrics
+                .enabled
+        );
         let e = config(&[("METRICS_TOKEN", "short-token")]).unwrap_err();
         assert_eq!(e.variable, "METRICS_TOKEN");
         assert!(!e.to_string().contains("short-token"), "token leaked: {e}");

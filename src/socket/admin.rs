@@ -48,6 +48,9 @@ const STATS_EVERY: Duration = Duration::from_secs(2);
 const SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Most login sessions kept; the oldest go first.
 const MAX_SESSIONS: usize = 1024;
+/// Most `event_sent` reports per second (one per socket an event went to): a
+/// busy build would otherwise flood the UI's own connection.
+const MAX_SENT_REPORTS: u64 = 50;
 
 /// Why an admin connection was refused: the UI matches this exact text.
 #[derive(Debug, thiserror::Error)]
@@ -458,6 +461,36 @@ pub fn room_left(socket: &SocketRef, room: &str) {
             "room_left",
             &(socket.ns(), room, socket.id.to_string(), now_iso()),
         );
+    }
+}
+
+/// Reports an event the fan-out sent to `sockets`, while an admin watches (at
+/// most [`MAX_SENT_REPORTS`] a second; the rest are not reported).
+pub fn events_sent<T: serde::Serialize + ?Sized>(
+    stats: &SocketStats,
+    sockets: &[SocketRef],
+    event: &'static str,
+    payload: &T,
+) {
+    let Some(ns) = watching(stats) else {
+        return;
+    };
+    let second = time::OffsetDateTime::now_utc().unix_timestamp() as u64;
+    if stats.admin_window.swap(second, Ordering::Relaxed) != second {
+        stats.admin_reports.store(0, Ordering::Relaxed);
+    }
+    let now = now_iso();
+    let admins = ns.sockets();
+    for socket in sockets {
+        if stats.admin_reports.fetch_add(1, Ordering::Relaxed) >= MAX_SENT_REPORTS {
+            return;
+        }
+        let report = ("/", socket.id.to_string(), (event, payload), &now);
+        for admin in &admins {
+            if let Err(e) = admin.emit("event_sent", &report) {
+                tracing::debug!(sid = %admin.id, error = %e, "could not report to the admin UI");
+            }
+        }
     }
 }
 

@@ -149,14 +149,17 @@ impl Fanout {
     /// Emits one event to every socket in job room `room`.
     fn emit_to(&self, room: String, job: &JobId, event: &RecordedEvent) {
         let mut sent = 0;
-        for socket in self.members(room).iter() {
+        let members = self.members(room);
+        for socket in members.iter() {
             match emit_event(socket, event) {
                 Ok(()) => sent += 1,
                 Err(Emit::Full) => self.catch_up(socket.clone(), job, event.seq()),
                 Err(Emit::Closed) => {}
             }
         }
-        crate::metrics::delivered(crate::wire::job_event_name(event.kind), sent);
+        let name = crate::wire::job_event_name(event.kind);
+        crate::metrics::delivered(name, sent);
+        super::admin::events_sent(&self.stats, &members, name, &*event.json);
     }
 
     /// Holds a log line for the job's batching subscribers, if it has any.
@@ -203,7 +206,8 @@ impl Fanout {
             return;
         };
         let mut sent = 0;
-        for socket in self.members(job_batch_room(job)).iter() {
+        let members = self.members(job_batch_room(job));
+        for socket in members.iter() {
             match emit_run(socket, &run.events) {
                 Ok(()) => sent += 1,
                 Err(Emit::Full) => self.catch_up(socket.clone(), job, first.seq()),
@@ -211,6 +215,12 @@ impl Fanout {
             }
         }
         crate::metrics::delivered(crate::wire::events::JOB_LOGS, sent);
+        super::admin::events_sent(
+            &self.stats,
+            &members,
+            crate::wire::events::JOB_LOGS,
+            &super::batch::LogRun(&run.events),
+        );
     }
 }
 

@@ -1,7 +1,8 @@
 // The official Socket.IO Admin UI (@socket.io/admin-ui, installed by npm in this
 // suite, its ui/dist served by buildcast at /admin-ui/ through ADMIN_UI_DIR) in
 // Chromium against the real server: it logs in, lists the connected test sockets
-// with their job:<id> rooms, shows their events, and disconnecting a socket from
+// with their job:<id> rooms and address, shows their events (received and sent),
+// and disconnecting a socket from
 // the UI disconnects that client. A wrong password is refused with the UI's own
 // "Invalid credentials"; in read-only mode the server offers and performs no
 // operation.
@@ -12,7 +13,9 @@ import path from 'node:path';
 import { createRequire } from 'node:module';
 import { io } from 'socket.io-client';
 
-import { startServer, launchBrowser, newPage, createJob, waitFor, screenshotPath } from './helpers.mjs';
+import { startServer, launchBrowser, newPage, createJob, api, waitFor, screenshotPath } from './helpers.mjs';
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 const require = createRequire(import.meta.url);
 const UI_DIR = path.join(path.dirname(require.resolve('@socket.io/admin-ui/package.json')), 'ui', 'dist');
@@ -98,15 +101,31 @@ test('the Admin UI served by buildcast logs in, shows sockets, rooms and events,
 
     await page.goto(`${server.url}/admin-ui/#/n/%2F/sockets/${ws.id}`);
     await page.getByText(`job:${jobId}`).first().waitFor({ timeout: 15_000 });
+    await page.getByText('127.0.0.1', { exact: true }).first().waitFor({ timeout: 5_000 });
     await page.screenshot({ path: screenshotPath('admin-ui-socket.png') });
 
-    // Events happen while the UI watches: a new client subscribes.
+    // Events happen while the UI watches (once the first job's lines have
+    // stopped, so they are on the Events page's first screen): a new client
+    // subscribes.
+    await waitFor(async () => (await api(server, `/api/jobs/${jobId}`)).body.status === 'completed', { timeout: 30_000, what: 'the first job to end' });
+    await sleep(500);
     const late = await client(server, ['websocket']);
     await late.timeout(5_000).emitWithAck('subscribe:job', { jobId });
     await page.goto(`${server.url}/admin-ui/#/events/`);
     await page.getByText(late.id).first().waitFor({ timeout: 15_000 });
     await page.getByText('subscribe:job').first().waitFor({ timeout: 15_000 });
-    await page.screenshot({ path: screenshotPath('admin-ui-events.png') });
+    // What the fan-out sends the test clients is shown too.
+    const running = await createJob(server, 'admin-ui', 'slow');
+    await late.timeout(5_000).emitWithAck('subscribe:job', { jobId: running });
+    await page
+      .getByText('job:log')
+      .first()
+      .waitFor({ timeout: 15_000 })
+      .catch(async (e) => {
+        await page.screenshot({ path: screenshotPath('admin-ui-events-failure.png'), timeout: 60_000 }).catch(() => {});
+        throw e;
+      });
+    late.close();
 
     // Disconnect the WebSocket client from the socket's page.
     const gone = new Promise((resolve) => ws.once('disconnect', resolve));
