@@ -9,6 +9,7 @@ mod server;
 #[path = "support/skip.rs"]
 mod skip;
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::Path;
 use std::time::Duration;
@@ -306,4 +307,236 @@ async fn every_counter_moves_as_the_scenario_implies() {
     );
     assert!(value(&scrape, "buildcast_uptime_seconds", &[]) > 0.0);
     assert!(value(&scrape, "buildcast_process_resident_memory_bytes", &[]) > 0.0);
+}
+
+/// A redis-server of its own on a free port, killed when dropped.
+struct Redis {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_redis() -> Option<Redis> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let child = std::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let redis = Redis {
+        child,
+        url: format!("redis://127.0.0.1:{port}"),
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis-server did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(redis)
+}
+
+async fn get_json(http: &reqwest::Client, url: &str) -> Json {
+    http.get(url)
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("JSON")
+}
+
+/// Polls `url` until `done` holds for its JSON body (20 s at most).
+async fn wait_json(http: &reqwest::Client, url: &str, done: impl Fn(&Json) -> bool) -> Json {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let body = get_json(http, url).await;
+        if done(&body) {
+            return body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{url} never matched: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn scrape(http: &reqwest::Client, url: &str) -> Scrape {
+    let text = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("the metrics text");
+    Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("Prometheus text")
+}
+
+fn source(scrape: &Scrape, source: &str) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| {
+            s.metric == "buildcast_events_recorded_total" && s.labels.get("source") == Some(source)
+        })
+        .map(|s| match s.value {
+            Value::Counter(v) => v,
+            _ => panic!("a counter"),
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn cluster_and_worker_counters_add_up_on_both_nodes() {
+    let Some(redis) = start_redis() else {
+        return skip::missing("the cluster metrics", "redis-server");
+    };
+    const WORKER: &str = "metrics-worker-token-0123456789";
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let pipelines = dir.path().join("pipelines.toml");
+    std::fs::write(&pipelines, PIPELINES).expect("the pipelines file");
+    let node = |name: &str| {
+        server::start(
+            dir.path(),
+            [
+                ("HOST", OsString::from("127.0.0.1")),
+                ("DATA_DIR", dir.path().join(name).into_os_string()),
+                ("PIPELINES_FILE", pipelines.clone().into_os_string()),
+                ("REDIS_URL", redis.url.clone().into()),
+                ("NODE_ID", name.into()),
+                ("WORKER_TOKEN", WORKER.into()),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let (mut a, mut b) = (node("node-a"), node("node-b"));
+    let http = reqwest::Client::new();
+    for n in [&a, &b] {
+        wait_json(&http, &format!("{}/ready", n.address), |r| {
+            r["status"] == "ready"
+        })
+        .await;
+    }
+
+    // A build on A.
+    let created: Json = http
+        .post(format!("{}/api/jobs", a.address))
+        .json(&serde_json::json!({ "projectId": "cluster", "pipeline": "ok" }))
+        .send()
+        .await
+        .expect("POST /api/jobs")
+        .json()
+        .await
+        .expect("JSON");
+    let build = created["jobId"].as_str().expect("jobId").to_owned();
+    // A worker over REST (on A), and one over Redis (whichever node claims it).
+    let rest: Json = http
+        .post(format!("{}/api/jobs/w-rest-1/events", a.address))
+        .bearer_auth(WORKER)
+        .json(&serde_json::json!([
+            { "type": "status", "data": { "status": "running" }, "projectId": "cluster" },
+            { "type": "log", "data": { "log_line": "hello from a worker\n" } },
+            { "type": "complete", "data": { "status": "completed", "message": "done" } },
+        ]))
+        .send()
+        .await
+        .expect("POST events")
+        .json()
+        .await
+        .expect("JSON");
+    assert!(rest["lastSeq"].as_u64().is_some(), "{rest}");
+    let client = redis::Client::open(redis.url.as_str()).expect("a Redis URL");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis");
+    for message in [
+        serde_json::json!({ "type": "status", "data": { "status": "running" }, "projectId": "cluster" }),
+        serde_json::json!({ "type": "log", "data": { "log_line": "hello over redis\n" } }),
+        serde_json::json!({ "type": "complete", "data": { "status": "completed" } }),
+    ] {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg("job:w-redis-1:updates")
+            .arg(message.to_string())
+            .query_async(&mut conn)
+            .await
+            .expect("PUBLISH");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Every job ends on both nodes with the same last seq.
+    let mut last = HashMap::new();
+    for job in [build.as_str(), "w-rest-1", "w-redis-1"] {
+        let on_a = wait_json(&http, &format!("{}/api/jobs/{job}", a.address), |j| {
+            j["status"] == "completed"
+        })
+        .await;
+        let seq = on_a["lastSeq"].as_f64().expect("lastSeq");
+        wait_json(&http, &format!("{}/api/jobs/{job}", b.address), |j| {
+            j["status"] == "completed" && j["lastSeq"].as_f64() == Some(seq)
+        })
+        .await;
+        last.insert(job.to_owned(), seq);
+    }
+    let all: f64 = last.values().sum();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (sa, sb) = (
+        scrape(&http, &a.address).await,
+        scrape(&http, &b.address).await,
+    );
+    let _ = a.stop(Duration::from_secs(15));
+    let _ = b.stop(Duration::from_secs(15));
+
+    // Each node holds every event once: recorded here, or mirrored (B runs
+    // nothing, so it mirrors at least A's build).
+    assert!(source(&sb, "mirror") >= last[&build]);
+    assert_eq!(source(&sa, "runner"), last[&build]);
+    assert_eq!(source(&sb, "runner"), 0.0);
+    assert_eq!(source(&sa, "worker_rest"), last["w-rest-1"]);
+    assert_eq!(source(&sb, "worker_rest"), 0.0);
+    assert_eq!(
+        source(&sa, "worker_redis") + source(&sb, "worker_redis"),
+        last["w-redis-1"]
+    );
+    for s in [&sa, &sb] {
+        let local = source(s, "runner") + source(s, "worker_rest") + source(s, "worker_redis");
+        let mirrored = source(s, "mirror");
+        assert_eq!(local + mirrored, all, "every event once on each node");
+        assert_eq!(
+            total(s, "buildcast_cluster_mirrored_events_total"),
+            mirrored
+        );
+        assert_eq!(
+            observations(s, "buildcast_cluster_pubsub_lag_seconds"),
+            mirrored
+        );
+        assert_eq!(total(s, "buildcast_cluster_gap_fills_total"), 0.0);
+        assert_eq!(value(s, "buildcast_redis_up", &[]), 1.0);
+        assert_eq!(value(s, "buildcast_cluster_publish_queue", &[]), 0.0);
+        for node in ["node-a", "node-b"] {
+            let age = value(
+                s,
+                "buildcast_cluster_heartbeat_age_seconds",
+                &[("node", node)],
+            );
+            assert!(
+                (0.0..15.0).contains(&age),
+                "{node}'s heartbeat is {age} s old"
+            );
+        }
+    }
 }
