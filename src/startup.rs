@@ -52,6 +52,8 @@ pub struct Application {
     router: Router,
     state: AppState,
     io: Option<SocketIo>,
+    /// The Socket.IO fan-out, drained at shutdown before the connections close.
+    fanout: Option<Arc<Fanout>>,
     /// The long-polling clients' polls (see [`crate::socket::polls`]).
     polls: Arc<Polls>,
     writer_thread: WriterThread,
@@ -140,19 +142,19 @@ impl Application {
 
         let mut router = crate::http::router(&state).with_state(state.clone());
         let polls = Polls::new(&config.websocket.path);
+        let mut fanout = None;
         let io = if config.websocket.enabled {
             let (layer, io) = socket_io(&state);
             crate::socket::register(&io);
-            journal.set_sink(Arc::new(crate::tap::Tee(
-                Arc::new(Fanout::new(
-                    io.clone(),
-                    &journal,
-                    state.sockets.clone(),
-                    config.websocket.log_batch_interval,
-                    state.tasks.clone(),
-                )),
-                state.taps.clone(),
-            )));
+            let sockets = Arc::new(Fanout::new(
+                io.clone(),
+                &journal,
+                state.sockets.clone(),
+                config.websocket.log_batch_interval,
+                state.tasks.clone(),
+            ));
+            fanout = Some(sockets.clone());
+            journal.set_sink(Arc::new(crate::tap::Tee(sockets, state.taps.clone())));
             let path: Arc<str> = config.websocket.path.as_str().into();
             router = router
                 .layer(layer)
@@ -199,6 +201,7 @@ impl Application {
             router,
             state,
             io,
+            fanout,
             polls,
             writer_thread,
         })
@@ -225,6 +228,7 @@ impl Application {
             router,
             state,
             io,
+            fanout,
             polls,
             writer_thread,
         } = self;
@@ -302,6 +306,13 @@ impl Application {
         // HTTP keeps serving until the connections are closed: long-polling
         // clients take their last events and the close with their next poll.
         let deadline = tokio::time::Instant::now() + state.config.shutdown_grace;
+        if let Some(fanout) = &fanout
+            && tokio::time::timeout_at(deadline, fanout.drained())
+                .await
+                .is_err()
+        {
+            tracing::warn!("events still queued for emitting when the grace period ended");
+        }
         if let Some(io) = io {
             crate::socket::close::close_all(&io, &polls, deadline).await;
         }
@@ -325,6 +336,9 @@ impl Application {
                 tasks = tasks.len(),
                 "tasks still running after the grace period"
             );
+        }
+        if let Some(fanout) = &fanout {
+            fanout.stop();
         }
         state.journal.stop_writer();
         tokio::task::spawn_blocking(move || writer_thread.join())
