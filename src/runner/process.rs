@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::groups::{GroupRecords, Record};
 use crate::job::{JobId, Stream};
-use crate::store::writer::Backpressure;
+use crate::journal::Pacing;
 
 /// Longest line passed on; a longer one is split.
 const MAX_LINE: usize = 16 * 1024;
@@ -95,7 +95,7 @@ pub struct StepHooks<'a> {
     pub record_as: RecordAs<'a>,
     /// Pauses reading its output while history falls behind (a slow disk): the
     /// step then blocks on a full pipe instead of memory filling up.
-    pub backpressure: Option<Backpressure>,
+    pub backpressure: Option<Pacing>,
 }
 
 /// Runs `script` in `dir`, calling `on_line` for each line of output. With
@@ -205,7 +205,7 @@ async fn step(
 /// Waits while history falls behind, unless the step is cancelled or out of time
 /// meanwhile (the read loop then sees why).
 async fn wait_for_history(
-    backpressure: Option<&Backpressure>,
+    backpressure: Option<&Pacing>,
     cancel: &CancellationToken,
     deadline: Instant,
 ) {

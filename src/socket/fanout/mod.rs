@@ -76,7 +76,7 @@ impl Fanout {
         Self {
             io,
             journal: Arc::downgrade(journal),
-            workers: Workers::start(Arc::downgrade(journal), stats.clone(), tasks.clone()),
+            workers: Workers::start(journal, stats.clone(), tasks.clone()),
             stats,
             pending: Mutex::default(),
             batch_interval,

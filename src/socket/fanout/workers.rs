@@ -35,7 +35,7 @@ use super::super::replay::{self, AttachError, Start};
 use super::super::session::Gate;
 use super::super::{room_of, session};
 use crate::job::JobId;
-use crate::journal::{Journal, RecordedEvent};
+use crate::journal::{DeliveryLag, Journal, RecordedEvent};
 use crate::state::SocketStats;
 use crate::tasks::Tasks;
 
@@ -94,13 +94,17 @@ struct Delivery {
 /// The worker threads and their queues.
 pub struct Workers {
     queues: Vec<Sender<Work>>,
+    /// Work queued and not yet done, which the journal paces builds by.
+    lag: Arc<DeliveryLag>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Workers {
     /// Starts one worker per core. Must be called within the Tokio runtime, whose
     /// handle the workers use to spawn catch-ups.
-    pub fn start(journal: Weak<Journal>, stats: Arc<SocketStats>, tasks: Tasks) -> Self {
+    pub fn start(journal: &Arc<Journal>, stats: Arc<SocketStats>, tasks: Tasks) -> Self {
+        let lag = journal.delivery_lag();
+        let journal = Arc::downgrade(journal);
         let count = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
         let delivery = Arc::new(Delivery {
             journal,
@@ -115,11 +119,12 @@ impl Workers {
             let (queue, work) = channel();
             let delivery = delivery.clone();
             let runtime = runtime.clone();
+            let lag = lag.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("fanout-{n}"))
                 .spawn(move || {
                     let _runtime = runtime.enter();
-                    delivery.run(&work);
+                    delivery.run(&work, &lag);
                 })
                 .expect("the fan-out worker threads start");
             queues.push(queue);
@@ -127,6 +132,7 @@ impl Workers {
         }
         Self {
             queues,
+            lag,
             threads: Mutex::new(threads),
         }
     }
@@ -144,7 +150,9 @@ impl Workers {
 
     /// Queues `work` for worker `n`.
     pub fn send(&self, n: usize, work: Work) {
+        self.lag.queued(1);
         if self.queues[n].send(work).is_err() {
+            self.lag.sent();
             // Only after `stop`: the server is shutting down and its sockets close.
             tracing::warn!(
                 worker = n,
@@ -192,46 +200,56 @@ impl Drop for Workers {
 
 impl Delivery {
     /// A worker's loop: emits its work, in order, until told to stop.
-    fn run(&self, work: &Receiver<Work>) {
+    fn run(&self, work: &Receiver<Work>, lag: &DeliveryLag) {
         while let Ok(next) = work.recv() {
-            match next {
-                Work::Event { job, event, to } => {
-                    for member in to.iter() {
-                        if !member.gate.admits(event.seq()) {
-                            continue;
-                        }
-                        if let Err(Emit::Full) = emit_event(&member.socket, &event) {
-                            self.catch_up(member, &job, event.seq());
-                        }
-                    }
-                }
-                Work::Run { job, run, to } => {
-                    let (Some(first), Some(last)) = (run.first(), run.last()) else {
-                        continue;
-                    };
-                    for member in to.iter() {
-                        // A run is flushed before a socket joins its room, so the
-                        // gate admits all of it or none.
-                        if !member.gate.admits(last.seq()) {
-                            continue;
-                        }
-                        if let Err(Emit::Full) = emit_run(&member.socket, &run) {
-                            self.catch_up(member, &job, first.seq());
-                        }
-                    }
-                }
-                Work::Project { name, event, to } => {
-                    for socket in to {
-                        self.deliver_project(socket, name, &event);
-                    }
-                }
-                Work::Barrier(done) => {
-                    // The waiter may have given up (shutdown's deadline).
-                    let _ = done.send(());
-                }
-                Work::Stop => return,
+            let go_on = self.handle(next);
+            lag.sent();
+            if !go_on {
+                return;
             }
         }
+    }
+
+    /// Does one piece of work; false once told to stop.
+    fn handle(&self, next: Work) -> bool {
+        match next {
+            Work::Event { job, event, to } => {
+                for member in to.iter() {
+                    if !member.gate.admits(event.seq()) {
+                        continue;
+                    }
+                    if let Err(Emit::Full) = emit_event(&member.socket, &event) {
+                        self.catch_up(member, &job, event.seq());
+                    }
+                }
+            }
+            Work::Run { job, run, to } => {
+                let (Some(first), Some(last)) = (run.first(), run.last()) else {
+                    return true;
+                };
+                for member in to.iter() {
+                    // A run is flushed before a socket joins its room, so the
+                    // gate admits all of it or none.
+                    if !member.gate.admits(last.seq()) {
+                        continue;
+                    }
+                    if let Err(Emit::Full) = emit_run(&member.socket, &run) {
+                        self.catch_up(member, &job, first.seq());
+                    }
+                }
+            }
+            Work::Project { name, event, to } => {
+                for socket in to {
+                    self.deliver_project(socket, name, &event);
+                }
+            }
+            Work::Barrier(done) => {
+                // The waiter may have given up (shutdown's deadline).
+                let _ = done.send(());
+            }
+            Work::Stop => return false,
+        }
+        true
     }
 
     /// Switches a socket that missed the event `missed` to catch-up from just
