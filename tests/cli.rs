@@ -244,3 +244,70 @@ async fn steps_do_not_see_the_server_secrets_but_see_the_rest_of_its_environment
         assert!(!log.contains(secret), "a step saw {secret}:\n{log}");
     }
 }
+
+#[tokio::test]
+async fn shutdown_grace_is_for_clients_a_step_that_ignores_sigterm_still_gets_its_two_seconds() {
+    // SHUTDOWN_GRACE_SECS=0: no wait for clients. A step is still sent SIGTERM
+    // and killed 2 s later, whatever SHUTDOWN_GRACE_SECS says, and its job ends
+    // failed in history.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pipelines = dir.path().join("pipelines.toml");
+    std::fs::write(
+        &pipelines,
+        "[pipelines.stubborn]\ndescription = \"ignores SIGTERM\"\ntimeout = \"10m\"\n\
+         [pipelines.stubborn.steps]\nbuild = \"trap '' TERM; echo started; sleep 600\"\n",
+    )
+    .expect("pipelines file");
+    let mut env = base_env(dir.path());
+    env.push(("PIPELINES_FILE".into(), pipelines.display().to_string()));
+    env.push(("SHUTDOWN_GRACE_SECS".into(), "0".into()));
+    let mut server = server::start(dir.path(), env.clone()).expect("server");
+    let client = reqwest::Client::new();
+    let created: Value = client
+        .post(format!("{}/api/jobs", server.address))
+        .json(&serde_json::json!({"projectId": "stop", "pipeline": "stubborn"}))
+        .send()
+        .await
+        .expect("POST /api/jobs")
+        .json()
+        .await
+        .expect("JSON");
+    let id = created["jobId"].as_str().expect("jobId").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = client
+            .get(format!("{}/api/jobs/{id}/log", server.address))
+            .send()
+            .await
+            .expect("GET log")
+            .text()
+            .await
+            .expect("text");
+        if log.contains("started") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the step did not start: {log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let stopping = Instant::now();
+    let status = server.stop(Duration::from_secs(30)).expect("stops");
+    let took = stopping.elapsed();
+    assert!(status.success(), "{status}: {}", server.output());
+    assert!(
+        took >= Duration::from_millis(1500),
+        "stopped in {took:?}: the step was not given its 2 s"
+    );
+    assert!(took < Duration::from_secs(20), "stopped in {took:?}");
+
+    let server = server::start(dir.path(), env).expect("restarted");
+    let job: Value = client
+        .get(format!("{}/api/jobs/{id}", server.address))
+        .send()
+        .await
+        .expect("GET job")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(job["status"], "failed", "{job}");
+}
