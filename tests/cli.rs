@@ -1,8 +1,11 @@
 //! The `buildcast` binary as a user runs it, from the outside: `buildcast token`
 //! checks its secret as the server does, a log written to a file holds no colour
-//! codes, and a build's steps do not see the server's own secrets (but do see the
-//! rest of its environment). Each test runs the real binary; servers are started
-//! by the one launcher, `tests/support/server.rs`.
+//! codes (on a terminal it has them, unless `NO_COLOR` is set), a build's steps
+//! do not see the server's own secrets (but do see the rest of its environment),
+//! and `SHUTDOWN_GRACE_SECS` does not cut a step's stop short. Each test runs the
+//! real binary; servers are started by the one launcher,
+//! `tests/support/server.rs`, except under a terminal, where `script`
+//! (util-linux) starts it.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -163,6 +166,90 @@ async fn a_log_written_to_a_file_has_no_colour_codes() {
     assert!(written.contains("/api/jobs/nope"), "{written}");
     let escapes = bytes.iter().filter(|&&b| b == 0x1b).count();
     assert_eq!(escapes, 0, "ESC bytes in the log file:\n{written:?}");
+}
+
+/// Runs the server under `script` (util-linux), so its output is a terminal,
+/// until it listens, then stops it; returns what it printed on that terminal.
+fn output_on_a_terminal(dir: &Path, no_color: bool) -> Vec<u8> {
+    let port_file = dir.join("port");
+    let pid_file = dir.join("pid");
+    let typescript = dir.join("typescript");
+    let _ = std::fs::remove_file(&port_file);
+    let inner = format!(
+        "'{}' --port-file '{}' & echo $! > '{}'; wait",
+        server::BIN,
+        port_file.display(),
+        pid_file.display()
+    );
+    let mut command = Command::new("script");
+    command
+        .args(["-q", "-e", "-f", "-c", &inner])
+        .arg(&typescript)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("TERM", "xterm")
+        .env("PORT", "0")
+        .env("RUST_LOG", "buildcast=info")
+        .env("DATA_DIR", dir.join("data"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if no_color {
+        command.env("NO_COLOR", "1");
+    }
+    let mut script = command.spawn().expect("run script (util-linux)");
+    let deadline = Instant::now() + server::START_TIMEOUT;
+    while !(port_file.exists() && pid_file.exists()) {
+        assert!(
+            script.try_wait().expect("wait").is_none(),
+            "the server under script ended early: {}",
+            text(&std::fs::read(&typescript).unwrap_or_default())
+        );
+        assert!(Instant::now() < deadline, "the server did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("a pid");
+    // SAFETY: signals the server this test started (its pid, written by the shell).
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while script.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = script.kill();
+            panic!("the server under script did not stop");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::read(&typescript).expect("the typescript")
+}
+
+#[test]
+fn on_a_terminal_the_log_has_colours_unless_no_color_is_set() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let coloured = output_on_a_terminal(dir.path(), false);
+    assert!(
+        text(&coloured).contains("listening on"),
+        "{}",
+        text(&coloured)
+    );
+    assert!(
+        coloured.contains(&0x1b),
+        "no colours on a terminal: {:?}",
+        text(&coloured)
+    );
+    let plain = output_on_a_terminal(dir.path(), true);
+    assert!(text(&plain).contains("listening on"), "{}", text(&plain));
+    assert!(
+        !plain.contains(&0x1b),
+        "colours with NO_COLOR set: {:?}",
+        text(&plain)
+    );
 }
 
 #[tokio::test]
