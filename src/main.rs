@@ -76,7 +76,7 @@ enum Command {
         /// `aud` claim (set it when JWT_AUDIENCE is set).
         #[arg(long, env = "JWT_AUDIENCE")]
         audience: Option<String>,
-        /// The HS256 secret.
+        /// The HS256 secret, checked as the server checks it (at least 32 bytes).
         #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
         secret: String,
     },
@@ -111,6 +111,14 @@ async fn main() -> ExitCode {
             exp: now + ttl.as_secs(),
             iss: issuer,
             aud: audience,
+        };
+        // The check the server makes at start-up, with the same message.
+        let secret = match buildcast::config::auth::hs256_secret(&secret) {
+            Ok(secret) => secret,
+            Err(e) => {
+                eprintln!("buildcast: {e}");
+                return ExitCode::FAILURE;
+            }
         };
         return match mint(&claims, &secret) {
             Ok(token) => {

@@ -19,6 +19,9 @@ use std::time::Duration;
 pub use env::parse_origins;
 use env::{Env, parse_bool, parse_days, parse_host, parse_path};
 
+/// Longest `RETENTION_INTERVAL_SECS`: a year.
+const MAX_RETENTION_INTERVAL_SECS: u64 = 365 * 86_400;
+
 /// The tracing filter when `RUST_LOG` is unset.
 pub const DEFAULT_LOG_FILTER: &str = "buildcast=info,tower_http=info";
 
@@ -46,9 +49,11 @@ pub struct Config {
     /// and a rolling tail half survive, the middle is dropped.
     pub max_log_bytes_per_job: u64,
     /// Finished jobs older than this are deleted with their logs and artifacts
-    /// (`RETENTION_DAYS`, fractions allowed; 0 keeps everything).
+    /// (`RETENTION_DAYS`, fractions allowed). `None` keeps everything: set by
+    /// `RETENTION_DAYS=0` or by `RETENTION_INTERVAL_SECS=0` (no sweep).
     pub retention: Option<Duration>,
-    /// How often the retention sweep runs (`RETENTION_INTERVAL_SECS`).
+    /// How often the retention sweep runs (`RETENTION_INTERVAL_SECS`); only
+    /// used when [`Config::retention`] is set.
     pub retention_interval: Duration,
     /// Recent events kept in memory per job for replay without the database (`HISTORY_WINDOW`).
     pub history_window: usize,
@@ -61,8 +66,11 @@ pub struct Config {
     pub stream_queue_events: usize,
     /// Largest REST request body in bytes (`REST_BODY_LIMIT`).
     pub rest_body_limit: usize,
-    /// How long a stopping server waits for running steps to end after signalling them
-    /// (`SHUTDOWN_GRACE_SECS`).
+    /// `SHUTDOWN_GRACE_SECS`: on stop, once the builds are stopped (each step's
+    /// process group gets SIGTERM, then SIGKILL 2 s later, whatever this says),
+    /// the longest the server waits for its clients to take their last events
+    /// and the close, and for HTTP requests to finish; then it closes what is
+    /// left. 0 closes at once.
     pub shutdown_grace: Duration,
     /// Authentication.
     pub auth: AuthConfig,
@@ -97,7 +105,8 @@ pub struct LogConfig {
     pub filter: String,
     /// `LOG_FORMAT=json`: JSON lines instead of human-readable text.
     pub json: bool,
-    /// `NO_COLOR` unset: colours on the human-readable output.
+    /// `NO_COLOR` unset: colours allowed on the human-readable output (used only
+    /// when the log goes to a terminal).
     pub ansi: bool,
 }
 
@@ -277,6 +286,16 @@ impl Config {
             None => PipelinesSource::Default(PathBuf::from("pipelines.toml")),
         };
         let host = env.parse_with("HOST", "127.0.0.1", parse_host)?;
+        // 0: no sweep, so every job is kept (as with RETENTION_DAYS=0).
+        let retention_interval = env.parse_with("RETENTION_INTERVAL_SECS", "3600", |v| match v
+            .parse::<u64>()
+        {
+            Ok(secs @ 0..=MAX_RETENTION_INTERVAL_SECS) => Ok(Duration::from_secs(secs)),
+            _ => Err(format!(
+                "expected a whole number of seconds from 0 (no sweep: every job is kept) \
+                     to {MAX_RETENTION_INTERVAL_SECS}"
+            )),
+        })?;
         Ok(Self {
             auth: auth::auth_config(&env, host)?,
             limits: ClientLimits {
@@ -355,10 +374,10 @@ impl Config {
             pipelines,
             data_dir: PathBuf::from(env.get("DATA_DIR").unwrap_or_else(|| "./data".into())),
             max_log_bytes_per_job: env.positive("MAX_LOG_BYTES_PER_JOB", "67108864")?,
-            retention: env.parse_with("RETENTION_DAYS", "30", parse_days)?,
-            retention_interval: Duration::from_secs(
-                env.positive("RETENTION_INTERVAL_SECS", "3600")?,
-            ),
+            retention: env
+                .parse_with("RETENTION_DAYS", "30", parse_days)?
+                .filter(|_| !retention_interval.is_zero()),
+            retention_interval,
             history_window: env.positive("HISTORY_WINDOW", "2048")?,
             max_unstored_bytes: env.positive("MAX_UNSTORED_BYTES", "67108864")?,
             stream_queue_events: env.parse_with("STREAM_QUEUE_EVENTS", "1024", |v| match v
@@ -430,6 +449,26 @@ mod tests {
         );
         let e = config(&[("PIPELINES_FILE", "/definitely/not/here.toml")]).unwrap_err();
         assert_eq!(e.variable, "PIPELINES_FILE");
+    }
+
+    #[test]
+    fn retention_zero_keeps_every_job_whichever_variable_says_it() {
+        let day = Duration::from_secs(86_400);
+        let c = config(&[]).unwrap();
+        assert_eq!(c.retention, Some(30 * day));
+        assert_eq!(c.retention_interval, Duration::from_secs(3600));
+        assert_eq!(config(&[("RETENTION_DAYS", "0")]).unwrap().retention, None);
+        // No sweep: nothing is ever deleted, whatever RETENTION_DAYS says.
+        let c = config(&[("RETENTION_INTERVAL_SECS", "0"), ("RETENTION_DAYS", "1")]).unwrap();
+        assert_eq!(c.retention, None);
+        for bad in ["-1", "soon", "1.5", "99999999999"] {
+            let e = config(&[("RETENTION_INTERVAL_SECS", bad)]).unwrap_err();
+            assert_eq!(e.variable, "RETENTION_INTERVAL_SECS", "{bad}: {e}");
+            assert!(e.reason.contains("0 (no sweep"), "{e}");
+        }
+        // A bad RETENTION_DAYS is reported even when no sweep runs.
+        let e = config(&[("RETENTION_INTERVAL_SECS", "0"), ("RETENTION_DAYS", "x")]).unwrap_err();
+        assert_eq!(e.variable, "RETENTION_DAYS");
     }
 
     #[test]

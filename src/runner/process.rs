@@ -66,12 +66,14 @@ impl ReaderTurn {
     }
 }
 
-/// Environment variables never passed to a build: they hold the server's secrets.
-const SECRET_VARS: [&str; 5] = [
+/// Environment variables never passed to a build: the server's own secrets, the
+/// ones its configuration reads. Anything else in the server's environment is
+/// passed on (a build may well need its own `DATABASE_URL`, say), so other
+/// credentials do not belong in the server's environment.
+const SECRET_VARS: [&str; 4] = [
     "JWT_SECRET",
     "WORKER_TOKEN",
     "REDIS_URL",
-    "DATABASE_URL",
     "JWT_PUBLIC_KEY_FILE",
 ];
 
