@@ -173,7 +173,10 @@ impl GatewayConnection {
             return;
         }
         let mut watched = self.owner.watched.lock().expect("watched jobs");
-        watched.entry(id.clone()).or_insert_with(|| (project.clone(), 0)).1 += 1;
+        watched
+            .entry(id.clone())
+            .or_insert_with(|| (project.clone(), 0))
+            .1 += 1;
         self.watching = Some(id.clone());
     }
 }

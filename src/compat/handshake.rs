@@ -98,8 +98,9 @@ fn since(uri: &OriginalUri) -> Result<Option<u64>, ApiError> {
     form_urlencoded::parse(query.as_bytes())
         .find(|(k, _)| k == "since")
         .map(|(_, v)| {
-            v.parse::<u64>()
-                .map_err(|_| ApiError::BadRequest(format!("since must be a whole number, not {v:?}")))
+            v.parse::<u64>().map_err(|_| {
+                ApiError::BadRequest(format!("since must be a whole number, not {v:?}"))
+            })
         })
         .transpose()
 }
@@ -201,20 +202,27 @@ pub async fn build(
         Err(response) => return response,
     };
     let token = token_from_request(uri.query(), &headers);
-    accept(state, ws, BUILD, SEED_CODES, token, move |state, principal| async move {
-        let job = watchable(&state, &principal, &id, SEED_CODES).await?;
-        let (feed, watching) = match job {
-            Some(job) => (
-                JobFeed::new(&state, id.clone(), since.unwrap_or(0)),
-                Some((id.clone(), job.project_id)),
-            ),
-            None => (JobFeed::pending(&state, id.clone()), None),
-        };
-        Ok(Accepted {
-            source: BuildSource::new(&id, feed),
-            watching,
-        })
-    })
+    accept(
+        state,
+        ws,
+        BUILD,
+        SEED_CODES,
+        token,
+        move |state, principal| async move {
+            let job = watchable(&state, &principal, &id, SEED_CODES).await?;
+            let (feed, watching) = match job {
+                Some(job) => (
+                    JobFeed::new(&state, id.clone(), since.unwrap_or(0)),
+                    Some((id.clone(), job.project_id)),
+                ),
+                None => (JobFeed::pending(&state, id.clone()), None),
+            };
+            Ok(Accepted {
+                source: BuildSource::new(&id, feed),
+                watching,
+            })
+        },
+    )
 }
 
 /// `WS /api/v1/ws/jobs/{job_id}/updates` (seed 001).
@@ -232,17 +240,24 @@ pub async fn jobs(
         Err(response) => return response,
     };
     let token = token_from_request(uri.query(), &headers);
-    accept(state, ws, JOBS, JOBS_CODES, token, move |state, principal| async move {
-        let Some(job) = watchable(&state, &principal, &id, JOBS_CODES).await? else {
-            return Err(JOB_NOT_FOUND);
-        };
-        let fold = JobsFold::new(id.clone(), pipeline_steps(&state, &job.pipeline));
-        let at = since.map_or(job.last_seq, |since| since.min(job.last_seq));
-        Ok(Accepted {
-            source: Snapshotted::new(fold, JobFeed::new(&state, id.clone(), 0), Some(at)),
-            watching: Some((id, job.project_id)),
-        })
-    })
+    accept(
+        state,
+        ws,
+        JOBS,
+        JOBS_CODES,
+        token,
+        move |state, principal| async move {
+            let Some(job) = watchable(&state, &principal, &id, JOBS_CODES).await? else {
+                return Err(JOB_NOT_FOUND);
+            };
+            let fold = JobsFold::new(id.clone(), pipeline_steps(&state, &job.pipeline));
+            let at = since.map_or(job.last_seq, |since| since.min(job.last_seq));
+            Ok(Accepted {
+                source: Snapshotted::new(fold, JobFeed::new(&state, id.clone(), 0), Some(at)),
+                watching: Some((id, job.project_id)),
+            })
+        },
+    )
 }
 
 /// `WS /ws/builds/{build_job_id}/` (seed 003; the slash is optional).
@@ -259,36 +274,43 @@ pub async fn builds(
         Err(response) => return response,
     };
     let token = token_from_request(uri.query(), &headers);
-    accept(state, ws, BUILDS, SEED_CODES, token, move |state, principal| async move {
-        let job = watchable(&state, &principal, &id, SEED_CODES).await?;
-        Ok(match job {
-            Some(job) => {
-                let build = builds::BuildJob::new(
-                    id.clone(),
-                    Some(job.project_id.clone()),
-                    Some(crate::wire::Timestamp(job.created_at)),
-                    pipeline_steps(&state, &job.pipeline),
-                );
-                Accepted {
-                    source: Snapshotted::new(
-                        BuildsFold(build),
-                        JobFeed::new(&state, id.clone(), 0),
-                        Some(job.last_seq),
-                    ),
-                    watching: Some((id, job.project_id)),
+    accept(
+        state,
+        ws,
+        BUILDS,
+        SEED_CODES,
+        token,
+        move |state, principal| async move {
+            let job = watchable(&state, &principal, &id, SEED_CODES).await?;
+            Ok(match job {
+                Some(job) => {
+                    let build = builds::BuildJob::new(
+                        id.clone(),
+                        Some(job.project_id.clone()),
+                        Some(crate::wire::Timestamp(job.created_at)),
+                        pipeline_steps(&state, &job.pipeline),
+                    );
+                    Accepted {
+                        source: Snapshotted::new(
+                            BuildsFold(build),
+                            JobFeed::new(&state, id.clone(), 0),
+                            Some(job.last_seq),
+                        ),
+                        watching: Some((id, job.project_id)),
+                    }
                 }
-            }
-            // Unknown: nothing until its first event, as the original does.
-            None => Accepted {
-                source: Snapshotted::new(
-                    BuildsFold(builds::BuildJob::new(id.clone(), None, None, None)),
-                    JobFeed::pending(&state, id),
-                    None,
-                ),
-                watching: None,
-            },
-        })
-    })
+                // Unknown: nothing until its first event, as the original does.
+                None => Accepted {
+                    source: Snapshotted::new(
+                        BuildsFold(builds::BuildJob::new(id.clone(), None, None, None)),
+                        JobFeed::pending(&state, id),
+                        None,
+                    ),
+                    watching: None,
+                },
+            })
+        },
+    )
 }
 
 /// `WS /api/ws/projects/{project_id}` (seed 004).
@@ -300,24 +322,31 @@ pub async fn projects(
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let project = ProjectId::parse(&id)
-        .map_err(|e| ApiError::BadRequest(format!("invalid project id: {e}")));
+    let project =
+        ProjectId::parse(&id).map_err(|e| ApiError::BadRequest(format!("invalid project id: {e}")));
     let (project, ws) = match admit(&origins, &headers, project, ws) {
         Ok(admitted) => admitted,
         Err(response) => return response,
     };
     let token = token_from_request(uri.query(), &headers);
-    accept(state, ws, PROJECTS, SEED_CODES, token, move |state, principal| async move {
-        if principal.require(Role::Viewer, &project).is_err() {
-            return Err(SEED_CODES.forbidden);
-        }
-        let source = ProjectSource::start(state, project).await.map_err(|e| {
-            tracing::error!(error = %e, "a project gateway could not list its jobs");
-            INTERNAL
-        })?;
-        Ok(Accepted {
-            source,
-            watching: None,
-        })
-    })
+    accept(
+        state,
+        ws,
+        PROJECTS,
+        SEED_CODES,
+        token,
+        move |state, principal| async move {
+            if principal.require(Role::Viewer, &project).is_err() {
+                return Err(SEED_CODES.forbidden);
+            }
+            let source = ProjectSource::start(state, project).await.map_err(|e| {
+                tracing::error!(error = %e, "a project gateway could not list its jobs");
+                INTERNAL
+            })?;
+            Ok(Accepted {
+                source,
+                watching: None,
+            })
+        },
+    )
 }

@@ -207,7 +207,11 @@ mod tests {
     use crate::compat::steps::tests::*;
 
     fn demo() -> Option<Vec<String>> {
-        Some(["prepare", "install", "build", "test"].map(String::from).to_vec())
+        Some(
+            ["prepare", "install", "build", "test"]
+                .map(String::from)
+                .to_vec(),
+        )
     }
 
     #[test]
@@ -221,7 +225,9 @@ mod tests {
         let all: Vec<Vec<String>> = demo_success().iter().map(|e| updates.apply(e)).collect();
         assert_eq!(
             all[0],
-            [r#"{"type":"progress","data":{"progress":0,"current_step":"queued","completed_steps":[]},"timestamp":"2025-12-02T07:53:55.100Z"}"#]
+            [
+                r#"{"type":"progress","data":{"progress":0,"current_step":"queued","completed_steps":[]},"timestamp":"2025-12-02T07:53:55.100Z"}"#
+            ]
         );
         assert_eq!(
             all[1],
@@ -233,7 +239,9 @@ mod tests {
         );
         assert_eq!(
             all[2],
-            [r#"{"type":"log","data":{"log_line":"Running the prepare step\n","stream":"system"},"timestamp":"2025-12-02T07:53:55.300Z"}"#]
+            [
+                r#"{"type":"log","data":{"log_line":"Running the prepare step\n","stream":"system"},"timestamp":"2025-12-02T07:53:55.300Z"}"#
+            ]
         );
         assert_eq!(
             all[7][1],
@@ -241,11 +249,15 @@ mod tests {
         );
         assert_eq!(
             all[9],
-            [r#"{"type":"progress","data":{"progress":90,"current_step":"completed","completed_steps":["prepare","install","build","test"]},"timestamp":"2025-12-02T07:53:56.000Z"}"#]
+            [
+                r#"{"type":"progress","data":{"progress":90,"current_step":"completed","completed_steps":["prepare","install","build","test"]},"timestamp":"2025-12-02T07:53:56.000Z"}"#
+            ]
         );
         assert_eq!(
             all[11],
-            [r#"{"type":"complete","data":{"status":"completed","message":"Build completed successfully"},"timestamp":"2025-12-02T07:53:56.200Z"}"#]
+            [
+                r#"{"type":"complete","data":{"status":"completed","message":"Build completed successfully"},"timestamp":"2025-12-02T07:53:56.200Z"}"#
+            ]
         );
         assert_eq!(
             updates.connected(&id, at(0)),
@@ -259,15 +271,23 @@ mod tests {
 
     #[test]
     fn failures_and_cancels() {
-        let mut updates = JobUpdates::new(Some(vec!["prepare".into(), "install".into(), "build".into()]));
+        let mut updates = JobUpdates::new(Some(vec![
+            "prepare".into(),
+            "install".into(),
+            "build".into(),
+        ]));
         let all: Vec<Vec<String>> = demo_fail().iter().map(|e| updates.apply(e)).collect();
         assert_eq!(
             all[6],
-            [r#"{"type":"error","data":{"error_message":"The build step exited with code 1"},"timestamp":"2025-12-02T07:53:55.700Z"}"#]
+            [
+                r#"{"type":"error","data":{"error_message":"The build step exited with code 1"},"timestamp":"2025-12-02T07:53:55.700Z"}"#
+            ]
         );
         assert_eq!(
             all[7],
-            [r#"{"type":"complete","data":{"status":"failed","message":"Build failed: The build step exited with code 1"},"timestamp":"2025-12-02T07:53:55.800Z"}"#]
+            [
+                r#"{"type":"complete","data":{"status":"failed","message":"Build failed: The build step exited with code 1"},"timestamp":"2025-12-02T07:53:55.800Z"}"#
+            ]
         );
         assert!(
             updates
@@ -276,7 +296,11 @@ mod tests {
         );
         let mut cancelled = JobUpdates::new(None);
         let out = cancelled.apply(&completed(1, Status::Cancelled, 0, &[]));
-        assert!(out[0].contains(r#""status":"cancelled","message":"Build cancelled""#), "{}", out[0]);
+        assert!(
+            out[0].contains(r#""status":"cancelled","message":"Build cancelled""#),
+            "{}",
+            out[0]
+        );
         assert_eq!(completion_message(Status::Failed, None), "Build failed");
     }
 }

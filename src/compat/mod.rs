@@ -62,7 +62,9 @@ pub fn is_ping(text: &str) -> bool {
 }
 
 async fn gone() -> ApiError {
-    ApiError::NotFound("no such route (this compatibility gateway is off: see COMPAT_GATEWAYS)".into())
+    ApiError::NotFound(
+        "no such route (this compatibility gateway is off: see COMPAT_GATEWAYS)".into(),
+    )
 }
 
 /// `route` when `on`, else 404 for every method.
@@ -72,17 +74,27 @@ fn maybe(on: bool, route: MethodRouter<AppState>) -> MethodRouter<AppState> {
 
 /// The gateways' routes. `origins`: the allowed origins (`WEBSOCKET_CORS_ORIGIN`),
 /// as header values; `io`: the Socket.IO endpoint, when mounted.
-pub fn router(state: &AppState, origins: Vec<HeaderValue>, io: Option<SocketIo>) -> Router<AppState> {
+pub fn router(
+    state: &AppState,
+    origins: Vec<HeaderValue>,
+    io: Option<SocketIo>,
+) -> Router<AppState> {
     let on = &state.config.compat;
     let origins = match &state.config.cors {
         CorsOrigins::Any => handshake::Origins(None),
         CorsOrigins::List(_) => handshake::Origins(Some(Arc::from(origins))),
     };
     Router::new()
-        .route("/ws/build/{build_id}", maybe(on.build, get(handshake::build)))
+        .route(
+            "/ws/build/{build_id}",
+            maybe(on.build, get(handshake::build)),
+        )
         .route("/build/start", maybe(on.build, post(rest::start)))
         .route("/build/download", maybe(on.build, get(rest::download)))
-        .route("/ws/active-builds", maybe(on.build, get(rest::active_builds)))
+        .route(
+            "/ws/active-builds",
+            maybe(on.build, get(rest::active_builds)),
+        )
         .route(
             "/api/v1/ws/jobs/{job_id}/updates",
             maybe(on.jobs, get(handshake::jobs)),

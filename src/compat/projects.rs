@@ -262,12 +262,21 @@ mod tests {
             connection(&project, vec![], at(0)),
             r#"{"type":"connection","project_id":"p1","message":"Connected to project p1","active_jobs":[],"timestamp":"2025-12-02T07:53:55.000Z"}"#
         );
-        assert_eq!(pong(at(0)), r#"{"type":"pong","timestamp":"2025-12-02T07:53:55.000Z"}"#);
-        let mut job = ProjectJob::new(Some(["prepare", "install", "build", "test"].map(String::from).to_vec()));
+        assert_eq!(
+            pong(at(0)),
+            r#"{"type":"pong","timestamp":"2025-12-02T07:53:55.000Z"}"#
+        );
+        let mut job = ProjectJob::new(Some(
+            ["prepare", "install", "build", "test"]
+                .map(String::from)
+                .to_vec(),
+        ));
         let all: Vec<Vec<String>> = demo_success().iter().map(|e| job.apply(e)).collect();
         assert_eq!(
             all[0],
-            [r#"{"type":"status_update","project_id":"p1","job_id":"j1","status":"queued","phase":"queued","progress":0,"message":"Waiting in queue","timestamp":"2025-12-02T07:53:55.100Z"}"#]
+            [
+                r#"{"type":"status_update","project_id":"p1","job_id":"j1","status":"queued","phase":"queued","progress":0,"message":"Waiting in queue","timestamp":"2025-12-02T07:53:55.100Z"}"#
+            ]
         );
         assert_eq!(
             all[1][0],
@@ -275,7 +284,9 @@ mod tests {
         );
         assert_eq!(
             all[2],
-            [r#"{"type":"log","project_id":"p1","job_id":"j1","message":"Running the prepare step","stream":"system","timestamp":"2025-12-02T07:53:55.300Z"}"#]
+            [
+                r#"{"type":"log","project_id":"p1","job_id":"j1","message":"Running the prepare step","stream":"system","timestamp":"2025-12-02T07:53:55.300Z"}"#
+            ]
         );
         assert_eq!(
             all[3][0],
@@ -298,15 +309,25 @@ mod tests {
         let all: Vec<Vec<String>> = demo_fail().iter().map(|e| job.apply(e)).collect();
         assert_eq!(
             all[6],
-            [r#"{"type":"agent_update","project_id":"p1","job_id":"j1","agent":"build","status":"failed","message":"The build step exited with code 1","duration":0.3,"timestamp":"2025-12-02T07:53:55.700Z"}"#]
+            [
+                r#"{"type":"agent_update","project_id":"p1","job_id":"j1","agent":"build","status":"failed","message":"The build step exited with code 1","duration":0.3,"timestamp":"2025-12-02T07:53:55.700Z"}"#
+            ]
         );
         assert!(all[7][0].contains(r#""status":"failed","phase":"building","progress":50,"message":"Build failed: The build step exited with code 1""#), "{}", all[7][0]);
         assert!(all[7][1].contains(r#""type":"completion""#));
         let mut cancelled = ProjectJob::new(None);
         cancelled.apply(&progress(1, Phase::Building, 50, "Running the build"));
         let out = cancelled.apply(&completed(2, Status::Cancelled, 50, &[]));
-        assert!(out[0].contains(r#""agent":"build","status":"cancelled","message":"Cancelled build agent""#), "{}", out[0]);
-        assert!(out[2].contains(r#""status":"cancelled","success":false,"message":"Build cancelled""#));
+        assert!(
+            out[0].contains(
+                r#""agent":"build","status":"cancelled","message":"Cancelled build agent""#
+            ),
+            "{}",
+            out[0]
+        );
+        assert!(
+            out[2].contains(r#""status":"cancelled","success":false,"message":"Build cancelled""#)
+        );
         let mut outside = ProjectJob::new(None);
         let out = outside.apply(&error(1, Phase::Preparing, "cannot create the workspace"));
         assert!(out[0].contains(r#""agent":"preparing","status":"failed""#));

@@ -38,7 +38,10 @@ fn object(body: &Bytes) -> Result<serde_json::Map<String, Value>, ApiError> {
 }
 
 /// A string field of a body (`None` when absent or null).
-fn text_field(body: &serde_json::Map<String, Value>, name: &str) -> Result<Option<String>, ApiError> {
+fn text_field(
+    body: &serde_json::Map<String, Value>,
+    name: &str,
+) -> Result<Option<String>, ApiError> {
     match body.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -87,7 +90,9 @@ pub async fn download(
             format!("/api/jobs/{}/artifacts/{name}", job.id)
         })
         .collect();
-    Ok(Json(json!({ "build_id": job.id, "files": job.artifacts, "urls": urls })))
+    Ok(Json(
+        json!({ "build_id": job.id, "files": job.artifacts, "urls": urls }),
+    ))
 }
 
 /// `GET /ws/active-builds` → `{"active_builds": [{"build_id", "clients"}]}`:

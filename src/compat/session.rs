@@ -76,7 +76,10 @@ pub async fn close_now(mut socket: WebSocket, close: Close) {
         Ok(Ok(())) => {
             // Wait briefly for the client's close, so the code reaches it
             // before the TCP connection ends.
-            let _ = timeout(CLOSE_WRITE, async { while socket.recv().await.is_some() {} }).await;
+            let _ = timeout(CLOSE_WRITE, async {
+                while socket.recv().await.is_some() {}
+            })
+            .await;
         }
         Ok(Err(e)) => tracing::debug!(error = %e, "could not send a close frame"),
         Err(_) => tracing::debug!("a close frame timed out"),
@@ -93,14 +96,24 @@ enum End {
 
 /// Runs a session until the client leaves, the server shuts down, or a rule
 /// closes it.
-pub async fn run<S: Source>(socket: WebSocket, mut source: S, timing: Timing, closing: CancellationToken) {
+pub async fn run<S: Source>(
+    socket: WebSocket,
+    mut source: S,
+    timing: Timing,
+    closing: CancellationToken,
+) {
     let (mut tx, mut rx) = socket.split();
     // A write that takes longer than this means the client reads nothing at all.
     let write_timeout = timing.ping_interval + timing.ping_timeout;
     let mut next_ping = Instant::now() + timing.ping_interval;
     let mut pong_due: Option<Instant> = None;
     let mut last_message = Instant::now();
-    let mut idle_check = tokio::time::interval(timing.idle.min(Duration::from_secs(1)).max(Duration::from_millis(100)));
+    let mut idle_check = tokio::time::interval(
+        timing
+            .idle
+            .min(Duration::from_secs(1))
+            .max(Duration::from_millis(100)),
+    );
     let mut window = (Instant::now(), 0u32);
     let mut ended = false;
     let end = loop {
@@ -197,5 +210,7 @@ pub async fn run<S: Source>(socket: WebSocket, mut source: S, timing: Timing, cl
 /// Whether a read error is a client message over [`MAX_CLIENT_MESSAGE`].
 fn is_too_big(e: &axum::Error) -> bool {
     let text = e.to_string();
-    text.contains("Space limit exceeded") || text.contains("too long") || text.contains("Message too big")
+    text.contains("Space limit exceeded")
+        || text.contains("too long")
+        || text.contains("Message too big")
 }

@@ -167,9 +167,7 @@ impl Steps {
             return step.name.clone();
         }
         match self.steps.last() {
-            Some(step)
-                if matches!(step.status, StepStatus::Failed | StepStatus::Cancelled) =>
-            {
+            Some(step) if matches!(step.status, StepStatus::Failed | StepStatus::Cancelled) => {
                 step.name.clone()
             }
             _ => self.phase.as_str().to_owned(),
@@ -226,11 +224,21 @@ impl Steps {
                             }
                             (Some((name, ..)), _) => {
                                 self.end(StepStatus::Completed, p.timestamp, &mut changes);
-                                self.start((*name).into(), p.message.clone(), p.timestamp, &mut changes);
+                                self.start(
+                                    (*name).into(),
+                                    p.message.clone(),
+                                    p.timestamp,
+                                    &mut changes,
+                                );
                             }
                             (None, _) if self.last_message.as_deref() != Some(&p.message) => {
                                 self.end(StepStatus::Completed, p.timestamp, &mut changes);
-                                self.start(p.message.clone(), p.message.clone(), p.timestamp, &mut changes);
+                                self.start(
+                                    p.message.clone(),
+                                    p.message.clone(),
+                                    p.timestamp,
+                                    &mut changes,
+                                );
                             }
                             (None, _) => {}
                         }
@@ -374,7 +382,11 @@ pub(crate) mod tests {
     }
 
     fn demo_pipeline() -> Option<Vec<String>> {
-        Some(["prepare", "install", "build", "test"].map(String::from).to_vec())
+        Some(
+            ["prepare", "install", "build", "test"]
+                .map(String::from)
+                .to_vec(),
+        )
     }
 
     #[test]
@@ -383,10 +395,16 @@ pub(crate) mod tests {
         let changes: Vec<_> = demo_success().iter().map(|e| steps.apply(e)).collect();
         assert_eq!(changes[0], vec![]);
         assert_eq!(changes[1], vec![StepChange::Started(0)]);
-        assert_eq!(changes[3], vec![StepChange::Ended(0), StepChange::Started(1)]);
+        assert_eq!(
+            changes[3],
+            vec![StepChange::Ended(0), StepChange::Started(1)]
+        );
         assert_eq!(changes[9], vec![StepChange::Ended(3)]);
         assert_eq!(changes[10], vec![]);
-        assert_eq!(steps.completed_names(), ["prepare", "install", "build", "test"]);
+        assert_eq!(
+            steps.completed_names(),
+            ["prepare", "install", "build", "test"]
+        );
         assert_eq!(steps.get(2).log(), "Compiling unit 1/20\n");
         assert_eq!(steps.get(0).duration_secs(), Some(0.2));
         assert_eq!(steps.current_name(), "completed");
@@ -434,6 +452,10 @@ pub(crate) mod tests {
         }
         let log = steps.get(0).log();
         assert!(log.len() <= STEP_LOG_BYTES + 100, "{}", log.len());
-        assert!(log.starts_with("[buildcast] 142 earlier lines"), "{}", &log[..60]);
+        assert!(
+            log.starts_with("[buildcast] 142 earlier lines"),
+            "{}",
+            &log[..60]
+        );
     }
 }

@@ -135,8 +135,11 @@ fn parse_gateways(v: &str) -> Result<[bool; 4], String> {
 }
 
 fn compat_config(env: &Env<'_>) -> Result<CompatConfig, ConfigError> {
-    let [build, jobs, builds, projects] = env.parse_with("COMPAT_GATEWAYS", "all", parse_gateways)?;
-    let generate_pipeline = env.get("COMPAT_GENERATE_PIPELINE").filter(|v| !v.trim().is_empty());
+    let [build, jobs, builds, projects] =
+        env.parse_with("COMPAT_GATEWAYS", "all", parse_gateways)?;
+    let generate_pipeline = env
+        .get("COMPAT_GENERATE_PIPELINE")
+        .filter(|v| !v.trim().is_empty());
     Ok(CompatConfig {
         build,
         jobs,
@@ -469,9 +472,12 @@ mod tests {
         assert_eq!(c.generate_pipeline, None);
         let c = config(&[("COMPAT_GATEWAYS", "none")]).unwrap().compat;
         assert!(!c.build && !c.jobs && !c.builds && !c.projects);
-        let c = config(&[("COMPAT_GATEWAYS", "jobs, projects"), ("COMPAT_GENERATE_PIPELINE", "demo")])
-            .unwrap()
-            .compat;
+        let c = config(&[
+            ("COMPAT_GATEWAYS", "jobs, projects"),
+            ("COMPAT_GENERATE_PIPELINE", "demo"),
+        ])
+        .unwrap()
+        .compat;
         assert!(!c.build && c.jobs && !c.builds && c.projects);
         assert_eq!(c.generate_pipeline.as_deref(), Some("demo"));
         let e = config(&[("COMPAT_GATEWAYS", "build,sockets")]).unwrap_err();
