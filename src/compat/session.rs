@@ -121,7 +121,12 @@ pub async fn run<S: Source>(
             biased;
             () = closing.cancelled() => break End::Close(GOING_AWAY),
             incoming = rx.next() => match incoming {
-                None | Some(Ok(Message::Close(_))) => break End::Gone,
+                None => break End::Gone,
+                Some(Ok(Message::Close(_))) => {
+                    // tungstenite queued the reply to the client's close: send it.
+                    let _ = timeout(CLOSE_WRITE, tx.flush()).await;
+                    break End::Gone;
+                }
                 Some(Err(e)) => {
                     if is_too_big(&e) {
                         break End::Close(TOO_BIG);
