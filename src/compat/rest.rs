@@ -10,7 +10,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use socketioxide::SocketIo;
 
@@ -160,7 +160,7 @@ pub async fn generate(
     Caller(caller): Caller,
     Path(project): Path<String>,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Generated>), ApiError> {
     let project = ProjectId::parse(&project)
         .map_err(|e| ApiError::BadRequest(format!("invalid project id: {e}")))?;
     let body = object(&body)?;
@@ -175,6 +175,18 @@ pub async fn generate(
     let job = state.runner.submit(project, &pipeline)?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "project_id": job.project_id, "job_id": job.id, "status": "queued" })),
+        Json(Generated {
+            project_id: job.project_id,
+            job_id: job.id,
+            status: "queued",
+        }),
     ))
+}
+
+/// The answer of `generate`, in the seed's key order.
+#[derive(Serialize)]
+pub struct Generated {
+    project_id: ProjectId,
+    job_id: JobId,
+    status: &'static str,
 }
