@@ -24,7 +24,7 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use super::feed::{JobFeed, pipeline_steps};
 use super::session::{self, Close, Source, close_now};
@@ -73,20 +73,17 @@ fn admit<T>(
     headers: &HeaderMap,
     id: Result<T, ApiError>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Result<(T, WebSocketUpgrade), Response> {
+) -> Result<(T, WebSocketUpgrade), ApiError> {
     if let Some(allowed) = &origins.0
         && !crate::socket::origin::origin_allowed(allowed, headers.get(header::ORIGIN))
     {
         tracing::info!(origin = ?headers.get(header::ORIGIN), "gateway handshake refused: origin not in WEBSOCKET_CORS_ORIGIN");
         return Err(ApiError::Forbidden(
             "this origin may not connect (see WEBSOCKET_CORS_ORIGIN)".into(),
-        )
-        .into_response());
+        ));
     }
-    let id = id.map_err(IntoResponse::into_response)?;
-    let ws = ws.map_err(|e| {
-        ApiError::BadRequest(format!("expected a WebSocket upgrade: {e}")).into_response()
-    })?;
+    let id = id?;
+    let ws = ws.map_err(|e| ApiError::BadRequest(format!("expected a WebSocket upgrade: {e}")))?;
     Ok((id, ws))
 }
 
@@ -114,13 +111,13 @@ fn accept<S, F, Fut>(
     codes: Codes,
     token: Option<String>,
     make: F,
-) -> Response
+) -> Result<Response, ApiError>
 where
     S: Source,
     F: FnOnce(AppState, Principal) -> Fut + Send + 'static,
     Fut: Future<Output = Result<Accepted<S>, Close>> + Send + 'static,
 {
-    ws.max_message_size(session::MAX_CLIENT_MESSAGE)
+    Ok(ws.max_message_size(session::MAX_CLIENT_MESSAGE)
         .max_frame_size(session::MAX_CLIENT_MESSAGE)
         .on_upgrade(move |socket: WebSocket| {
             let tasks = state.tasks.clone();
@@ -159,7 +156,7 @@ where
                     tracing::error!(error = %e, "a gateway connection task failed");
                 }
             }
-        })
+        }))
 }
 
 /// The job `id` as `principal` may watch it: `Ok(None)` when it does not exist
@@ -195,12 +192,9 @@ pub async fn build(
     uri: OriginalUri,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Response {
+) -> Result<Response, ApiError> {
     let parsed = crate::http::job_id(&id).and_then(|id| Ok((id, since(&uri)?)));
-    let ((id, since), ws) = match admit(&origins, &headers, parsed, ws) {
-        Ok(admitted) => admitted,
-        Err(response) => return response,
-    };
+    let ((id, since), ws) = admit(&origins, &headers, parsed, ws)?;
     let token = token_from_request(uri.query(), &headers);
     accept(
         state,
@@ -233,12 +227,9 @@ pub async fn jobs(
     uri: OriginalUri,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Response {
+) -> Result<Response, ApiError> {
     let parsed = crate::http::job_id(&id).and_then(|id| Ok((id, since(&uri)?)));
-    let ((id, since), ws) = match admit(&origins, &headers, parsed, ws) {
-        Ok(admitted) => admitted,
-        Err(response) => return response,
-    };
+    let ((id, since), ws) = admit(&origins, &headers, parsed, ws)?;
     let token = token_from_request(uri.query(), &headers);
     accept(
         state,
@@ -268,11 +259,8 @@ pub async fn builds(
     uri: OriginalUri,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Response {
-    let (id, ws) = match admit(&origins, &headers, crate::http::job_id(&id), ws) {
-        Ok(admitted) => admitted,
-        Err(response) => return response,
-    };
+) -> Result<Response, ApiError> {
+    let (id, ws) = admit(&origins, &headers, crate::http::job_id(&id), ws)?;
     let token = token_from_request(uri.query(), &headers);
     accept(
         state,
@@ -321,13 +309,10 @@ pub async fn projects(
     uri: OriginalUri,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Response {
+) -> Result<Response, ApiError> {
     let project =
         ProjectId::parse(&id).map_err(|e| ApiError::BadRequest(format!("invalid project id: {e}")));
-    let (project, ws) = match admit(&origins, &headers, project, ws) {
-        Ok(admitted) => admitted,
-        Err(response) => return response,
-    };
+    let (project, ws) = admit(&origins, &headers, project, ws)?;
     let token = token_from_request(uri.query(), &headers);
     accept(
         state,
