@@ -34,10 +34,13 @@ pub mod steps;
 
 use std::sync::Arc;
 
+use axum::error_handling::HandleErrorLayer;
 use axum::http::HeaderValue;
 use axum::routing::{MethodRouter, get, post};
 use axum::{Extension, Router};
 use socketioxide::SocketIo;
+use tower::ServiceBuilder;
+use tower::timeout::TimeoutLayer;
 
 use crate::config::CorsOrigins;
 use crate::error::ApiError;
@@ -80,6 +83,26 @@ pub fn router(
     io: Option<SocketIo>,
 ) -> Router<AppState> {
     let on = &state.config.compat;
+    let timeout = state.config.rest_timeout;
+    // Like `/api`: a REST answer within REST_TIMEOUT_SECS (the WebSockets are exempt).
+    let rest = Router::new()
+        .route("/build/start", maybe(on.build, post(rest::start)))
+        .route("/build/download", maybe(on.build, get(rest::download)))
+        .route(
+            "/ws/active-builds",
+            maybe(on.build, get(rest::active_builds)),
+        )
+        .route(
+            "/api/projects/{project_id}/generate",
+            maybe(on.projects, post(rest::generate)),
+        )
+        .route_layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(move |_| {
+                    crate::http::timed_out(timeout)
+                }))
+                .layer(TimeoutLayer::new(timeout)),
+        );
     let origins = match &state.config.cors {
         CorsOrigins::Any => handshake::Origins(None),
         CorsOrigins::List(_) => handshake::Origins(Some(Arc::from(origins))),
@@ -88,12 +111,6 @@ pub fn router(
         .route(
             "/ws/build/{build_id}",
             maybe(on.build, get(handshake::build)),
-        )
-        .route("/build/start", maybe(on.build, post(rest::start)))
-        .route("/build/download", maybe(on.build, get(rest::download)))
-        .route(
-            "/ws/active-builds",
-            maybe(on.build, get(rest::active_builds)),
         )
         .route(
             "/api/v1/ws/jobs/{job_id}/updates",
@@ -105,12 +122,12 @@ pub fn router(
             "/api/ws/projects/{project_id}",
             maybe(on.projects, get(handshake::projects)),
         )
-        .route(
-            "/api/projects/{project_id}/generate",
-            maybe(on.projects, post(rest::generate)),
-        )
+        .merge(rest)
         .layer(Extension(origins))
         .layer(Extension(rest::SocketIoHandle(io)))
+        .layer(axum::middleware::map_response(
+            crate::http::json_method_not_allowed,
+        ))
 }
 
 #[cfg(test)]

@@ -148,6 +148,10 @@ test('REST: /build/start, /build/download, /ws/active-builds', async () => {
     assert.match(res.body.error, what);
   }
 
+  const wrongMethod = await getJson(`${server.url}/build/start`);
+  assert.equal(wrongMethod.status, 405);
+  assert.match(wrongMethod.body.error, /method not allowed/);
+
   const watcher = rawSocket(`${wsBase(server)}/ws/build/${buildId}`);
   const other = rawSocket(`${wsBase(server)}/ws/build/${buildId}`);
   const sio = io(server.url, { path: '/ws', transports: ['websocket'] });
