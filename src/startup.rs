@@ -407,7 +407,9 @@ fn pipelines_summary(source: &crate::config::PipelinesSource) -> String {
 fn access_span(req: &Request<Body>, socket_path: Option<&str>) -> tracing::Span {
     let path = req.uri().path();
     let method = req.method();
-    if socket_path.is_some_and(|p| crate::socket::request_head::is_socket_io_path(path, p)) {
+    if socket_path.is_some_and(|p| crate::socket::request_head::is_socket_io_path(path, p))
+        && !crate::compat::is_gateway_path(path)
+    {
         tracing::debug_span!("request", %method, %path)
     } else {
         tracing::info_span!("request", %method, %path)

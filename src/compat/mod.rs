@@ -64,6 +64,12 @@ pub fn is_ping(text: &str) -> bool {
             .is_ok_and(|v| v.get("type").and_then(|t| t.as_str()) == Some("ping"))
 }
 
+/// Whether `path` is a gateway's, among those under the Socket.IO path `/ws`
+/// (so that the access log does not take it for a Socket.IO request).
+pub fn is_gateway_path(path: &str) -> bool {
+    path.starts_with("/ws/build/") || path.starts_with("/ws/builds/") || path == "/ws/active-builds"
+}
+
 async fn gone() -> ApiError {
     ApiError::NotFound(
         "no such route (this compatibility gateway is off: see COMPAT_GATEWAYS)".into(),
@@ -133,6 +139,15 @@ pub fn router(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gateway_paths_under_ws() {
+        assert!(is_gateway_path("/ws/build/j1"));
+        assert!(is_gateway_path("/ws/builds/j1/"));
+        assert!(is_gateway_path("/ws/active-builds"));
+        assert!(!is_gateway_path("/ws/"));
+        assert!(!is_gateway_path("/ws"));
+    }
 
     #[test]
     fn pings_are_text_or_json() {
