@@ -103,6 +103,14 @@ impl BuildJob {
         }
     }
 
+    /// Sets the pipeline (its step names) of a job whose pipeline was not known
+    /// when it was made; before its first event only.
+    pub fn set_pipeline(&mut self, pipeline: Option<Vec<String>>) {
+        if self.steps.all().is_empty() {
+            self.steps = Steps::new(pipeline, true);
+        }
+    }
+
     /// The job's current state as one `build_update`.
     pub fn snapshot(&self) -> String {
         let project = self.project.as_ref().map_or("", ProjectId::as_str);
@@ -229,6 +237,20 @@ mod tests {
         assert_eq!(all[11].len(), 1);
         assert!(all[11][0].contains(r#""status":"completed","progress":100"#));
         assert!(all[11][0].ends_with(r#""completed_at":"2025-12-02T07:53:56.200Z"}}"#));
+    }
+
+    #[test]
+    fn a_build_watched_before_it_existed_learns_its_pipeline() {
+        let mut build = BuildJob::new(JobId::parse("j1").unwrap(), None, None, None);
+        build.set_pipeline(Some(["prepare", "build"].map(String::from).to_vec()));
+        let out = build.apply(&demo_success()[0]);
+        assert!(out[0].contains(r#""total_packages":2"#), "{}", out[0]);
+        assert!(out[0].contains(r#""project":"p1""#), "{}", out[0]);
+        assert!(
+            out[0].contains(r#""created_at":"2025-12-02T07:53:55.100Z""#),
+            "{}",
+            out[0]
+        );
     }
 
     #[test]

@@ -280,7 +280,7 @@ pub async fn builds(
                     );
                     Accepted {
                         source: Snapshotted::new(
-                            BuildsFold(build),
+                            BuildsFold::new(build),
                             JobFeed::new(&state, id.clone(), 0),
                             Some(job.last_seq),
                         ),
@@ -290,7 +290,15 @@ pub async fn builds(
                 // Unknown: nothing until its first event, as the original does.
                 None => Accepted {
                     source: Snapshotted::new(
-                        BuildsFold(builds::BuildJob::new(id.clone(), None, None, None)),
+                        BuildsFold::pending(builds::BuildJob::new(id.clone(), None, None, None), {
+                            let (state, id) = (state.clone(), id.clone());
+                            Box::new(move || {
+                                let name = state
+                                    .journal
+                                    .with_live(&id, |job| job.record.pipeline.clone())?;
+                                pipeline_steps(&state, &name)
+                            })
+                        }),
                         JobFeed::pending(&state, id),
                         None,
                     ),

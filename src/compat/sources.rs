@@ -114,16 +114,46 @@ impl Fold for JobsFold {
     }
 }
 
+/// Finds the step names of a job's pipeline once the job exists (for a build
+/// watched before it existed).
+pub type PipelineLookup = Box<dyn FnOnce() -> Option<Vec<String>> + Send>;
+
 /// Seed 003's fold: the snapshot is one `build_update`; no client message is answered.
-pub struct BuildsFold(pub builds::BuildJob);
+pub struct BuildsFold {
+    build: builds::BuildJob,
+    /// For a build that did not exist at connect: its pipeline, looked up at its
+    /// first event.
+    lookup: Option<PipelineLookup>,
+}
+
+impl BuildsFold {
+    /// A build that exists.
+    pub fn new(build: builds::BuildJob) -> Self {
+        Self {
+            build,
+            lookup: None,
+        }
+    }
+
+    /// A build not known yet: `lookup` names its pipeline's steps once it exists.
+    pub fn pending(build: builds::BuildJob, lookup: PipelineLookup) -> Self {
+        Self {
+            build,
+            lookup: Some(lookup),
+        }
+    }
+}
 
 impl Fold for BuildsFold {
     fn apply(&mut self, event: &EventPayload) -> Vec<String> {
-        self.0.apply(event)
+        if let Some(lookup) = self.lookup.take() {
+            self.build.set_pipeline(lookup());
+        }
+        self.build.apply(event)
     }
 
     fn snapshot(&self) -> Vec<String> {
-        vec![self.0.snapshot()]
+        vec![self.build.snapshot()]
     }
 
     fn answer(&self, _text: &str) -> Option<String> {
