@@ -33,7 +33,10 @@ The most used:
   RETENTION_DAYS           finished jobs kept this long (default 30; 0: forever)
   RUST_LOG, LOG_FORMAT     log filter (default buildcast=info,tower_http=info); json or text
   WORKER_TOKEN             bearer token of external workers (unset: no ingest route)
-  REDIS_URL, NODE_ID       several nodes sharing events through Redis";
+  REDIS_URL, NODE_ID       several nodes sharing events through Redis
+  COMPAT_GATEWAYS          other systems' WebSocket/REST endpoints: all (default), none,
+                           or a subset of build,jobs,builds,projects
+  COMPAT_GENERATE_PIPELINE pipeline of POST /api/projects/{id}/generate when none is named";
 
 #[derive(Parser)]
 #[command(

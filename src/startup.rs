@@ -63,6 +63,17 @@ impl Application {
     /// Builds every part from `config` and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pipelines = Pipelines::load(&config.pipelines)?;
+        if let Some(name) = &config.compat.generate_pipeline
+            && pipelines.get(name).is_none()
+        {
+            let known: Vec<&str> = pipelines.iter().map(|p| p.name.as_str()).collect();
+            return Err(crate::config::ConfigError {
+                variable: "COMPAT_GENERATE_PIPELINE",
+                value: name.clone(),
+                reason: format!("no such pipeline (known: {})", known.join(", ")),
+            }
+            .into());
+        }
         let auth = Arc::new(Authenticator::new(&config.auth.mode)?);
         let connections = ConnectionLimiter::new(
             config.limits.max_connections,
@@ -134,6 +145,7 @@ impl Application {
             cluster,
             auth,
             connections,
+            gateways: Arc::default(),
             sockets: Arc::new(SocketStats::default()),
             tasks,
             taps,
@@ -181,6 +193,16 @@ impl Application {
             journal.set_sink(state.taps.clone());
             None
         };
+        // The compatibility gateways' routes come first: the Socket.IO layer
+        // answers every path under WEBSOCKET_PATH, where seeds 000 and 003 live.
+        let origins = match &config.cors {
+            CorsOrigins::List(allowed) => header_values(allowed),
+            CorsOrigins::Any => Vec::new(),
+        };
+        let router = crate::compat::router(&state, origins, io.clone())
+            .layer(axum::extract::DefaultBodyLimit::max(config.rest_body_limit))
+            .with_state(state.clone())
+            .fallback_service(router);
         let socket_path: Option<Arc<str>> = config
             .websocket
             .enabled
@@ -291,6 +313,7 @@ impl Application {
             () = shutdown => {}
             result = &mut server => {
                 cluster_stop.cancel();
+                state.gateways.closing.cancel();
                 if !tasks.shutdown(state.config.shutdown_grace).await {
                     tracing::warn!(tasks = tasks.len(), "tasks still running after the grace period");
                 }
@@ -313,6 +336,8 @@ impl Application {
         {
             tracing::warn!("events still queued for emitting when the grace period ended");
         }
+        // Gateway connections are closed with 1001 (their last events are sent).
+        state.gateways.closing.cancel();
         if let Some(io) = io {
             crate::socket::close::close_all(&io, &polls, deadline).await;
         }
@@ -396,7 +421,9 @@ fn pipelines_summary(source: &crate::config::PipelinesSource) -> String {
 fn access_span(req: &Request<Body>, socket_path: Option<&str>) -> tracing::Span {
     let path = req.uri().path();
     let method = req.method();
-    if socket_path.is_some_and(|p| crate::socket::request_head::is_socket_io_path(path, p)) {
+    if socket_path.is_some_and(|p| crate::socket::request_head::is_socket_io_path(path, p))
+        && !crate::compat::is_gateway_path(path)
+    {
         tracing::debug_span!("request", %method, %path)
     } else {
         tracing::info_span!("request", %method, %path)

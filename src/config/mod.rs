@@ -96,6 +96,65 @@ pub struct Config {
     /// `WORKER_TOKEN`: the bearer token external workers send to
     /// `POST /api/jobs/{id}/events`; unset disables that route.
     pub worker_token: Option<String>,
+    /// The compatibility gateways for the other seed systems' frontends.
+    pub compat: CompatConfig,
+}
+
+/// `COMPAT_GATEWAYS` and `COMPAT_GENERATE_PIPELINE`: which compatibility
+/// gateways are served (the others' paths answer 404).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompatConfig {
+    /// `build`: seed 000's `/ws/build/{id}`, `/build/start`, `/build/download`,
+    /// `/ws/active-builds`.
+    pub build: bool,
+    /// `jobs`: seed 001's `/api/v1/ws/jobs/{id}/updates`.
+    pub jobs: bool,
+    /// `builds`: seed 003's `/ws/builds/{id}/`.
+    pub builds: bool,
+    /// `projects`: seed 004's `/api/ws/projects/{id}` and
+    /// `POST /api/projects/{id}/generate`.
+    pub projects: bool,
+    /// `COMPAT_GENERATE_PIPELINE`: the pipeline `POST /api/projects/{id}/generate`
+    /// runs when the request names none (checked against the pipelines at start-up).
+    pub generate_pipeline: Option<String>,
+}
+
+/// Reads `COMPAT_GATEWAYS`: `all`, `none`, or a comma-separated subset of
+/// `build,jobs,builds,projects`.
+fn parse_gateways(v: &str) -> Result<[bool; 4], String> {
+    const NAMES: [&str; 4] = ["build", "jobs", "builds", "projects"];
+    match v.trim().to_ascii_lowercase().as_str() {
+        "all" => return Ok([true; 4]),
+        "none" => return Ok([false; 4]),
+        _ => {}
+    }
+    let mut on = [false; 4];
+    for name in v.split(',').map(str::trim) {
+        match NAMES.iter().position(|n| n.eq_ignore_ascii_case(name)) {
+            Some(i) => on[i] = true,
+            None => {
+                return Err(format!(
+                    "expected all, none, or a comma-separated subset of build,jobs,builds,projects (unknown {name:?})"
+                ));
+            }
+        }
+    }
+    Ok(on)
+}
+
+fn compat_config(env: &Env<'_>) -> Result<CompatConfig, ConfigError> {
+    let [build, jobs, builds, projects] =
+        env.parse_with("COMPAT_GATEWAYS", "all", parse_gateways)?;
+    let generate_pipeline = env
+        .get("COMPAT_GENERATE_PIPELINE")
+        .filter(|v| !v.trim().is_empty());
+    Ok(CompatConfig {
+        build,
+        jobs,
+        builds,
+        projects,
+        generate_pipeline,
+    })
 }
 
 /// How the server logs.
@@ -297,6 +356,7 @@ impl Config {
             )),
         })?;
         Ok(Self {
+            compat: compat_config(&env)?,
             auth: auth::auth_config(&env, host)?,
             limits: ClientLimits {
                 max_connections: env.positive("MAX_CONNECTIONS", "100000")?,
@@ -422,6 +482,26 @@ mod tests {
         assert_eq!(c.websocket.max_buffer_size, 1024);
         assert_eq!(c.websocket.ws_read_buffer_size, 256);
         assert_eq!(c.stream_queue_events, crate::tap::QUEUE);
+    }
+
+    #[test]
+    fn compat_gateways_are_all_none_or_a_subset() {
+        let c = config(&[]).unwrap().compat;
+        assert!(c.build && c.jobs && c.builds && c.projects);
+        assert_eq!(c.generate_pipeline, None);
+        let c = config(&[("COMPAT_GATEWAYS", "none")]).unwrap().compat;
+        assert!(!c.build && !c.jobs && !c.builds && !c.projects);
+        let c = config(&[
+            ("COMPAT_GATEWAYS", "jobs, projects"),
+            ("COMPAT_GENERATE_PIPELINE", "demo"),
+        ])
+        .unwrap()
+        .compat;
+        assert!(!c.build && c.jobs && !c.builds && c.projects);
+        assert_eq!(c.generate_pipeline.as_deref(), Some("demo"));
+        let e = config(&[("COMPAT_GATEWAYS", "build,sockets")]).unwrap_err();
+        assert_eq!(e.variable, "COMPAT_GATEWAYS");
+        assert!(e.to_string().contains("\"sockets\""), "{e}");
     }
 
     #[test]
