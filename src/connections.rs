@@ -1,10 +1,19 @@
-//! Counting open Socket.IO connections: in total (`MAX_CONNECTIONS`) and per user
-//! (`MAX_CONNECTIONS_PER_USER`, when tokens are checked). A connection over either
-//! limit is refused with `connect_error` "Too many connections".
+//! Counting open connections: in total (`MAX_CONNECTIONS`) and per user
+//! (`MAX_CONNECTIONS_PER_USER`, when tokens are checked), whatever carries them
+//! (Socket.IO, HTTP streams, compatibility gateways). A Socket.IO connection over
+//! either limit is refused with `connect_error` "Too many connections".
+//!
+//! [`GatewayConnections`] also counts the compatibility gateways' WebSocket
+//! connections per gateway (for `/health`) and per watched job (for seed 000's
+//! `/ws/active-builds`), and holds the token that closes them at shutdown.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::job::{JobId, ProjectId};
 
 /// Which limit a refused connection hit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -108,6 +117,85 @@ impl Drop for ConnectionSlot {
     }
 }
 
+/// The compatibility gateways' open WebSocket connections.
+#[derive(Debug, Default)]
+pub struct GatewayConnections {
+    /// Open connections per gateway, in the order of [`GATEWAY_NAMES`].
+    open: [AtomicUsize; 4],
+    /// Open connections watching one job, per job (with the job's project, so
+    /// a listing can leave out projects its caller may not see).
+    watched: Mutex<HashMap<JobId, (ProjectId, usize)>>,
+    /// Cancelled when the server shuts down: every gateway connection closes (1001).
+    pub closing: CancellationToken,
+}
+
+/// The gateways' names, as `COMPAT_GATEWAYS` and `/health` spell them.
+pub const GATEWAY_NAMES: [&str; 4] = ["build", "jobs", "builds", "projects"];
+
+/// One open gateway connection, counted until dropped.
+pub struct GatewayConnection {
+    owner: Arc<GatewayConnections>,
+    gateway: usize,
+    watching: Option<JobId>,
+}
+
+impl GatewayConnections {
+    /// Counts a connection of gateway number `gateway` (see [`GATEWAY_NAMES`]).
+    pub fn open(self: &Arc<Self>, gateway: usize) -> GatewayConnection {
+        self.open[gateway].fetch_add(1, Ordering::Relaxed);
+        GatewayConnection {
+            owner: self.clone(),
+            gateway,
+            watching: None,
+        }
+    }
+
+    /// Open connections per gateway, named.
+    pub fn counts(&self) -> [(&'static str, usize); 4] {
+        std::array::from_fn(|i| (GATEWAY_NAMES[i], self.open[i].load(Ordering::Relaxed)))
+    }
+
+    /// Jobs watched by at least one connection, with their project and count.
+    pub fn watched(&self) -> Vec<(JobId, ProjectId, usize)> {
+        self.watched
+            .lock()
+            .expect("watched jobs")
+            .iter()
+            .map(|(id, (project, n))| (id.clone(), project.clone(), *n))
+            .collect()
+    }
+}
+
+impl GatewayConnection {
+    /// Counts this connection as watching job `id` of `project` (once).
+    pub fn watch(&mut self, id: &JobId, project: &ProjectId) {
+        if self.watching.is_some() {
+            return;
+        }
+        let mut watched = self.owner.watched.lock().expect("watched jobs");
+        watched
+            .entry(id.clone())
+            .or_insert_with(|| (project.clone(), 0))
+            .1 += 1;
+        self.watching = Some(id.clone());
+    }
+}
+
+impl Drop for GatewayConnection {
+    fn drop(&mut self) {
+        self.owner.open[self.gateway].fetch_sub(1, Ordering::Relaxed);
+        if let Some(id) = self.watching.take() {
+            let mut watched = self.owner.watched.lock().expect("watched jobs");
+            if let Some(entry) = watched.get_mut(&id) {
+                entry.1 -= 1;
+                if entry.1 == 0 {
+                    watched.remove(&id);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +213,24 @@ mod tests {
         a.release();
         a.release();
         assert!(limiter.acquire(Some("u")).is_ok());
+    }
+
+    #[test]
+    fn gateway_connections_count_per_gateway_and_job() {
+        let open = Arc::new(GatewayConnections::default());
+        let job = JobId::parse("j1").unwrap();
+        let project = ProjectId::parse("p1").unwrap();
+        let mut a = open.open(0);
+        a.watch(&job, &project);
+        a.watch(&job, &project);
+        let mut b = open.open(1);
+        b.watch(&job, &project);
+        assert_eq!(open.counts()[0], ("build", 1));
+        assert_eq!(open.watched(), vec![(job.clone(), project.clone(), 2)]);
+        drop(a);
+        drop(b);
+        assert_eq!(open.counts()[1], ("jobs", 0));
+        assert!(open.watched().is_empty());
     }
 
     #[test]

@@ -27,6 +27,7 @@
 //! - [`error`]: HTTP errors and their responses.
 //! - [`socket`]: the Socket.IO endpoint: sessions, subscriptions, replay, fan-out, emits.
 //! - [`http`]: the REST API and `/health`.
+//! - [`compat`]: the compatibility gateways: the WebSocket and REST endpoints of the other seed systems' frontends.
 //! - [`startup`]: [`startup::Application`] builds the server, binds it, runs it until stopped.
 //!
 //! An event flows: runner → [`journal::Journal::record`] → store writer and
@@ -36,6 +37,7 @@
 pub mod artifact;
 pub mod auth;
 pub mod cluster;
+pub mod compat;
 pub mod config;
 pub mod connections;
 pub mod error;

@@ -2,6 +2,12 @@
 //! then build and run the server until Ctrl-C or SIGTERM. `buildcast token` prints
 //! a signed test token instead; `buildcast watch` follows a build.
 
+/// mimalloc: the fan-out workers allocate each socket's packet and the socket's
+/// writer task frees it on another thread, a pattern glibc's allocator handles
+/// poorly (its frees were a tenth of the server's time at saturation).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -28,6 +34,9 @@ The most used:
   RUST_LOG, LOG_FORMAT     log filter (default buildcast=info,tower_http=info); json or text
   WORKER_TOKEN             bearer token of external workers (unset: no ingest route)
   REDIS_URL, NODE_ID       several nodes sharing events through Redis
+  COMPAT_GATEWAYS          other systems' WebSocket/REST endpoints: all (default), none,
+                           or a subset of build,jobs,builds,projects
+  COMPAT_GENERATE_PIPELINE pipeline of POST /api/projects/{id}/generate when none is named
   METRICS_ENABLED          Prometheus metrics at /metrics (default true)
   METRICS_TOKEN            bearer token /metrics asks for (unset: none)
   ADMIN_UI_USERNAME        Socket.IO Admin UI on /admin (with ADMIN_UI_PASSWORD_HASH, bcrypt)
@@ -75,7 +84,7 @@ enum Command {
         /// `aud` claim (set it when JWT_AUDIENCE is set).
         #[arg(long, env = "JWT_AUDIENCE")]
         audience: Option<String>,
-        /// The HS256 secret.
+        /// The HS256 secret, checked as the server checks it (at least 32 bytes).
         #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
         secret: String,
     },
@@ -110,6 +119,14 @@ async fn main() -> ExitCode {
             exp: now + ttl.as_secs(),
             iss: issuer,
             aud: audience,
+        };
+        // The check the server makes at start-up, with the same message.
+        let secret = match buildcast::config::auth::hs256_secret(&secret) {
+            Ok(secret) => secret,
+            Err(e) => {
+                eprintln!("buildcast: {e}");
+                return ExitCode::FAILURE;
+            }
         };
         return match mint(&claims, &secret) {
             Ok(token) => {

@@ -231,6 +231,10 @@ fn describe() {
         "Open HTTP streams (SSE, followed logs)."
     );
     describe_gauge!(
+        "buildcast_gateway_connections",
+        "Compatibility gateways' open WebSocket connections, by gateway."
+    );
+    describe_gauge!(
         "buildcast_redis_up",
         "1 while the last talk with Redis worked (cluster nodes only)."
     );

@@ -52,6 +52,8 @@ pub struct Application {
     router: Router,
     state: AppState,
     io: Option<SocketIo>,
+    /// The Socket.IO fan-out, drained at shutdown before the connections close.
+    fanout: Option<Arc<Fanout>>,
     /// The long-polling clients' polls (see [`crate::socket::polls`]).
     polls: Arc<Polls>,
     writer_thread: WriterThread,
@@ -61,6 +63,17 @@ impl Application {
     /// Builds every part from `config` and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pipelines = Pipelines::load(&config.pipelines)?;
+        if let Some(name) = &config.compat.generate_pipeline
+            && pipelines.get(name).is_none()
+        {
+            let known: Vec<&str> = pipelines.iter().map(|p| p.name.as_str()).collect();
+            return Err(crate::config::ConfigError {
+                variable: "COMPAT_GENERATE_PIPELINE",
+                value: name.clone(),
+                reason: format!("no such pipeline (known: {})", known.join(", ")),
+            }
+            .into());
+        }
         let auth = Arc::new(Authenticator::new(&config.auth.mode)?);
         let connections = ConnectionLimiter::new(
             config.limits.max_connections,
@@ -138,6 +151,7 @@ impl Application {
             cluster,
             auth,
             connections,
+            gateways: Arc::default(),
             sockets: Arc::new(SocketStats::default()),
             tasks,
             taps,
@@ -149,22 +163,22 @@ impl Application {
 
         let mut router = crate::http::router(&state).with_state(state.clone());
         let polls = Polls::new(&config.websocket.path);
+        let mut fanout = None;
         let io = if config.websocket.enabled {
             let (layer, io) = socket_io(&state);
             crate::socket::register(&io, &state);
             if state.sockets.io.set(io.clone()).is_err() {
                 tracing::error!("the Socket.IO server was set twice");
             }
-            journal.set_sink(Arc::new(crate::tap::Tee(
-                Arc::new(Fanout::new(
-                    io.clone(),
-                    &journal,
-                    state.sockets.clone(),
-                    config.websocket.log_batch_interval,
-                    state.tasks.clone(),
-                )),
-                state.taps.clone(),
-            )));
+            let sockets = Arc::new(Fanout::new(
+                io.clone(),
+                &journal,
+                state.sockets.clone(),
+                config.websocket.log_batch_interval,
+                state.tasks.clone(),
+            ));
+            fanout = Some(sockets.clone());
+            journal.set_sink(Arc::new(crate::tap::Tee(sockets, state.taps.clone())));
             let path: Arc<str> = config.websocket.path.as_str().into();
             router = router
                 .layer(layer)
@@ -191,6 +205,16 @@ impl Application {
             journal.set_sink(state.taps.clone());
             None
         };
+        // The compatibility gateways' routes come first: the Socket.IO layer
+        // answers every path under WEBSOCKET_PATH, where seeds 000 and 003 live.
+        let origins = match &config.cors {
+            CorsOrigins::List(allowed) => header_values(allowed),
+            CorsOrigins::Any => Vec::new(),
+        };
+        let router = crate::compat::router(&state, origins, io.clone())
+            .layer(axum::extract::DefaultBodyLimit::max(config.rest_body_limit))
+            .with_state(state.clone())
+            .fallback_service(router);
         let socket_path: Option<Arc<str>> = config
             .websocket
             .enabled
@@ -211,6 +235,7 @@ impl Application {
             router,
             state,
             io,
+            fanout,
             polls,
             writer_thread,
         })
@@ -237,6 +262,7 @@ impl Application {
             router,
             state,
             io,
+            fanout,
             polls,
             writer_thread,
         } = self;
@@ -306,6 +332,7 @@ impl Application {
             () = shutdown => {}
             result = &mut server => {
                 cluster_stop.cancel();
+                state.gateways.closing.cancel();
                 if !tasks.shutdown(state.config.shutdown_grace).await {
                     tracing::warn!(tasks = tasks.len(), "tasks still running after the grace period");
                 }
@@ -321,6 +348,15 @@ impl Application {
         // HTTP keeps serving until the connections are closed: long-polling
         // clients take their last events and the close with their next poll.
         let deadline = tokio::time::Instant::now() + state.config.shutdown_grace;
+        if let Some(fanout) = &fanout
+            && tokio::time::timeout_at(deadline, fanout.drained())
+                .await
+                .is_err()
+        {
+            tracing::warn!("events still queued for emitting when the grace period ended");
+        }
+        // Gateway connections are closed with 1001 (their last events are sent).
+        state.gateways.closing.cancel();
         if let Some(io) = io {
             crate::socket::close::close_all(&io, &polls, deadline).await;
         }
@@ -344,6 +380,9 @@ impl Application {
                 tasks = tasks.len(),
                 "tasks still running after the grace period"
             );
+        }
+        if let Some(fanout) = &fanout {
+            fanout.stop();
         }
         state.journal.stop_writer();
         tokio::task::spawn_blocking(move || writer_thread.join())
@@ -401,7 +440,9 @@ fn pipelines_summary(source: &crate::config::PipelinesSource) -> String {
 fn access_span(req: &Request<Body>, socket_path: Option<&str>) -> tracing::Span {
     let path = req.uri().path();
     let method = req.method();
-    if socket_path.is_some_and(|p| crate::socket::request_head::is_socket_io_path(path, p)) {
+    if socket_path.is_some_and(|p| crate::socket::request_head::is_socket_io_path(path, p))
+        && !crate::compat::is_gateway_path(path)
+    {
         tracing::debug_span!("request", %method, %path)
     } else {
         tracing::info_span!("request", %method, %path)

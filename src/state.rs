@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize};
 use crate::auth::Authenticator;
 use crate::cluster::Cluster;
 use crate::config::Config;
-use crate::connections::ConnectionLimiter;
+use crate::connections::{ConnectionLimiter, GatewayConnections};
 use crate::ingest::Ingestor;
 use crate::journal::Journal;
 use crate::runner::Runner;
@@ -31,6 +31,8 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     /// Open Socket.IO connections, for `MAX_CONNECTIONS` and `MAX_CONNECTIONS_PER_USER`.
     pub connections: Arc<ConnectionLimiter>,
+    /// The compatibility gateways' open connections, reported by `/health`.
+    pub gateways: Arc<GatewayConnections>,
     /// Socket.IO counters (connected clients, lagging sockets), reported by `/health`.
     pub sockets: Arc<SocketStats>,
     /// The HTTP streams' live events ([`crate::tap`]).

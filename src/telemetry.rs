@@ -1,7 +1,11 @@
-//! Tracing set-up: one subscriber for the whole process, filtered by `RUST_LOG`
-//! (default: `buildcast=info,tower_http=info`), human-readable on a terminal and
-//! JSON lines when `LOG_FORMAT=json`. The settings come from [`crate::config`],
-//! which reads and checks them with every other variable.
+//! Tracing set-up: one subscriber for the whole process, writing to standard
+//! output, filtered by `RUST_LOG` (default: `buildcast=info,tower_http=info`),
+//! human-readable text, or JSON lines when `LOG_FORMAT=json`. Text has colours
+//! only when standard output is a terminal and `NO_COLOR` is unset, so a log
+//! redirected to a file or a pipe holds no escape codes. The settings come from
+//! [`crate::config`], which reads and checks them with every other variable.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
@@ -15,6 +19,7 @@ pub fn init(log: &LogConfig) {
     if log.json {
         builder.json().init();
     } else {
-        builder.with_ansi(log.ansi).init();
+        let colours = log.ansi && std::io::stdout().is_terminal();
+        builder.with_ansi(colours).init();
     }
 }

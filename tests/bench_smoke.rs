@@ -5,6 +5,9 @@
 //! raw floor: 50 clients on two
 //! jobs, every fifth over HTTP long-polling, 100 lines per job at 20 lines/s
 //! (5 seconds). Each must deliver every line to every client exactly once, in order.
+//! The harness starts every server with `PORT=0 --port-file` and learns the port
+//! from the file the server writes once it listens (the references take the flag
+//! too), so a server that stopped writing it fails here.
 //! buildcast runs it once more with batched `job:logs` and every client dropping its
 //! connection once, then resuming with `since`.
 //! `loss_prone_non_resuming_clients_under_flood` (ignored: it fails until the fan-out

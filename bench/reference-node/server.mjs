@@ -1,7 +1,10 @@
 // The reference: the Socket.IO server a Node.js team would write for buildcast's
 // job:log use case, with socket.io 4.x defaults. See README.md beside this file.
 //
-//   PORT=3002 LINE_COMMAND='...' node server.mjs
+//   PORT=3002 LINE_COMMAND='...' node server.mjs [--port-file PATH]
+//
+// With --port-file, the port it listens on (PORT=0: any free one) is written to
+// PATH once it listens, as buildcast does.
 //
 // POST /api/jobs {projectId, pipeline} starts a job: `sh -c "$LINE_COMMAND"` as a
 // child process, each stdout/stderr line emitted as `job:log` to the room
@@ -9,6 +12,7 @@
 
 import http from 'node:http';
 import { spawn } from 'node:child_process';
+import { renameSync, writeFileSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import readline from 'node:readline';
 import { Server } from 'socket.io';
@@ -111,8 +115,17 @@ function startJob(jobId, projectId) {
   child.on('close', (code) => { exitCode = code; done(); });
 }
 
+const portFileAt = process.argv.indexOf('--port-file');
+const PORT_FILE = portFileAt > 0 ? process.argv[portFileAt + 1] : undefined;
+
 httpServer.listen(PORT, HOST, () => {
-  console.log(`reference socket.io ${HOST}:${PORT} path ${WEBSOCKET_PATH}`);
+  const { port } = httpServer.address();
+  if (PORT_FILE) {
+    // Whole or not at all: a temporary file, then a rename.
+    writeFileSync(`${PORT_FILE}.tmp`, `${port}\n`);
+    renameSync(`${PORT_FILE}.tmp`, PORT_FILE);
+  }
+  console.log(`reference socket.io ${HOST}:${port} path ${WEBSOCKET_PATH}`);
 });
 
 const stop = () => { io.close(); process.exit(0); };

@@ -423,6 +423,7 @@ fn shell_quote(p: &Path) -> String {
     format!("'{}'", p.display().to_string().replace('\'', r"'\''"))
 }
 
+/// A port free right now, for redis-server (the servers under test tell theirs).
 fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -433,6 +434,8 @@ struct Running {
     child: Child,
     pid: u32,
     log: PathBuf,
+    /// Where a server writes its port once it listens (`--port-file`).
+    port_file: Option<PathBuf>,
 }
 
 impl Running {
@@ -465,12 +468,12 @@ fn start_server(
     paths: &Paths,
     opts: &Options,
     dir: &Path,
-    port: u16,
     jobs: usize,
     line_command: &str,
     cluster: Option<(&str, &str)>,
 ) -> Result<Running, String> {
     let log = dir.join("server.log");
+    let port_file = dir.join("port");
     let out = std::fs::File::create(&log).map_err(|e| format!("server log: {e}"))?;
     let err = out.try_clone().map_err(|e| format!("server log: {e}"))?;
     let mut cmd = match server {
@@ -483,12 +486,15 @@ fn start_server(
         Server::Raw => Command::new(&paths.raw),
         Server::Socketioxide => Command::new(&paths.socketioxide),
     };
+    // Every server, buildcast and the references alike, listens on a port of its
+    // choosing and writes it to the file given with --port-file once it listens.
+    cmd.arg("--port-file").arg(&port_file);
     // A clean environment (no developer .env or settings leak in), the same
     // Socket.IO path and heartbeat on every server, loopback only.
     cmd.env_clear()
         .envs(std::env::vars().filter(|(k, _)| k == "PATH" || k == "HOME" || k == "LANG"))
         .env("HOST", "127.0.0.1")
-        .env("PORT", port.to_string())
+        .env("PORT", "0")
         .env("WEBSOCKET_PATH", "/ws")
         .env(
             "WEBSOCKET_PING_INTERVAL_MS",
@@ -536,11 +542,20 @@ fn start_server(
         )
     })?;
     let pid = child.id();
-    Ok(Running { child, pid, log })
+    Ok(Running {
+        child,
+        pid,
+        log,
+        port_file: Some(port_file),
+    })
 }
 
-async fn wait_ready(srv: &mut Running, addr: SocketAddr) -> Result<(), String> {
+/// Waits for the server to write its port, then for `/health` to answer 200;
+/// returns the address to use.
+async fn wait_ready(srv: &mut Running) -> Result<SocketAddr, String> {
     let deadline = Instant::now() + Duration::from_secs(60);
+    let port_file = srv.port_file.clone().ok_or("no --port-file")?;
+    let mut addr: Option<SocketAddr> = None;
     loop {
         if let Some(status) = srv.exited() {
             return Err(format!(
@@ -548,8 +563,17 @@ async fn wait_ready(srv: &mut Running, addr: SocketAddr) -> Result<(), String> {
                 srv.log_tail()
             ));
         }
-        if let Ok((200, _)) = load::http_once(addr, "GET", "/health", None).await {
-            return Ok(());
+        if addr.is_none() {
+            addr = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|t| t.trim().parse::<u16>().ok())
+                .filter(|&p| p != 0)
+                .map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
+        }
+        if let Some(addr) = addr
+            && let Ok((200, _)) = load::http_once(addr, "GET", "/health", None).await
+        {
+            return Ok(addr);
         }
         if Instant::now() > deadline {
             return Err(format!("server not ready after 60 s:\n{}", srv.log_tail()));
@@ -613,7 +637,12 @@ fn start_redis(dir: &Path, port: u16) -> Result<Running, String> {
         .spawn()
         .map_err(|e| format!("cannot start redis-server (the cluster scenario needs it): {e}"))?;
     let pid = child.id();
-    Ok(Running { child, pid, log })
+    Ok(Running {
+        child,
+        pid,
+        log,
+        port_file: None,
+    })
 }
 
 async fn wait_redis(redis: &mut Running, port: u16) -> Result<(), String> {
@@ -668,28 +697,20 @@ async fn measure(
         } else {
             None
         };
-        for i in 0..sc.nodes() {
+        for &name in NODE_NAMES.iter().take(sc.nodes()) {
             let (ndir, node) = match &cluster {
                 Some(url) => {
-                    let name = NODE_NAMES[i];
                     let d = dir.join(name);
                     std::fs::create_dir_all(&d).map_err(|e| format!("node dir: {e}"))?;
                     (d, Some((url.as_str(), name)))
                 }
                 None => (dir.to_path_buf(), None),
             };
-            let port = free_port().map_err(|e| format!("free port: {e}"))?;
-            let srv = start_server(
-                server,
-                paths,
-                opts,
-                &ndir,
-                port,
-                sc.jobs,
-                &line_command,
-                node,
-            )?;
-            nodes.push((srv, ([127, 0, 0, 1], port).into()));
+            let srv = start_server(server, paths, opts, &ndir, sc.jobs, &line_command, node)?;
+            // Kept before the wait, so that a server that fails it is stopped too.
+            nodes.push((srv, ([127, 0, 0, 1], 0).into()));
+            let (srv, addr) = nodes.last_mut().expect("just pushed");
+            *addr = wait_ready(srv).await?;
         }
         let redis_pid = redis.as_ref().map(|r| r.pid);
         drive(server, sc, opts, &go, &mut nodes, redis_pid, r).await
@@ -721,9 +742,6 @@ async fn drive(
     redis_pid: Option<u32>,
     r: &mut RunResult,
 ) -> Result<(), String> {
-    for (srv, addr) in nodes.iter_mut() {
-        wait_ready(srv, *addr).await?;
-    }
     let pids: Vec<u32> = nodes.iter().map(|(s, _)| s.pid).collect();
     let pid = pids[0];
     let addr = nodes[0].1;

@@ -45,6 +45,24 @@ pub fn self_cpu_secs() -> f64 {
     }
 }
 
+/// The path after `--port-file` on the command line. The reference servers take
+/// it as buildcast does: once listening, they write their port there, so the
+/// harness starts every server with `PORT=0` and learns the port from the server.
+pub fn port_file_arg() -> Option<std::path::PathBuf> {
+    let mut args = std::env::args_os().skip_while(|a| a != "--port-file");
+    args.next()?;
+    args.next().map(std::path::PathBuf::from)
+}
+
+/// Writes `port` and a newline to `path` through a temporary file and a rename,
+/// so a reader never sees part of it.
+pub fn write_port_file(path: &std::path::Path, port: u16) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, format!("{port}\n"))?;
+    std::fs::rename(&tmp, path)
+}
+
 /// Raises the soft open-files limit to the hard one (children inherit it);
 /// returns the new soft limit.
 pub fn raise_nofile() -> u64 {

@@ -57,6 +57,22 @@ pub(super) fn auth_config(env: &Env<'_>, host: IpAddr) -> Result<AuthConfig, Con
 /// Shortest HS256 secret accepted: shorter ones can be brute-forced.
 const MIN_SECRET: usize = 32;
 
+/// Checks a `JWT_SECRET` value as the server does at start-up, and returns the
+/// secret it signs and verifies with (surrounding spaces removed, as for every
+/// variable). `buildcast token` signs through it too, so it never mints a token
+/// with a secret the server would refuse, or with a different one.
+pub fn hs256_secret(value: &str) -> Result<String, ConfigError> {
+    let secret = value.trim();
+    if secret.len() < MIN_SECRET {
+        return Err(ConfigError {
+            variable: "JWT_SECRET",
+            value: "(hidden)".into(),
+            reason: format!("must be at least {MIN_SECRET} bytes"),
+        });
+    }
+    Ok(secret.to_owned())
+}
+
 fn jwt_config(env: &Env<'_>) -> Result<JwtConfig, ConfigError> {
     let key = match (env.get("JWT_SECRET"), env.get("JWT_PUBLIC_KEY_FILE")) {
         (Some(_), Some(path)) => {
@@ -66,14 +82,7 @@ fn jwt_config(env: &Env<'_>) -> Result<JwtConfig, ConfigError> {
                 reason: "set either JWT_SECRET or JWT_PUBLIC_KEY_FILE, not both".into(),
             });
         }
-        (Some(secret), None) if secret.len() < MIN_SECRET => {
-            return Err(ConfigError {
-                variable: "JWT_SECRET",
-                value: "(hidden)".into(),
-                reason: format!("must be at least {MIN_SECRET} bytes"),
-            });
-        }
-        (Some(secret), None) => JwtKey::Secret(secret),
+        (Some(secret), None) => JwtKey::Secret(hs256_secret(&secret)?),
         (None, Some(path)) => {
             let pem = std::fs::read(&path).map_err(|e| ConfigError {
                 variable: "JWT_PUBLIC_KEY_FILE",

@@ -21,6 +21,9 @@ pub use env::parse_origins;
 use env::{Env, parse_bool, parse_days, parse_host, parse_path};
 pub use ops::{AdminUiConfig, MetricsConfig};
 
+/// Longest `RETENTION_INTERVAL_SECS`: a year.
+const MAX_RETENTION_INTERVAL_SECS: u64 = 365 * 86_400;
+
 /// The tracing filter when `RUST_LOG` is unset.
 pub const DEFAULT_LOG_FILTER: &str = "buildcast=info,tower_http=info";
 
@@ -48,9 +51,11 @@ pub struct Config {
     /// and a rolling tail half survive, the middle is dropped.
     pub max_log_bytes_per_job: u64,
     /// Finished jobs older than this are deleted with their logs and artifacts
-    /// (`RETENTION_DAYS`, fractions allowed; 0 keeps everything).
+    /// (`RETENTION_DAYS`, fractions allowed). `None` keeps everything: set by
+    /// `RETENTION_DAYS=0` or by `RETENTION_INTERVAL_SECS=0` (no sweep).
     pub retention: Option<Duration>,
-    /// How often the retention sweep runs (`RETENTION_INTERVAL_SECS`).
+    /// How often the retention sweep runs (`RETENTION_INTERVAL_SECS`); only
+    /// used when [`Config::retention`] is set.
     pub retention_interval: Duration,
     /// Recent events kept in memory per job for replay without the database (`HISTORY_WINDOW`).
     pub history_window: usize,
@@ -63,8 +68,11 @@ pub struct Config {
     pub stream_queue_events: usize,
     /// Largest REST request body in bytes (`REST_BODY_LIMIT`).
     pub rest_body_limit: usize,
-    /// How long a stopping server waits for running steps to end after signalling them
-    /// (`SHUTDOWN_GRACE_SECS`).
+    /// `SHUTDOWN_GRACE_SECS`: on stop, once the builds are stopped (each step's
+    /// process group gets SIGTERM, then SIGKILL 2 s later, whatever this says),
+    /// the longest the server waits for its clients to take their last events
+    /// and the close, and for HTTP requests to finish; then it closes what is
+    /// left. 0 closes at once.
     pub shutdown_grace: Duration,
     /// Authentication.
     pub auth: AuthConfig,
@@ -90,11 +98,70 @@ pub struct Config {
     /// `WORKER_TOKEN`: the bearer token external workers send to
     /// `POST /api/jobs/{id}/events`; unset disables that route.
     pub worker_token: Option<String>,
+    /// The compatibility gateways for the other seed systems' frontends.
+    pub compat: CompatConfig,
     /// `/metrics` (`METRICS_ENABLED`, `METRICS_TOKEN`).
     pub metrics: MetricsConfig,
     /// The Socket.IO Admin UI, when `ADMIN_UI_USERNAME` and
     /// `ADMIN_UI_PASSWORD_HASH` are set.
     pub admin_ui: Option<AdminUiConfig>,
+}
+
+/// `COMPAT_GATEWAYS` and `COMPAT_GENERATE_PIPELINE`: which compatibility
+/// gateways are served (the others' paths answer 404).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompatConfig {
+    /// `build`: seed 000's `/ws/build/{id}`, `/build/start`, `/build/download`,
+    /// `/ws/active-builds`.
+    pub build: bool,
+    /// `jobs`: seed 001's `/api/v1/ws/jobs/{id}/updates`.
+    pub jobs: bool,
+    /// `builds`: seed 003's `/ws/builds/{id}/`.
+    pub builds: bool,
+    /// `projects`: seed 004's `/api/ws/projects/{id}` and
+    /// `POST /api/projects/{id}/generate`.
+    pub projects: bool,
+    /// `COMPAT_GENERATE_PIPELINE`: the pipeline `POST /api/projects/{id}/generate`
+    /// runs when the request names none (checked against the pipelines at start-up).
+    pub generate_pipeline: Option<String>,
+}
+
+/// Reads `COMPAT_GATEWAYS`: `all`, `none`, or a comma-separated subset of
+/// `build,jobs,builds,projects`.
+fn parse_gateways(v: &str) -> Result<[bool; 4], String> {
+    const NAMES: [&str; 4] = ["build", "jobs", "builds", "projects"];
+    match v.trim().to_ascii_lowercase().as_str() {
+        "all" => return Ok([true; 4]),
+        "none" => return Ok([false; 4]),
+        _ => {}
+    }
+    let mut on = [false; 4];
+    for name in v.split(',').map(str::trim) {
+        match NAMES.iter().position(|n| n.eq_ignore_ascii_case(name)) {
+            Some(i) => on[i] = true,
+            None => {
+                return Err(format!(
+                    "expected all, none, or a comma-separated subset of build,jobs,builds,projects (unknown {name:?})"
+                ));
+            }
+        }
+    }
+    Ok(on)
+}
+
+fn compat_config(env: &Env<'_>) -> Result<CompatConfig, ConfigError> {
+    let [build, jobs, builds, projects] =
+        env.parse_with("COMPAT_GATEWAYS", "all", parse_gateways)?;
+    let generate_pipeline = env
+        .get("COMPAT_GENERATE_PIPELINE")
+        .filter(|v| !v.trim().is_empty());
+    Ok(CompatConfig {
+        build,
+        jobs,
+        builds,
+        projects,
+        generate_pipeline,
+    })
 }
 
 /// How the server logs.
@@ -104,7 +171,8 @@ pub struct LogConfig {
     pub filter: String,
     /// `LOG_FORMAT=json`: JSON lines instead of human-readable text.
     pub json: bool,
-    /// `NO_COLOR` unset: colours on the human-readable output.
+    /// `NO_COLOR` unset: colours allowed on the human-readable output (used only
+    /// when the log goes to a terminal).
     pub ansi: bool,
 }
 
@@ -284,7 +352,18 @@ impl Config {
             None => PipelinesSource::Default(PathBuf::from("pipelines.toml")),
         };
         let host = env.parse_with("HOST", "127.0.0.1", parse_host)?;
+        // 0: no sweep, so every job is kept (as with RETENTION_DAYS=0).
+        let retention_interval = env.parse_with("RETENTION_INTERVAL_SECS", "3600", |v| match v
+            .parse::<u64>()
+        {
+            Ok(secs @ 0..=MAX_RETENTION_INTERVAL_SECS) => Ok(Duration::from_secs(secs)),
+            _ => Err(format!(
+                "expected a whole number of seconds from 0 (no sweep: every job is kept) \
+                     to {MAX_RETENTION_INTERVAL_SECS}"
+            )),
+        })?;
         Ok(Self {
+            compat: compat_config(&env)?,
             auth: auth::auth_config(&env, host)?,
             limits: ClientLimits {
                 max_connections: env.positive("MAX_CONNECTIONS", "100000")?,
@@ -364,10 +443,10 @@ impl Config {
             pipelines,
             data_dir: PathBuf::from(env.get("DATA_DIR").unwrap_or_else(|| "./data".into())),
             max_log_bytes_per_job: env.positive("MAX_LOG_BYTES_PER_JOB", "67108864")?,
-            retention: env.parse_with("RETENTION_DAYS", "30", parse_days)?,
-            retention_interval: Duration::from_secs(
-                env.positive("RETENTION_INTERVAL_SECS", "3600")?,
-            ),
+            retention: env
+                .parse_with("RETENTION_DAYS", "30", parse_days)?
+                .filter(|_| !retention_interval.is_zero()),
+            retention_interval,
             history_window: env.positive("HISTORY_WINDOW", "2048")?,
             max_unstored_bytes: env.positive("MAX_UNSTORED_BYTES", "67108864")?,
             stream_queue_events: env.parse_with("STREAM_QUEUE_EVENTS", "1024", |v| match v
@@ -415,6 +494,26 @@ mod tests {
     }
 
     #[test]
+    fn compat_gateways_are_all_none_or_a_subset() {
+        let c = config(&[]).unwrap().compat;
+        assert!(c.build && c.jobs && c.builds && c.projects);
+        assert_eq!(c.generate_pipeline, None);
+        let c = config(&[("COMPAT_GATEWAYS", "none")]).unwrap().compat;
+        assert!(!c.build && !c.jobs && !c.builds && !c.projects);
+        let c = config(&[
+            ("COMPAT_GATEWAYS", "jobs, projects"),
+            ("COMPAT_GENERATE_PIPELINE", "demo"),
+        ])
+        .unwrap()
+        .compat;
+        assert!(!c.build && c.jobs && !c.builds && c.projects);
+        assert_eq!(c.generate_pipeline.as_deref(), Some("demo"));
+        let e = config(&[("COMPAT_GATEWAYS", "build,sockets")]).unwrap_err();
+        assert_eq!(e.variable, "COMPAT_GATEWAYS");
+        assert!(e.to_string().contains("\"sockets\""), "{e}");
+    }
+
+    #[test]
     fn errors_name_the_variable_and_value() {
         let e = config(&[("PORT", "abc")]).unwrap_err();
         assert_eq!(e.variable, "PORT");
@@ -439,6 +538,26 @@ mod tests {
         );
         let e = config(&[("PIPELINES_FILE", "/definitely/not/here.toml")]).unwrap_err();
         assert_eq!(e.variable, "PIPELINES_FILE");
+    }
+
+    #[test]
+    fn retention_zero_keeps_every_job_whichever_variable_says_it() {
+        let day = Duration::from_secs(86_400);
+        let c = config(&[]).unwrap();
+        assert_eq!(c.retention, Some(30 * day));
+        assert_eq!(c.retention_interval, Duration::from_secs(3600));
+        assert_eq!(config(&[("RETENTION_DAYS", "0")]).unwrap().retention, None);
+        // No sweep: nothing is ever deleted, whatever RETENTION_DAYS says.
+        let c = config(&[("RETENTION_INTERVAL_SECS", "0"), ("RETENTION_DAYS", "1")]).unwrap();
+        assert_eq!(c.retention, None);
+        for bad in ["-1", "soon", "1.5", "99999999999"] {
+            let e = config(&[("RETENTION_INTERVAL_SECS", bad)]).unwrap_err();
+            assert_eq!(e.variable, "RETENTION_INTERVAL_SECS", "{bad}: {e}");
+            assert!(e.reason.contains("0 (no sweep"), "{e}");
+        }
+        // A bad RETENTION_DAYS is reported even when no sweep runs.
+        let e = config(&[("RETENTION_INTERVAL_SECS", "0"), ("RETENTION_DAYS", "x")]).unwrap_err();
+        assert_eq!(e.variable, "RETENTION_DAYS");
     }
 
     #[test]

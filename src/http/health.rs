@@ -3,6 +3,9 @@
 //! whether this node should get traffic ([`crate::readiness`]), 200 or 503 naming
 //! the failing part. Neither needs a token or reveals job or user data.
 //!
+//! `compat` counts the compatibility gateways' open WebSocket connections, in
+//! total and per gateway (`websocket.connected_clients` counts Socket.IO only).
+//!
 //! `status` is `degraded` while the store cannot write (a full disk, say): live
 //! delivery goes on from memory, and `store` says why and how much waits.
 
@@ -94,6 +97,12 @@ async fn health(State(state): State<AppState>) -> Json<Value> {
             "stream_catch_ups": state.taps.catch_ups(),
         },
     });
+    let counts = state.gateways.counts();
+    let mut compat = json!({ "connections": counts.iter().map(|(_, n)| n).sum::<usize>() });
+    for (name, n) in counts {
+        compat[name] = json!(n);
+    }
+    body["compat"] = compat;
     if let Some(cluster) = &state.cluster {
         let here = stats.connected.load(Ordering::Relaxed) as u64;
         let clients = cluster.cluster_clients(here).await;

@@ -134,6 +134,13 @@ async fn set_state_gauges(state: &AppState) {
         stats.dropped_project_sockets.load(Ordering::Relaxed),
     );
     set_gauge("buildcast_http_streams", &[], state.taps.open() as f64);
+    for (gateway, n) in state.gateways.counts() {
+        set_gauge(
+            "buildcast_gateway_connections",
+            &[("gateway", gateway.to_string())],
+            n as f64,
+        );
+    }
     let writer = state.journal.writer_status();
     set_gauge(
         "buildcast_store_queue_events",

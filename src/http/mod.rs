@@ -89,7 +89,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
 
 /// Gives axum's bare 405 (a route that exists, a method it does not take) the
 /// same `{"error": …}` body as every other error, keeping its `Allow` header.
-async fn json_method_not_allowed(response: Response) -> Response {
+pub async fn json_method_not_allowed(response: Response) -> Response {
     if response.status() != StatusCode::METHOD_NOT_ALLOWED
         || response.headers().contains_key(header::CONTENT_TYPE)
     {
@@ -114,7 +114,7 @@ async fn json_method_not_allowed(response: Response) -> Response {
 }
 
 /// The answer to a request that took longer than `REST_TIMEOUT_SECS`.
-async fn timed_out(after: Duration) -> ApiError {
+pub async fn timed_out(after: Duration) -> ApiError {
     ApiError::Timeout(after)
 }
 

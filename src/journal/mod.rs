@@ -26,6 +26,7 @@
 
 pub mod log_budget;
 pub mod mirror;
+pub mod pacing;
 pub mod payload;
 pub mod reads;
 pub mod recovery;
@@ -38,7 +39,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::job::{EventKind, JobEvent, JobId, JobRecord, Stream};
-use crate::store::writer::{Backpressure, BatchWriter, WriterStatus};
+use crate::store::writer::{BatchWriter, WriterStatus};
 use crate::store::{Store, StoredEvent, WriteOp};
 use crate::tasks::Tasks;
 use crate::wire::EventPayload;
@@ -46,11 +47,18 @@ use log_budget::{LogBudget, Unkept};
 
 pub use log_budget::Dropped;
 pub use mirror::Mirrored;
+pub use pacing::{DeliveryLag, Pacing};
 pub use reads::LiveView;
 
 /// How long a finished job stays in memory (for cheap replays) before only the
 /// store holds it.
 const FINISHED_LINGER: Duration = Duration::from_secs(30);
+/// Items of delivery work (an event for one fan-out worker) that may wait before a
+/// build's output is paced ([`Pacing`]): a few events, so that subscribers' queues
+/// fill only when their clients are slow, not because a build writes faster than
+/// any server can fan out. (At saturation, 16 delivered more than 128 or none:
+/// bench/README.md.)
+const DELIVERY_LAG_LIMIT: usize = 16;
 /// One recorded event, as numbered and delivered.
 #[derive(Debug)]
 pub struct RecordedEvent {
@@ -106,6 +114,8 @@ pub struct Journal {
     live: RwLock<HashMap<JobId, Arc<LiveJob>>>,
     store: Arc<dyn Store>,
     writer: BatchWriter,
+    /// Events the sink has not sent on yet; builds wait while it is long.
+    delivery_lag: Arc<DeliveryLag>,
     /// The fan-out; set once the Socket.IO layer exists (absent when it is disabled).
     sink: OnceLock<Arc<dyn EventSink>>,
     /// Receives the events of this node's own jobs to share them with other nodes
@@ -162,6 +172,7 @@ impl Journal {
             live: RwLock::new(HashMap::new()),
             store,
             writer,
+            delivery_lag: Arc::new(DeliveryLag::new(DELIVERY_LAG_LIMIT)),
             sink: OnceLock::new(),
             publisher: OnceLock::new(),
             node,
@@ -200,8 +211,16 @@ impl Journal {
     /// `MAX_UNSTORED_BYTES` waiting for a store that works (a slow disk) pauses a
     /// build's output until the writer catches up, so memory stays bounded and no
     /// line is dropped; while the store fails, the rule of [`Self::record`] applies.
-    pub fn backpressure(&self) -> Backpressure {
-        self.writer.backpressure(self.limits.max_unstored / 4)
+    pub fn backpressure(&self) -> Pacing {
+        Pacing {
+            history: self.writer.backpressure(self.limits.max_unstored / 4),
+            delivery: self.delivery_lag.clone(),
+        }
+    }
+
+    /// Where the sink counts the events it has not sent on yet ([`Pacing`]).
+    pub fn delivery_lag(&self) -> Arc<DeliveryLag> {
+        self.delivery_lag.clone()
     }
 
     /// Waits until every write queued so far is committed.

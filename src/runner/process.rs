@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::groups::{GroupRecords, Record};
 use crate::job::{JobId, Stream};
-use crate::store::writer::Backpressure;
+use crate::journal::Pacing;
 
 /// Longest line passed on; a longer one is split.
 const MAX_LINE: usize = 16 * 1024;
@@ -66,12 +66,14 @@ impl ReaderTurn {
     }
 }
 
-/// Environment variables never passed to a build: they hold the server's secrets.
-const SECRET_VARS: [&str; 5] = [
+/// Environment variables never passed to a build: the server's own secrets, the
+/// ones its configuration reads. Anything else in the server's environment is
+/// passed on (a build may well need its own `DATABASE_URL`, say), so other
+/// credentials do not belong in the server's environment.
+const SECRET_VARS: [&str; 4] = [
     "JWT_SECRET",
     "WORKER_TOKEN",
     "REDIS_URL",
-    "DATABASE_URL",
     "JWT_PUBLIC_KEY_FILE",
 ];
 
@@ -95,7 +97,7 @@ pub struct StepHooks<'a> {
     pub record_as: RecordAs<'a>,
     /// Pauses reading its output while history falls behind (a slow disk): the
     /// step then blocks on a full pipe instead of memory filling up.
-    pub backpressure: Option<Backpressure>,
+    pub backpressure: Option<Pacing>,
 }
 
 /// Runs `script` in `dir`, calling `on_line` for each line of output. With
@@ -205,7 +207,7 @@ async fn step(
 /// Waits while history falls behind, unless the step is cancelled or out of time
 /// meanwhile (the read loop then sees why).
 async fn wait_for_history(
-    backpressure: Option<&Backpressure>,
+    backpressure: Option<&Pacing>,
     cancel: &CancellationToken,
     deadline: Instant,
 ) {

@@ -466,9 +466,9 @@ pub fn room_left(socket: &SocketRef, room: &str) {
 
 /// Reports an event the fan-out sent to `sockets`, while an admin watches (at
 /// most [`MAX_SENT_REPORTS`] a second; the rest are not reported).
-pub fn events_sent<T: serde::Serialize + ?Sized>(
+pub fn events_sent<'a, T: serde::Serialize + ?Sized>(
     stats: &SocketStats,
-    sockets: &[SocketRef],
+    sockets: impl IntoIterator<Item = &'a SocketRef>,
     event: &'static str,
     payload: &T,
 ) {

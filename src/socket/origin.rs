@@ -39,12 +39,20 @@ impl OriginGuard {
         if !super::request_head::is_socket_io_path(path, &self.req_path) {
             return true;
         }
-        origin.is_none_or(|origin| {
-            self.allowed
-                .iter()
-                .any(|allowed| allowed.as_bytes().eq_ignore_ascii_case(origin.as_bytes()))
-        })
+        origin_allowed(&self.allowed, origin)
     }
+}
+
+/// Whether a WebSocket handshake (or an Engine.IO request) with `origin` may go
+/// on when only `allowed` origins may connect: no `Origin` (a non-browser
+/// client) passes; otherwise it must be one of them (ASCII case ignored). The
+/// compatibility gateways check their handshakes with it too.
+pub fn origin_allowed(allowed: &[HeaderValue], origin: Option<&HeaderValue>) -> bool {
+    origin.is_none_or(|origin| {
+        allowed
+            .iter()
+            .any(|allowed| allowed.as_bytes().eq_ignore_ascii_case(origin.as_bytes()))
+    })
 }
 
 /// The middleware: `axum::middleware::from_fn_with_state(guard, check)`.

@@ -6,7 +6,11 @@
 //! without holding the job's lock. Once the events still missing are all in the
 //! journal's in-memory window, the socket gets them and joins the room *under the
 //! job's lock*: no event can be recorded in between, so the next one it receives
-//! live is exactly the one after the last replayed.
+//! live is exactly the one after the last replayed. The fan-out's workers emit
+//! asynchronously, so they may still hold events recorded before the join for a
+//! socket list taken before the leave: the socket's [`super::session::Gate`],
+//! closed while it is replayed and opened at the join's position, keeps those from
+//! reaching it a second time.
 //!
 //! The same path catches up a socket whose buffer overflowed during live delivery
 //! ([`super::fanout`]): it is taken out of the room and replayed from the event it
@@ -217,7 +221,9 @@ pub async fn attach(
         subscription,
     };
     wait_connected(socket, &session).await?;
-    // Out of both rooms: a new subscription may have switched between them.
+    // Out of both rooms, and no live event from a fan-out worker until it is
+    // live again: a new subscription may have switched between the rooms.
+    session.gate(id).close();
     super::leave(socket, job_room(id));
     super::leave(socket, job_batch_room(id));
     let mut pacer = Pacer::default();
@@ -279,7 +285,7 @@ pub async fn attach(
                         cursor: expected - 1,
                     };
                 }
-                super::join(socket, room.clone());
+                go_live(socket, id, room.clone(), view.record.last_seq);
                 if cursor
                     .is_some_and(|c| expected <= view.record.last_seq && c < view.record.last_seq)
                 {
@@ -324,7 +330,7 @@ pub async fn attach(
                             replay_stored(journal, &current, &mut pacer, since, None).await?;
                         gap |= skipped;
                     }
-                    super::join(socket, room.clone());
+                    go_live(socket, id, room.clone(), job.last_seq);
                     return Ok(Attached {
                         job: Some(job),
                         gap,
@@ -332,7 +338,7 @@ pub async fn attach(
                 }
                 // Not created yet: join now, while no job can be created, so that
                 // its first event is not missed.
-                let joined = journal.if_not_live(id, || super::join(socket, room.clone()));
+                let joined = journal.if_not_live(id, || go_live(socket, id, room.clone(), 0));
                 if joined.is_some() {
                     return Ok(Attached {
                         job: None,
@@ -342,6 +348,14 @@ pub async fn attach(
             }
         }
     }
+}
+
+/// Joins the room of the job's live events, whose last recorded event is `last_seq`
+/// (under the job's lock, or while it cannot be created): the fan-out workers emit
+/// the events after it, and none before, to this socket.
+fn go_live(socket: &SocketRef, id: &JobId, room: String, last_seq: u64) {
+    session(socket).gate(id).open_after(last_seq);
+    super::join(socket, room);
 }
 
 fn detached() -> Attached {

@@ -24,6 +24,39 @@ pub struct Subscription {
     pub batch: bool,
 }
 
+/// Which of a job's live events the fan-out workers may emit to one socket: those
+/// with `seq` above the position the socket went live at. Closed while the socket
+/// is replayed or caught up (the replay sends those events itself), so that an
+/// event a worker still holds from before cannot reach the socket twice or out of
+/// order.
+#[derive(Debug)]
+pub struct Gate(AtomicU64);
+
+impl Gate {
+    const CLOSED: u64 = u64::MAX;
+
+    fn closed() -> Self {
+        Self(AtomicU64::new(Self::CLOSED))
+    }
+
+    /// Live events after `seq` may now be emitted. Called under the job's lock,
+    /// as the socket joins the job's room.
+    pub fn open_after(&self, seq: u64) {
+        self.0.store(seq, Ordering::Release);
+    }
+
+    /// No live event may be emitted until the gate opens again.
+    pub fn close(&self) {
+        self.0.store(Self::CLOSED, Ordering::Release);
+    }
+
+    /// Whether the event numbered `seq` may be emitted live.
+    pub fn admits(&self, seq: u64) -> bool {
+        let after = self.0.load(Ordering::Acquire);
+        after != Self::CLOSED && seq > after
+    }
+}
+
 /// Per-socket state, kept in the socket's extensions.
 #[derive(Debug)]
 pub struct Session {
@@ -33,6 +66,10 @@ pub struct Session {
     slot: Mutex<Option<ConnectionSlot>>,
     /// For each job this socket follows, its latest subscription.
     following: Mutex<HashMap<JobId, Subscription>>,
+    /// For each job this socket has followed, the gate the fan-out workers check
+    /// before emitting one of its live events ([`Gate`]). One per job for the
+    /// socket's life, so a socket list taken before a resubscription sees it close.
+    gates: Mutex<HashMap<JobId, Arc<Gate>>>,
     /// Projects this socket follows.
     projects: Mutex<HashSet<ProjectId>>,
     /// Whether it takes `jobs:created` ([`super::feed`]).
@@ -94,6 +131,7 @@ impl Session {
             principal,
             slot: Mutex::new(Some(slot)),
             following: Mutex::default(),
+            gates: Mutex::default(),
             projects: Mutex::default(),
             feed: AtomicBool::new(false),
             next_generation: AtomicU64::new(0),
@@ -150,7 +188,18 @@ impl Session {
             return Err(Refusal::TooManySubscriptions(self.max_subscriptions));
         }
         following.insert(job.clone(), subscription);
+        self.gate(job).close();
         Ok(subscription)
+    }
+
+    /// The gate of `job`'s live events for this socket (made closed if new).
+    pub fn gate(&self, job: &JobId) -> Arc<Gate> {
+        self.gates
+            .lock()
+            .expect("session")
+            .entry(job.clone())
+            .or_insert_with(|| Arc::new(Gate::closed()))
+            .clone()
     }
 
     fn subscriptions_with(&self, following: &HashMap<JobId, Subscription>) -> usize {
@@ -197,6 +246,9 @@ impl Session {
     /// Ends the subscription of `job`.
     pub fn unfollow(&self, job: &JobId) {
         self.following.lock().expect("session").remove(job);
+        if let Some(gate) = self.gates.lock().expect("session").remove(job) {
+            gate.close();
+        }
     }
 
     /// The Socket.IO counters this socket reports to.

@@ -401,6 +401,35 @@ async fn retention_deletes_expired_jobs_and_their_files() {
 }
 
 #[tokio::test]
+async fn retention_interval_zero_runs_no_sweep_and_keeps_every_job() {
+    // Arrange: jobs expire after about 1.7 s, but RETENTION_INTERVAL_SECS=0.
+    let app = spawn_app(
+        TestOptions::default()
+            .env("RETENTION_DAYS", "0.00002")
+            .env("RETENTION_INTERVAL_SECS", "0"),
+    )
+    .await;
+    let id = app.start_job("p1", "quick").await;
+    app.wait_finished(&id, FINISH).await;
+    let artifact = app
+        .data_dir
+        .join("jobs")
+        .join(&id)
+        .join("artifacts")
+        .join("result.txt");
+    assert!(artifact.is_file(), "the artifact is stored");
+
+    // Act: well past the expiry and the 1 s sweeps of the test above.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    // Assert
+    assert!(artifact.is_file(), "the artifact was deleted");
+    let job = app.job(&id).await;
+    assert_eq!(job["status"], "completed", "{job:#}");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn retention_keeps_running_jobs() {
     // Arrange
     let app = spawn_app(

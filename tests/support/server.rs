@@ -6,8 +6,9 @@
 //! The server's environment is only what the caller passes (plus `PATH`, `HOME`
 //! and defaults for quiet logs), and it runs in a folder of the caller's choosing,
 //! so no `.env` or variable of the developer's shell leaks in. Its output is kept
-//! (the last 256 KiB of each stream) for error messages, and the process is
-//! killed if the `Server` is dropped while it still runs.
+//! (the last 256 KiB of each stream) for error messages, or written to a file
+//! ([`start_logging_to`]: a log file, as an operator redirects it), and the
+//! process is killed if the `Server` is dropped while it still runs.
 
 #![allow(dead_code)]
 
@@ -33,8 +34,16 @@ pub struct Server {
     pub port: u16,
     /// `http://127.0.0.1:<port>`.
     pub address: String,
-    output: Arc<Mutex<VecDeque<u8>>>,
+    output: Output,
     _port_dir: tempfile::TempDir,
+}
+
+/// Where the server's standard output and error go.
+enum Output {
+    /// Pipes read into a buffer of the last [`KEEP_BYTES`].
+    Kept(Arc<Mutex<VecDeque<u8>>>),
+    /// Both appended to this file.
+    File(PathBuf),
 }
 
 /// Starts the binary in `cwd` with `env` (which should set `HOST`, `DATA_DIR`
@@ -42,6 +51,34 @@ pub struct Server {
 /// Fails with the server's output if it exits first or does not listen within
 /// [`START_TIMEOUT`].
 pub fn start<K, V>(cwd: &Path, env: impl IntoIterator<Item = (K, V)>) -> Result<Server, String>
+where
+    K: Into<OsString>,
+    V: Into<OsString>,
+{
+    launch(cwd, env, None)
+}
+
+/// As [`start`], with the server's standard output and error both going to the
+/// file `log` (created or truncated), as when an operator redirects them; the
+/// default `NO_COLOR=1` is not set, so what colours do there is the server's own
+/// choice. [`Server::output`] reads the file.
+pub fn start_logging_to<K, V>(
+    cwd: &Path,
+    env: impl IntoIterator<Item = (K, V)>,
+    log: &Path,
+) -> Result<Server, String>
+where
+    K: Into<OsString>,
+    V: Into<OsString>,
+{
+    launch(cwd, env, Some(log))
+}
+
+fn launch<K, V>(
+    cwd: &Path,
+    env: impl IntoIterator<Item = (K, V)>,
+    log: Option<&Path>,
+) -> Result<Server, String>
 where
     K: Into<OsString>,
     V: Into<OsString>,
@@ -60,16 +97,27 @@ where
             std::env::var_os("HOME").unwrap_or_else(|| "/".into()),
         )
         .env("PORT", "0")
-        .env("RUST_LOG", "warn,buildcast=info")
-        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "warn,buildcast=info");
+    if log.is_none() {
+        command.env("NO_COLOR", "1");
+    }
+    command
         .envs(env.into_iter().map(|(k, v)| (k.into(), v.into())))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stdin(Stdio::null());
+    if let Some(log) = log {
+        let file = std::fs::File::create(log)
+            .map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+        let copy = file
+            .try_clone()
+            .map_err(|e| format!("cannot share {}: {e}", log.display()))?;
+        command.stdout(file).stderr(copy);
+    } else {
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    }
     let mut child = command
         .spawn()
         .map_err(|e| format!("cannot start {BIN}: {e}"))?;
-    let output = Arc::new(Mutex::new(VecDeque::new()));
+    let kept = Arc::new(Mutex::new(VecDeque::new()));
     for stream in [
         child
             .stdout
@@ -83,9 +131,13 @@ where
     .into_iter()
     .flatten()
     {
-        let output = Arc::clone(&output);
-        std::thread::spawn(move || keep(stream, &output));
+        let kept = Arc::clone(&kept);
+        std::thread::spawn(move || keep(stream, &kept));
     }
+    let output = match log {
+        Some(log) => Output::File(log.to_owned()),
+        None => Output::Kept(kept),
+    };
     let mut server = Server {
         child,
         port: 0,
@@ -142,14 +194,23 @@ impl Server {
         self.child.id()
     }
 
-    /// What the server printed so far (stdout and stderr, interleaved), at most
-    /// the last 256 KiB.
+    /// What the server printed so far (stdout and stderr, interleaved): at most
+    /// the last 256 KiB, or the whole log file.
     pub fn output(&self) -> String {
-        let out = self
-            .output
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        String::from_utf8_lossy(&out.iter().copied().collect::<Vec<u8>>()).into_owned()
+        String::from_utf8_lossy(&self.output_bytes()).into_owned()
+    }
+
+    /// [`Server::output`] as the bytes written.
+    pub fn output_bytes(&self) -> Vec<u8> {
+        match &self.output {
+            Output::Kept(kept) => kept
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .copied()
+                .collect(),
+            Output::File(path) => std::fs::read(path).unwrap_or_default(),
+        }
     }
 
     /// Sends SIGTERM and waits for the exit, killing the server after `grace`.

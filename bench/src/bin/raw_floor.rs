@@ -3,7 +3,10 @@
 //! generator (WebSocket and HTTP long-polling, `40`, `subscribe:job` with its ack,
 //! pings), the same `POST /api/jobs` as buildcast, and the same line source:
 //!
-//!     PORT=3003 LINE_COMMAND='...' raw-floor
+//!     PORT=3003 LINE_COMMAND='...' raw-floor [--port-file PATH]
+//!
+//! With `--port-file`, the port it listens on (`PORT=0`: any free one) is written
+//! to PATH once it listens, as buildcast does.
 //!
 //! Each stdout line of `sh -c "$LINE_COMMAND"` becomes one `job:log` packet,
 //! serialized once; its WebSocket frame is built once and the same bytes are queued
@@ -18,7 +21,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use buildcast_bench::scan;
-use buildcast_bench::sys::{iso8601_millis, json_string, now_ns, raise_nofile};
+use buildcast_bench::sys::{
+    iso8601_millis, json_string, now_ns, port_file_arg, raise_nofile, write_port_file,
+};
 use buildcast_bench::ws;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -478,6 +483,10 @@ async fn main() {
     socket.set_reuseaddr(true).expect("reuseaddr");
     socket.bind(addr).expect("bind");
     let listener: TcpListener = socket.listen(4096).expect("listen");
+    let addr = listener.local_addr().expect("local address");
+    if let Some(path) = port_file_arg() {
+        write_port_file(&path, addr.port()).expect("write --port-file");
+    }
     eprintln!("raw-floor listening on {addr}");
     loop {
         let Ok((stream, _)) = listener.accept().await else {

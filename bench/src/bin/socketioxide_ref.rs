@@ -3,7 +3,10 @@
 //! library itself costs, so that buildcast's own overhead (history, persistence,
 //! lossless catch-up, the cluster) can be read off in the same run:
 //!
-//!     PORT=3004 LINE_COMMAND='...' socketioxide-ref
+//!     PORT=3004 LINE_COMMAND='...' socketioxide-ref [--port-file PATH]
+//!
+//! With `--port-file`, the port it listens on (`PORT=0`: any free one) is written
+//! to PATH once it listens, as buildcast does.
 //!
 //! The same contract as the Node reference and the raw floor: `POST /api/jobs
 //! {projectId, pipeline}` starts `sh -c "$LINE_COMMAND"`; each stdout line becomes
@@ -27,7 +30,7 @@ use axum::Json;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use buildcast_bench::sys::{iso8601_millis, now_ns, raise_nofile};
+use buildcast_bench::sys::{iso8601_millis, now_ns, port_file_arg, raise_nofile, write_port_file};
 use serde::Serialize;
 use serde_json::{Value, json};
 use socketioxide::SocketIo;
@@ -219,6 +222,10 @@ async fn main() {
     socket.set_reuseaddr(true).expect("reuseaddr");
     socket.bind(addr).expect("bind HOST:PORT");
     let listener = socket.listen(4096).expect("listen");
+    let port = listener.local_addr().expect("local address").port();
+    if let Some(path) = port_file_arg() {
+        write_port_file(&path, port).expect("write --port-file");
+    }
     eprintln!("socketioxide-ref listening on {host}:{port}");
     axum::serve(listener, router).await.expect("serve");
 }
