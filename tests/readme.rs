@@ -143,8 +143,9 @@ fn every_example_is_run_or_marked_no_run() {
         .filter(|b| b.no_run)
         .map(|b| format!("{} ({})", b.line, b.section))
         .collect();
-    // The few a test cannot run; a longer list needs a reason.
-    assert!(skipped.len() <= 4, "examples marked no-run: {skipped:?}");
+    // The few a test cannot run (the gateways' example calls the seed frontends'
+    // own classes, which the compat e2e suites run); a longer list needs a reason.
+    assert!(skipped.len() <= 5, "examples marked no-run: {skipped:?}");
 }
 
 // ---- running blocks -------------------------------------------------------------

@@ -131,10 +131,11 @@ test('a peer that answers no ping is dropped and its slot given back; one that a
   let pings = 0;
   alive.ws.on('ping', () => (pings += 1));
   await Promise.all([dead.opened, alive.opened]);
-  await waitFor(() => dead.frames.length > 0, 10_000, { what: 'connected' });
+  await waitFor(() => dead.frames.length > 0 && alive.frames.length > 0, 10_000, { what: 'connected' });
+  await waitFor(async () => (await getJson(`${server.url}/health`)).body.compat.jobs === 2, 10_000, { what: 'both peers counted' });
   dead.ws._socket.pause();
   await waitFor(async () => (await getJson(`${server.url}/health`)).body.compat.jobs === 1, 10_000, { what: 'the dead peer to be dropped' });
-  assert.ok(pings >= 2, `protocol pings reach the client (${pings})`);
+  await waitFor(() => pings >= 2, 10_000, { what: `protocol pings to reach the client (${pings})` });
   assert.equal(alive.ws.readyState, 1);
   alive.ws.close();
   dead.ws.terminate();
