@@ -9,6 +9,7 @@
 
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import { io } from 'socket.io-client';
@@ -23,6 +24,7 @@ const USER = 'ops';
 const PASSWORD = 'correct horse battery';
 // bcrypt of PASSWORD (cost 10).
 const HASH = '$2a$10$BQ7SaLic0fjdwCNwROrtEuhDDRsSphmFq2wvpQMHs0oJqGLeelNVK';
+const SECRET = 'a-secret-long-enough-for-hs256-signing-0123';
 
 const clients = [];
 after(() => clients.forEach((c) => c.close()));
@@ -140,9 +142,9 @@ test('the Admin UI served by buildcast logs in, shows sockets, rooms and events,
   }
 });
 
-test('read-only mode offers no operation and ignores those sent anyway; no JWT is asked of /admin', async () => {
+test('read-only mode offers no operation and ignores those sent anyway; no JWT is asked of /admin, an admin JWT is accepted', async () => {
   const server = await startServer({
-    env: { ADMIN_UI_USERNAME: USER, ADMIN_UI_PASSWORD_HASH: HASH, ADMIN_UI_READONLY: 'true', AUTH_MODE: 'jwt', JWT_SECRET: 'a-secret-long-enough-for-hs256-signing-0123' },
+    env: { ADMIN_UI_USERNAME: USER, ADMIN_UI_PASSWORD_HASH: HASH, ADMIN_UI_READONLY: 'true', AUTH_MODE: 'jwt', JWT_SECRET: SECRET },
   });
   try {
     const refused = adminSocket(server, { username: USER, password: 'wrong' });
@@ -166,6 +168,17 @@ test('read-only mode offers no operation and ignores those sent anyway; no JWT i
     for (const key of ['serverId', 'hostname', 'pid', 'uptime', 'clientsCount', 'pollingClientsCount', 'aggregatedEvents', 'namespaces']) {
       assert.ok(key in stats, `${key} in ${JSON.stringify(stats)}`);
     }
+
+    // A JWT with the admin role logs in too; a viewer's does not.
+    const mint = (claims) => {
+      const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+      const head = b64({ alg: 'HS256', typ: 'JWT' });
+      const body = b64({ exp: Math.floor(Date.now() / 1000) + 600, ...claims });
+      const sig = crypto.createHmac('sha256', SECRET).update(`${head}.${body}`).digest('base64url');
+      return `${head}.${body}.${sig}`;
+    };
+    await adminSocket(server, { token: mint({ sub: 'root', role: 'admin' }) }).connected;
+    await assert.rejects(adminSocket(server, { token: mint({ sub: 'val', role: 'viewer' }) }).connected, (e) => e.message === 'invalid credentials');
 
     // The operations are ignored: nothing disconnects the admin's own socket.
     admin.socket.emit('_disconnect', '/admin', false, again.socket.id);
