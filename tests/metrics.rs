@@ -545,3 +545,59 @@ async fn cluster_and_worker_counters_add_up_on_both_nodes() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_log_cut_by_the_cap_is_counted_once() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let pipelines = dir.path().join("pipelines.toml");
+    std::fs::write(
+        &pipelines,
+        "[pipelines.long]\ndescription = \"more log than the cap\"\ntimeout = \"60s\"\n\
+         [pipelines.long.steps]\nbuild = \"for i in $(seq 1 300); do echo line $i of a long log; done\"\n",
+    )
+    .expect("the pipelines file");
+    let mut server = server::start(
+        dir.path(),
+        [
+            ("HOST", OsString::from("127.0.0.1")),
+            ("DATA_DIR", dir.path().join("data").into_os_string()),
+            ("PIPELINES_FILE", pipelines.into_os_string()),
+            ("MAX_LOG_BYTES_PER_JOB", "2048".into()),
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let url = server.address.clone();
+    let http = reqwest::Client::new();
+    let created: Json = http
+        .post(format!("{url}/api/jobs"))
+        .json(&serde_json::json!({ "projectId": "cap", "pipeline": "long" }))
+        .send()
+        .await
+        .expect("POST /api/jobs")
+        .json()
+        .await
+        .expect("JSON");
+    let id = created["jobId"].as_str().expect("jobId");
+    wait_json(&http, &format!("{url}/api/jobs/{id}"), |j| {
+        j["status"] == "completed"
+    })
+    .await;
+    let scraped = scrape(&http, &url).await;
+    let _ = server.stop(Duration::from_secs(15));
+    assert_eq!(
+        value(
+            &scraped,
+            "buildcast_log_truncations_total",
+            &[("reason", "log_cap")]
+        ),
+        1.0
+    );
+    assert!(
+        value(
+            &scraped,
+            "buildcast_log_bytes_total",
+            &[("source", "runner")]
+        ) > 2048.0,
+        "every line's bytes are counted, kept or not"
+    );
+}
