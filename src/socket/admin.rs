@@ -14,8 +14,9 @@
 //! - Every 2 s: `server_stats` (`serverId, hostname, pid, uptime, clientsCount,
 //!   pollingClientsCount, aggregatedEvents, namespaces`).
 //! - As they happen: `socket_connected`, `socket_disconnected`, `room_joined`,
-//!   `room_left`, `event_received` (client events on `/`). Nothing is serialized
-//!   while no admin is connected ([`crate::state::SocketStats::admins`]).
+//!   `room_left`, `event_received` (client events on `/`), `event_sent` (what
+//!   the fan-out sends, at most [`MAX_SENT_REPORTS`] a second). Nothing is
+//!   serialized while no admin is connected ([`crate::state::SocketStats::admins`]).
 //! - Operations from the UI: `_disconnect(nsp, close, filter)`,
 //!   `join(nsp, room, filter)`, `leave(nsp, room, filter)`,
 //!   `emit(nsp, filter, event, ...args)`, `filter` being a socket id or a room;
