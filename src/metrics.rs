@@ -302,34 +302,52 @@ impl Drop for FanoutTimer {
 
 /// A Socket.IO client was admitted.
 pub fn connected(transport: &'static str, eio: &'static str) {
+    if !enabled() {
+        return;
+    }
     ::metrics::counter!("buildcast_socketio_connects_total", "transport" => transport, "eio" => eio)
         .increment(1);
 }
 
 /// A Socket.IO client went away.
 pub fn disconnected(reason: &'static str) {
+    if !enabled() {
+        return;
+    }
     ::metrics::counter!("buildcast_socketio_disconnects_total", "reason" => reason).increment(1);
 }
 
 /// A connection was refused for its token.
 pub fn auth_refused(reason: &'static str) {
+    if !enabled() {
+        return;
+    }
     ::metrics::counter!("buildcast_socketio_auth_refusals_total", "reason" => reason).increment(1);
 }
 
 /// A connection or a client event was refused by `limit` (the variable's name,
 /// lower case).
 pub fn limit_refused(limit: &'static str) {
+    if !enabled() {
+        return;
+    }
     ::metrics::counter!("buildcast_limit_refusals_total", "limit" => limit).increment(1);
 }
 
 /// A subscribe request of `kind` was answered with `outcome` (`ok` or why not).
 pub fn subscribe_ack(kind: &'static str, outcome: &'static str) {
+    if !enabled() {
+        return;
+    }
     ::metrics::counter!("buildcast_subscribe_acks_total", "kind" => kind, "outcome" => outcome)
         .increment(1);
 }
 
 /// A `subscribe:job` with `since` was answered: recovered whole, or not and why.
 pub fn replay(recovered: bool, reason: &'static str) {
+    if !enabled() {
+        return;
+    }
     let recovered = if recovered { "true" } else { "false" };
     ::metrics::counter!("buildcast_replays_total", "recovered" => recovered, "reason" => reason)
         .increment(1);
@@ -337,23 +355,98 @@ pub fn replay(recovered: bool, reason: &'static str) {
 
 /// `n` events were sent from history to one socket.
 pub fn replayed_events(n: u64) {
-    if n > 0 {
-        ::metrics::counter!("buildcast_replayed_events_total").increment(n);
+    if !enabled() {
+        return;
     }
+    if n > 0 {
+        hot().replayed.increment(n);
+    }
+}
+
+/// Event names the fan-out emits, whose counters are kept at hand.
+const EMITTED: [&str; 8] = [
+    "job:progress",
+    "job:log",
+    "job:error",
+    "job:completed",
+    "job:logs",
+    "project:progress",
+    "project:completed",
+    "jobs:created",
+];
+/// Event kinds the fan-out times (and `job:logs` for runs).
+const TIMED: [&str; 5] = ["progress", "log", "error", "completed", "job:logs"];
+/// Kinds and sources of recorded events.
+const KINDS: [&str; 4] = ["progress", "log", "error", "completed"];
+const SOURCES: [&str; 4] = ["runner", "worker_rest", "worker_redis", "mirror"];
+
+/// Handles of the metrics recorded for every event or line, registered once
+/// (the recorder never changes once installed), so that recording is an atomic
+/// add rather than a registry lookup.
+struct Hot {
+    emits: Vec<::metrics::Counter>,
+    fanout: Vec<::metrics::Histogram>,
+    recorded: Vec<::metrics::Counter>,
+    log_bytes: Vec<::metrics::Counter>,
+    replayed: ::metrics::Counter,
+}
+
+fn hot() -> &'static Hot {
+    static HOT: OnceLock<Hot> = OnceLock::new();
+    HOT.get_or_init(|| Hot {
+        emits: EMITTED
+            .iter()
+            .map(|e| ::metrics::counter!("buildcast_socketio_emits_total", "event" => *e))
+            .collect(),
+        fanout: TIMED
+            .iter()
+            .map(|e| ::metrics::histogram!("buildcast_fanout_duration_seconds", "event" => *e))
+            .collect(),
+        recorded: KINDS
+            .iter()
+            .flat_map(|k| {
+                SOURCES.iter().map(move |s| {
+                    ::metrics::counter!("buildcast_events_recorded_total", "kind" => *k, "source" => *s)
+                })
+            })
+            .collect(),
+        log_bytes: SOURCES
+            .iter()
+            .map(|s| ::metrics::counter!("buildcast_log_bytes_total", "source" => *s))
+            .collect(),
+        replayed: ::metrics::counter!("buildcast_replayed_events_total"),
+    })
+}
+
+fn position(list: &[&str], name: &str) -> Option<usize> {
+    list.iter().position(|n| *n == name)
 }
 
 /// The fan-out emitted `event` to `n` sockets.
 #[inline]
 pub fn delivered(event: &'static str, n: u64) {
-    if n > 0 && enabled() {
-        ::metrics::counter!("buildcast_socketio_emits_total", "event" => event).increment(n);
+    if n == 0 || !enabled() {
+        return;
+    }
+    match position(&EMITTED, event) {
+        Some(i) => hot().emits[i].increment(n),
+        None => {
+            ::metrics::counter!("buildcast_socketio_emits_total", "event" => event).increment(n)
+        }
     }
 }
 
-/// One event took `took` to hand to every subscribed socket.
+/// One event took `took` to hand to the sockets of one fan-out worker.
 #[inline]
 pub fn fanout_duration(event: &'static str, took: Duration) {
-    ::metrics::histogram!("buildcast_fanout_duration_seconds", "event" => event).record(took);
+    if !enabled() {
+        return;
+    }
+    match position(&TIMED, event) {
+        Some(i) => hot().fanout[i].record(took),
+        None => ::metrics::histogram!("buildcast_fanout_duration_seconds", "event" => event)
+            .record(took),
+    }
 }
 
 // --- Journal -----------------------------------------------------------------
@@ -361,16 +454,26 @@ pub fn fanout_duration(event: &'static str, took: Duration) {
 /// An event of `kind` from `source` (`runner`, `worker_rest`, `worker_redis`,
 /// `mirror`) was recorded; `log_bytes` is a log line's length.
 pub fn recorded(kind: &'static str, source: &'static str, log_bytes: usize) {
-    ::metrics::counter!("buildcast_events_recorded_total", "kind" => kind, "source" => source)
-        .increment(1);
+    if !enabled() {
+        return;
+    }
+    let (Some(k), Some(s)) = (position(&KINDS, kind), position(&SOURCES, source)) else {
+        ::metrics::counter!("buildcast_events_recorded_total", "kind" => kind, "source" => source)
+            .increment(1);
+        return;
+    };
+    let hot = hot();
+    hot.recorded[k * SOURCES.len() + s].increment(1);
     if log_bytes > 0 {
-        ::metrics::counter!("buildcast_log_bytes_total", "source" => source)
-            .increment(log_bytes as u64);
+        hot.log_bytes[s].increment(log_bytes as u64);
     }
 }
 
 /// History of a log was cut: `log_cap` or `unstored`.
 pub fn truncated(reason: &'static str) {
+    if !enabled() {
+        return;
+    }
     ::metrics::counter!("buildcast_log_truncations_total", "reason" => reason).increment(1);
 }
 
@@ -378,6 +481,9 @@ pub fn truncated(reason: &'static str) {
 
 /// A batch of `writes` committed, `took` after its first attempt.
 pub fn store_batch(writes: usize, took: Duration) {
+    if !enabled() {
+        return;
+    }
     ::metrics::counter!("buildcast_store_batches_total").increment(1);
     ::metrics::histogram!("buildcast_store_batch_size").record(writes as f64);
     ::metrics::histogram!("buildcast_store_commit_seconds").record(took);
@@ -385,6 +491,9 @@ pub fn store_batch(writes: usize, took: Duration) {
 
 /// An attempt to commit a batch failed.
 pub fn store_error() {
+    if !enabled() {
+        return;
+    }
     ::metrics::counter!("buildcast_store_errors_total").increment(1);
 }
 
@@ -392,12 +501,18 @@ pub fn store_error() {
 
 /// A job got its build slot after waiting `waited`.
 pub fn job_started(waited: Duration) {
+    if !enabled() {
+        return;
+    }
     ::metrics::histogram!("buildcast_job_queue_wait_seconds").record(waited);
 }
 
 /// A job this runner took ended with `status` after running `took` (`None`:
 /// it ended before it started).
 pub fn job_finished(status: &'static str, took: Option<Duration>) {
+    if !enabled() {
+        return;
+    }
     ::metrics::counter!("buildcast_jobs_finished_total", "status" => status).increment(1);
     if let Some(took) = took {
         ::metrics::histogram!("buildcast_job_duration_seconds", "status" => status).record(took);
@@ -408,6 +523,9 @@ pub fn job_finished(status: &'static str, took: Option<Duration>) {
 
 /// Another node's event was recorded here, `lag` after its owner recorded it.
 pub fn mirrored(lag: Option<Duration>) {
+    if !enabled() {
+        return;
+    }
     ::metrics::counter!("buildcast_cluster_mirrored_events_total").increment(1);
     if let Some(lag) = lag {
         ::metrics::histogram!("buildcast_cluster_pubsub_lag_seconds").record(lag);
@@ -416,6 +534,9 @@ pub fn mirrored(lag: Option<Duration>) {
 
 /// A gap in another node's events was filled from its stream.
 pub fn gap_filled() {
+    if !enabled() {
+        return;
+    }
     ::metrics::counter!("buildcast_cluster_gap_fills_total").increment(1);
 }
 
