@@ -281,6 +281,7 @@ export class JobPage {
     const mine = ++this.searchSeq;
     this.searchAbort?.abort();
     this.searchError = null;
+    this.searchQuery = null;
     const pv = this.pview;
     if (!q) {
       pv.setMatches('', [], false);

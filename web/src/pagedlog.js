@@ -205,10 +205,20 @@ export class PagedView {
   }
 
   scrollToPx(px) {
+    this.sizeSpacer();
     this.top = Math.max(0, Math.min(this.maxTop(), px));
-    this.setTop = Math.round(this.top / this.ratio());
-    this.viewport.scrollTop = this.setTop;
+    this.viewport.scrollTop = Math.round(this.top / this.ratio());
+    // What the browser took (it may round): its scroll event is not the reader's.
+    this.setTop = this.viewport.scrollTop;
     this.schedule();
+  }
+
+  sizeSpacer() {
+    const h = Math.min(this.contentHeight(), MAX_SCROLL_PX);
+    if (h !== this.spacerH) {
+      this.spacer.style.height = `${h}px`;
+      this.spacerH = h;
+    }
   }
 
   atBottom() {
@@ -283,11 +293,7 @@ export class PagedView {
   render() {
     const v = this.viewport;
     const log = this.log;
-    const spacerH = Math.min(this.contentHeight(), MAX_SCROLL_PX);
-    if (spacerH !== this.spacerH) {
-      this.spacer.style.height = `${spacerH}px`;
-      this.spacerH = spacerH;
-    }
+    this.sizeSpacer();
     if (this.top > this.maxTop()) this.top = this.maxTop();
     const h = v.clientHeight || 600;
     const first = Math.floor(this.top / ROW_HEIGHT) + 1;
