@@ -107,7 +107,7 @@ function inView(page, n) {
   }, n);
 }
 
-/** Runs `act` then waits for `done`, up to twice (the machine is shared): the shorter time. */
+/** Runs `act` then waits for `done`, `tries` times (the machine is shared): the shortest time. */
 async function timed(act, done, tries = 2) {
   let best = Infinity;
   for (let k = 0; k < tries && best > 0; k++) {
@@ -160,6 +160,7 @@ test('a 2,000,000-line log opens, jumps to line 1,500,000 and finds a line near 
       await page.press('#log-search', 'Enter');
     },
     () => rowText(page, 1_999_990, { current: true }),
+    3,
   );
   assert.ok(await inView(page, 1_999_990), 'the match is in view');
   assert.equal((await page.textContent('#match-count')).trim(), '1 / 1');
@@ -195,6 +196,12 @@ test('a 2,000,000-line log opens, jumps to line 1,500,000 and finds a line near 
   await cdp.send('HeapProfiler.collectGarbage');
   const heap = await cdp.send('Runtime.getHeapUsage');
   const longest = await page.evaluate(() => window.__longest);
+  // The observer does see long tasks: one of 120 ms, made on purpose.
+  await page.evaluate(() => {
+    const t = performance.now();
+    while (performance.now() - t < 120);
+  });
+  await waitFor(() => page.evaluate(() => window.__longest >= 100), { timeout: 5000, what: 'the long-task observer to report' });
   console.log(
     `# 2,000,000 lines: open ${openMs} ms, jump to 1,500,000 ${jumpMs} ms, search ${searchMs} ms; ` +
       `JS heap ${(beforeGc.usedSize / 2 ** 20).toFixed(1)} MB (${(heap.usedSize / 2 ** 20).toFixed(1)} MB after GC); ` +
