@@ -7,7 +7,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{CHATTY_LINES, DEFAULT_PIPELINES, TestApp, TestOptions, assert_error, spawn_app};
+use crate::helpers::{
+    CHATTY_LINES, DEFAULT_PIPELINES, TestApp, TestOptions, assert_error, spawn_app,
+};
 
 const FINISH: Duration = Duration::from_secs(60);
 
@@ -197,7 +199,11 @@ async fn search_finds_lines_by_text_case_ignored_or_by_regex() {
     assert_eq!(texts(&limited), expected[..7].to_vec());
     assert_eq!(limited["more"], true);
     assert_eq!(texts(&next), expected[7..14].to_vec());
-    assert_eq!(texts(&case), Vec::<String>::new(), "a regex is case-sensitive");
+    assert_eq!(
+        texts(&case),
+        Vec::<String>::new(),
+        "a regex is case-sensitive"
+    );
     assert_eq!(none["matches"], serde_json::json!([]));
     assert_eq!(none["more"], false);
 }
@@ -222,10 +228,16 @@ async fn search_looks_at_the_text_a_reader_sees() {
     };
 
     // A word split by colour codes, in either kind of search.
-    assert_eq!(search("q=error%3A").await, ["ERROR: boom", "plain error: two"]);
+    assert_eq!(
+        search("q=error%3A").await,
+        ["ERROR: boom", "plain error: two"]
+    );
     assert_eq!(search("q=ERROR%3A%20b&regex=true").await, ["ERROR: boom"]);
     // Quotes and backslashes, which the stored JSON escapes.
-    assert_eq!(search("q=%22hi%22%20%5C%20th").await, [r#"say "hi" \ there"#]);
+    assert_eq!(
+        search("q=%22hi%22%20%5C%20th").await,
+        [r#"say "hi" \ there"#]
+    );
     // What a carriage return overwrote is not shown, so not found.
     assert_eq!(search("q=100%25%20done").await, ["100% done"]);
     assert_eq!(search("q=50%25").await, Vec::<String>::new());
@@ -302,7 +314,10 @@ async fn a_running_job_is_searched_and_read_by_line_as_far_as_it_got() {
     app.wait_finished(&id, FINISH).await;
     let after = page_lines(&get_json(&app, &lines_url).await);
     assert_eq!(after[..numbered.len()], numbered[..]);
-    let last = after.iter().find(|l| l.2 == "after the wait").expect("the last line");
+    let last = after
+        .iter()
+        .find(|l| l.2 == "after the wait")
+        .expect("the last line");
     let found = get_json(&app, &format!("/api/jobs/{id}/search?q=after%20the")).await;
     assert_eq!(found["matches"][0]["line"].as_u64(), Some(last.0));
 }
@@ -324,11 +339,17 @@ async fn a_line_the_log_cap_dropped_keeps_its_number() {
     let jumps = numbers.windows(2).filter(|w| w[1] != w[0] + 1).count();
     assert_eq!(jumps, 1, "one cut: {numbers:?}");
     let first = lines.iter().find(|l| l.2 == "chatty line 1").expect("head");
-    let last = lines.iter().find(|l| l.2 == "chatty line 2000").expect("tail");
+    let last = lines
+        .iter()
+        .find(|l| l.2 == "chatty line 2000")
+        .expect("tail");
     assert_eq!(last.0 - first.0, 1999, "{first:?} {last:?}");
     assert!(page["totalLines"].as_u64() >= Some(last.0));
     // Reading from a dropped line starts at the first kept one after it.
-    let cut = numbers.windows(2).find(|w| w[1] != w[0] + 1).expect("the cut");
+    let cut = numbers
+        .windows(2)
+        .find(|w| w[1] != w[0] + 1)
+        .expect("the cut");
     let from = get_json(
         &app,
         &format!("/api/jobs/{id}/lines?from={}&limit=1", cut[0] + 1),
@@ -336,6 +357,10 @@ async fn a_line_the_log_cap_dropped_keeps_its_number() {
     .await;
     assert_eq!(page_lines(&from)[0].0, cut[1]);
     // Search gives the tail's numbers too.
-    let found = get_json(&app, &format!("/api/jobs/{id}/search?q=chatty%20line%202000")).await;
+    let found = get_json(
+        &app,
+        &format!("/api/jobs/{id}/search?q=chatty%20line%202000"),
+    )
+    .await;
     assert_eq!(found["matches"][0]["line"].as_u64(), Some(last.0));
 }

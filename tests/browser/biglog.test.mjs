@@ -146,24 +146,35 @@ test('a 2,000,000-line log opens, jumps to line 1,500,000 and finds a line near 
   assert.ok(await page.$('.r.l.sel[data-line="1500000"]'), 'and selected');
   assert.ok(page.url().endsWith('#L1500000'), page.url());
   assert.ok(jumpMs < JUMP_MS, `jump took ${jumpMs} ms`);
+  // Page Down moves one screen, not the scaled scroll range's screen.
+  const top = (await jobState(page)).paged.first;
+  await page.focus('.log-viewport');
+  await page.keyboard.press('PageDown');
+  await waitFor(async () => (await jobState(page)).paged.first > top, { what: 'Page Down to scroll' });
+  const moved = (await jobState(page)).paged.first - top;
+  assert.ok(moved > 5 && moved < 100, `Page Down moved ${moved} lines`);
 
-  // Server-side search for a line near the end.
-  const searchMs = await timed(
-    async (k) => {
-      if (k) {
-        await page.fill('#log-search', '');
-        await page.press('#log-search', 'Escape');
-        await page.fill('#goto-line', '1');
-        await page.press('#goto-line', 'Enter');
-      }
-      await page.fill('#log-search', 'LINE 1999990 OF');
-      await page.press('#log-search', 'Enter');
-    },
-    () => rowText(page, 1_999_990, { current: true }),
-    3,
-  );
+  // Server-side search, from line 1,500,000, for a line near the end: the first
+  // match below the view is shown at once, then the count of all of them.
+  let searchMs = Infinity;
+  let fullMs = Infinity;
+  for (let k = 0; k < 3; k++) {
+    if (k) {
+      await page.fill('#log-search', '');
+      await page.press('#log-search', 'Escape');
+      await page.fill('#goto-line', '1500000');
+      await page.press('#goto-line', 'Enter');
+      await rowText(page, 1_500_000);
+    }
+    const t = Date.now();
+    await page.fill('#log-search', 'LINE 1999990 OF');
+    await page.press('#log-search', 'Enter');
+    await rowText(page, 1_999_990, { current: true });
+    searchMs = Math.min(searchMs, Date.now() - t);
+    await page.waitForFunction(() => document.querySelector('#match-count').textContent === '1 / 1', null, { timeout: 60_000 });
+    fullMs = Math.min(fullMs, Date.now() - t);
+  }
   assert.ok(await inView(page, 1_999_990), 'the match is in view');
-  assert.equal((await page.textContent('#match-count')).trim(), '1 / 1');
   assert.equal(await page.textContent('.r.l.m.cur mark'), 'line 1999990 of', 'the match is highlighted');
   assert.ok(searchMs < SEARCH_MS, `search took ${searchMs} ms`);
 
@@ -198,12 +209,14 @@ test('a 2,000,000-line log opens, jumps to line 1,500,000 and finds a line near 
   const longest = await page.evaluate(() => window.__longest);
   // The observer does see long tasks: one of 120 ms, made on purpose.
   await page.evaluate(() => {
-    const t = performance.now();
-    while (performance.now() - t < 120);
+    setTimeout(() => {
+      const t = performance.now();
+      while (performance.now() - t < 120);
+    }, 0);
   });
   await waitFor(() => page.evaluate(() => window.__longest >= 100), { timeout: 5000, what: 'the long-task observer to report' });
   console.log(
-    `# 2,000,000 lines: open ${openMs} ms, jump to 1,500,000 ${jumpMs} ms, search ${searchMs} ms; ` +
+    `# 2,000,000 lines: open ${openMs} ms, jump to 1,500,000 ${jumpMs} ms, search ${searchMs} ms (+ ${fullMs} ms for the count over the whole log); ` +
       `JS heap ${(beforeGc.usedSize / 2 ** 20).toFixed(1)} MB (${(heap.usedSize / 2 ** 20).toFixed(1)} MB after GC); ` +
       `longest task ${longest} ms; lines held ${state.paged.held} in ${state.paged.pages} pages`,
   );

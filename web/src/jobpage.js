@@ -276,7 +276,11 @@ export class JobPage {
     this.schedule();
   }
 
-  /** Searches the whole log on the server (a paged log); shows the first match below the view. */
+  /**
+   * Searches the whole log on the server (a paged log). The first match below the
+   * view is asked for first and shown at once (a scan from the view on); then the
+   * list of every match (a scan of the whole log) gives the count and the steps.
+   */
   async serverSearch(q) {
     const mine = ++this.searchSeq;
     this.searchAbort?.abort();
@@ -294,25 +298,43 @@ export class JobPage {
     this.searchAbort = ctrl;
     this.searching = true;
     this.updateToolbar();
+    const stale = () => mine !== this.searchSeq || this.destroyed;
+    const highlight = () => {
+      if (!regex) return;
+      try {
+        pv.setRegex(new RegExp(q, 'g'));
+      } catch {
+        // JavaScript reads this regex otherwise: the matching lines are still listed
+      }
+    };
     try {
-      const res = await this.searchFrom(q, regex, 1, ctrl.signal);
-      if (mine !== this.searchSeq || this.destroyed) return;
-      pv.setMatches(q, res.matches.map((m) => m.line), res.more);
-      this.searchQuery = { q, regex };
-      if (regex) {
-        try {
-          pv.setRegex(new RegExp(q, 'g'));
-        } catch {
-          // JavaScript reads this regex otherwise: the matching lines are still listed
+      const top = Math.max(1, pv.first ?? 1);
+      let shown = null;
+      if (top > 1) {
+        const near = await this.searchFrom(q, regex, top, ctrl.signal, 1);
+        if (stale()) return;
+        if (near.matches.length) {
+          shown = near.matches[0].line;
+          pv.setMatches(q, [shown], true);
+          highlight();
+          pv.goToMatch(0);
+          this.updateToolbar();
         }
       }
-      if (pv.matches.length) {
-        const top = pv.first ?? 1;
-        const k = pv.matches.findIndex((n) => n >= top);
-        pv.goToMatch(k < 0 ? 0 : k);
+      const res = await this.searchFrom(q, regex, 1, ctrl.signal);
+      if (stale()) return;
+      pv.setMatches(q, res.matches.map((m) => m.line), res.more);
+      highlight();
+      this.searchQuery = { q, regex };
+      if (shown !== null) {
+        // Stay on the match shown; the list may end before it (then no position).
+        pv.current = pv.matches.indexOf(shown);
+        pv.render();
+      } else if (pv.matches.length) {
+        pv.goToMatch(0);
       }
     } catch (e) {
-      if (mine !== this.searchSeq || e.name === 'AbortError') return;
+      if (stale() || e.name === 'AbortError') return;
       pv.setMatches('', [], false);
       this.searchError = e.message;
     } finally {
@@ -321,9 +343,9 @@ export class JobPage {
     this.updateToolbar();
   }
 
-  searchFrom(q, regex, from, signal) {
+  searchFrom(q, regex, from, signal, limit = tuning.searchLimit) {
     const base = `/api/jobs/${encodeURIComponent(this.jobId)}/search`;
-    return api(`${base}?q=${encodeURIComponent(q)}&limit=${tuning.searchLimit}&from=${from}${regex ? '&regex=true' : ''}`, { signal });
+    return api(`${base}?q=${encodeURIComponent(q)}&limit=${limit}&from=${from}${regex ? '&regex=true' : ''}`, { signal });
   }
 
   /** Next or previous server-side match; reads more matches past the last one. */
@@ -331,7 +353,12 @@ export class JobPage {
     const pv = this.pview;
     const n = pv.matches.length;
     if (!n) return;
-    let k = (pv.current < 0 ? (delta > 0 ? -1 : 0) : pv.current) + delta;
+    let k = pv.current + delta;
+    if (pv.current < 0) {
+      // No position (a match shown before the list came): from the view on.
+      const after = pv.matches.findIndex((m) => m >= (pv.first ?? 1));
+      k = (after < 0 ? n : after) - (delta > 0 ? 0 : 1);
+    }
     if (k >= n && pv.more && this.searchQuery) {
       const mine = this.searchSeq;
       const { q, regex } = this.searchQuery;
@@ -779,7 +806,7 @@ export class JobPage {
     if (this.searchError) {
       this.matchCount.textContent = this.searchError;
     } else if (this.searching) {
-      this.matchCount.textContent = 'Searching…';
+      this.matchCount.textContent = v.matches.length ? `${v.current + 1} / …` : 'Searching…';
     } else if (v.query) {
       const of = `${v.matches.length.toLocaleString('en-US')}${v.more ? '+' : ''}`;
       this.matchCount.textContent = v.matches.length ? `${v.current >= 0 ? v.current + 1 : 0} / ${of}` : 'No matches';

@@ -175,6 +175,25 @@ export class PagedView {
       }
       this.scrollToPx(this.top + dy);
     });
+    // Keys too: the browser's own steps would be scaled like the wheel's.
+    this.viewport.addEventListener('keydown', (e) => {
+      if (this.ratio() <= 1 || e.ctrlKey || e.metaKey || e.altKey) return;
+      const page = (this.viewport.clientHeight || 600) - ROW_HEIGHT;
+      const steps = { ArrowDown: 3 * ROW_HEIGHT, ArrowUp: -3 * ROW_HEIGHT, PageDown: page, PageUp: -page, ' ': e.shiftKey ? -page : page };
+      if (e.key === 'End') {
+        e.preventDefault();
+        this.setFollow(true);
+        return;
+      }
+      const dy = e.key === 'Home' ? -Infinity : steps[e.key];
+      if (dy === undefined) return;
+      e.preventDefault();
+      if (dy < 0 && this.follow) {
+        this.follow = false;
+        this.onChange();
+      }
+      this.scrollToPx(dy === -Infinity ? 0 : this.top + dy);
+    });
     this.rowsEl.addEventListener('click', (e) => {
       const no = e.target.closest('.n');
       if (!no) return;
