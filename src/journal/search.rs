@@ -288,7 +288,9 @@ mod tests {
         assert_eq!(plain_text("50%\r100%\r"), "100%");
         assert_eq!(plain_text("a\x1b]0;title\x07b\x08c\x7f"), "abc");
         assert_eq!(plain_text("tab\there"), "tab\there");
-        assert_eq!(plain_text("é\x1b(Bü"), "éü");
+        // Two-character escapes, as the dashboard reads them.
+        assert_eq!(plain_text("é\x1b7ü"), "éü");
+        assert_eq!(plain_text("a\x1béb"), "ab");
         // A CSI cut short, an ESC at the end.
         assert_eq!(plain_text("x\x1b[12"), "x");
         assert_eq!(plain_text("x\x1b"), "x");

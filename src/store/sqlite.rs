@@ -435,6 +435,43 @@ mod tests {
     }
 
     #[test]
+    fn the_line_migration_numbers_the_logs_stored_before_it() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrations().to_version(&mut conn, 2).unwrap();
+        conn.execute_batch(
+            r#"INSERT INTO events (job_id, seq, kind, payload) VALUES
+                 ('a', 1, 'progress', '{}'),
+                 ('a', 2, 'log', '{"message":"x"}'),
+                 ('b', 1, 'log', '{"message":"y"}'),
+                 ('a', 3, 'log', '{"message":"say \"hi\""}'),
+                 ('a', 5, 'log', '{"message":"z"}');"#,
+        )
+        .unwrap();
+
+        migrations().to_latest(&mut conn).unwrap();
+
+        let mut stmt = conn
+            .prepare("SELECT job_id, seq, line, escaped FROM events ORDER BY job_id, seq")
+            .unwrap();
+        let rows: Vec<(String, i64, Option<i64>, bool)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let row = |job: &str, seq, line, escaped| (job.to_owned(), seq, line, escaped);
+        assert_eq!(
+            rows,
+            [
+                row("a", 1, None, false),
+                row("a", 2, Some(1), false),
+                row("a", 3, Some(2), true),
+                row("a", 5, Some(3), false),
+                row("b", 1, Some(1), false),
+            ]
+        );
+    }
+
+    #[test]
     fn a_data_dir_that_cannot_be_made_says_why_once() {
         let root = tempfile::tempdir().unwrap();
         let file = root.path().join("a-file");
