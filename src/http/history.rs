@@ -247,6 +247,7 @@ struct SearchPage {
 
 /// The first `limit` lines (from line `from` on) whose text (escape sequences
 /// removed) holds `q`, case ignored, or matches it as a regex with `regex=true`.
+/// At most [`crate::state::LOG_SCANS`] searches scan at once; others wait.
 #[tracing::instrument(skip_all, fields(job_id = %id))]
 async fn search(
     State(state): State<AppState>,
@@ -266,6 +267,11 @@ async fn search(
         query.regex.unwrap_or(false),
     )
     .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let _turn = state
+        .log_scans
+        .acquire()
+        .await
+        .map_err(|_| ApiError::Unavailable("the server is stopping".into()))?;
     let found = state
         .journal
         .search_log(&id, &q, query.from.unwrap_or(1), limit)
