@@ -149,6 +149,7 @@ impl Application {
             sockets: Arc::new(SocketStats::default()),
             tasks,
             taps,
+            log_scans: Arc::new(tokio::sync::Semaphore::new(crate::state::LOG_SCANS)),
         };
         let config = &state.config;
 
