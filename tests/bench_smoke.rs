@@ -164,7 +164,8 @@ fn smoke_buildcast_batched_with_resume() {
 /// Loss-prone, short (runs in the test command): 20 clients that never resume
 /// (they subscribe with the bare job id, as seed 002's frontends do) on one job of
 /// 60,000 lines as fast as possible; every fifth stops reading for 3 s after its
-/// first line. Their queues fill and buildcast catches them up from history: every
+/// first line. Their queues (64 packets here) fill and buildcast catches them up
+/// from history: every
 /// line must reach every client, none may be closed, and the catch-up path must
 /// have been taken (else the test proves nothing). Default heartbeat (25 s).
 #[test]
@@ -192,6 +193,10 @@ fn loss_prone_short_non_resuming_clients_are_caught_up_not_closed() {
             "10",
             "--max-wait",
             "120",
+            // 64 packets per socket: a stalled client's queue fills within its
+            // stall on any machine, however large the kernel's socket buffers.
+            "--buffer",
+            "64",
         ],
     );
     assert!(
