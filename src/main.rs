@@ -202,9 +202,21 @@ mod tests {
         // Read at run time, not embedded: the file is no input of the build.
         let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example"))
             .expect(".env.example beside Cargo.toml");
-        for line in ENVIRONMENT_HELP.lines().filter(|l| l.starts_with("  ")) {
-            let names = line.trim().split("  ").next().unwrap_or_default();
-            for name in names.split(", ") {
+        // A variable's line starts with two spaces and its name; a wrapped
+        // description goes on with more.
+        for line in ENVIRONMENT_HELP
+            .lines()
+            .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        {
+            // "A, B  description": the names run until one without a comma.
+            let mut names = Vec::new();
+            for word in line.split_whitespace() {
+                names.push(word.trim_end_matches(','));
+                if !word.ends_with(',') {
+                    break;
+                }
+            }
+            for name in names {
                 assert!(
                     example.contains(&format!("{name}=")),
                     "{name} is not in .env.example"
