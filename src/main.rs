@@ -2,12 +2,6 @@
 //! then build and run the server until Ctrl-C or SIGTERM. `buildcast token` prints
 //! a signed test token instead; `buildcast watch` follows a build.
 
-/// mimalloc: the fan-out workers allocate each socket's packet and the socket's
-/// writer task frees it on another thread, a pattern glibc's allocator handles
-/// poorly (its frees were a tenth of the server's time at saturation).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 

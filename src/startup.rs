@@ -158,6 +158,7 @@ impl Application {
             started: std::time::Instant::now(),
             metrics,
             readiness,
+            log_scans: Arc::new(tokio::sync::Semaphore::new(crate::state::LOG_SCANS)),
         };
         let config = &state.config;
 

@@ -37,6 +37,9 @@ pub struct AppState {
     pub sockets: Arc<SocketStats>,
     /// The HTTP streams' live events ([`crate::tap`]).
     pub taps: Arc<crate::tap::Taps>,
+    /// Searches of a whole log running at once ([`LOG_SCANS`]); more wait their
+    /// turn, so that many searches of huge logs cannot take every core.
+    pub log_scans: Arc<tokio::sync::Semaphore>,
     /// Every task the server spawns; shutdown waits for them.
     pub tasks: Tasks,
     /// When the server was built, for `uptimeSecs` and `buildcast_uptime_seconds`.
@@ -46,6 +49,9 @@ pub struct AppState {
     /// What `/ready` checks.
     pub readiness: Arc<crate::readiness::Readiness>,
 }
+
+/// How many log searches may scan at once.
+pub const LOG_SCANS: usize = 4;
 
 /// Counters of the Socket.IO side, reported by `/health`.
 #[derive(Debug, Default)]

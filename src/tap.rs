@@ -441,6 +441,7 @@ pub fn recorded(stored: StoredEvent) -> Result<RecordedEvent, StoreError> {
     Ok(RecordedEvent {
         seq: stored.seq,
         kind: stored.kind,
+        line: stored.line,
         json: serde_json::value::RawValue::from_string(stored.payload)
             .map_err(|e| StoreError::Corrupt(format!("event {}: {e}", stored.seq)))?,
     })

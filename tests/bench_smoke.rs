@@ -164,7 +164,8 @@ fn smoke_buildcast_batched_with_resume() {
 /// Loss-prone, short (runs in the test command): 20 clients that never resume
 /// (they subscribe with the bare job id, as seed 002's frontends do) on one job of
 /// 60,000 lines as fast as possible; every fifth stops reading for 3 s after its
-/// first line. Their queues fill and buildcast catches them up from history: every
+/// first line. Their queues (64 packets here) fill and buildcast catches them up
+/// from history: every
 /// line must reach every client, none may be closed, and the catch-up path must
 /// have been taken (else the test proves nothing). Default heartbeat (25 s).
 #[test]
@@ -173,19 +174,31 @@ fn loss_prone_short_non_resuming_clients_are_caught_up_not_closed() {
         Ok(dir) => dir.clone(),
         Err(e) => panic!("{e}"),
     };
-    let out = Command::new(bin.join("bench"))
-        .args(["run", "--server", "buildcast", "--name", "loss-prone-short"])
-        .args(["--clients", "20", "--lines", "60000", "--rate", "0"])
-        .args(["--no-resume", "--stall-read-ms", "3000"])
-        .args(["--stall", "10", "--max-wait", "120", "--quiet"])
-        .arg("--buildcast")
-        .arg(env!("CARGO_BIN_EXE_buildcast"))
-        .stdout(Stdio::piped())
-        .output()
-        .expect("run the bench binary");
-    let out = String::from_utf8_lossy(&out.stdout);
-    println!("{out}");
-    let result = out.lines().find(|l| l.starts_with("RESULT ")).unwrap_or("");
+    let result = run_buildcast(
+        &bin.join("bench"),
+        Path::new(env!("CARGO_BIN_EXE_buildcast")),
+        &[
+            "--name",
+            "loss-prone-short",
+            "--clients",
+            "20",
+            "--lines",
+            "60000",
+            "--rate",
+            "0",
+            "--no-resume",
+            "--stall-read-ms",
+            "3000",
+            "--stall",
+            "10",
+            "--max-wait",
+            "120",
+            // 64 packets per socket: a stalled client's queue fills within its
+            // stall on any machine, however large the kernel's socket buffers.
+            "--buffer",
+            "64",
+        ],
+    );
     assert!(
         result.contains("delivered=1200000/1200000 lost=0 dup=0 ooo=0 reconnects=0 "),
         "lines lost or clients closed:\n{result}"
@@ -249,25 +262,29 @@ fn loss_prone_non_resuming_clients_under_flood() {
         .map(PathBuf::from)
         .map(|t| if t.is_absolute() { t } else { root().join(t) })
         .unwrap_or_else(|| root().join("target"));
-    let out = Command::new(bench.join("target/release/bench"))
-        .args(["run", "--server", "buildcast", "--name", "loss-prone"])
-        .args(["--clients", "50", "--lines", "30000", "--rate", "0"])
-        .args([
+    let result = run_buildcast(
+        &bench.join("target/release/bench"),
+        &target.join("release/buildcast"),
+        &[
+            "--name",
+            "loss-prone",
+            "--clients",
+            "50",
+            "--lines",
+            "30000",
+            "--rate",
+            "0",
             "--no-resume",
             "--stall-read-ms",
             "3000",
             "--ping-interval-ms",
             "100",
-        ])
-        .args(["--stall", "5", "--max-wait", "60", "--quiet"])
-        .arg("--buildcast")
-        .arg(target.join("release/buildcast"))
-        .stdout(Stdio::piped())
-        .output()
-        .expect("run the bench binary");
-    let out = String::from_utf8_lossy(&out.stdout);
-    println!("{out}");
-    let result = out.lines().find(|l| l.starts_with("RESULT ")).unwrap_or("");
+            "--stall",
+            "5",
+            "--max-wait",
+            "60",
+        ],
+    );
     assert!(
         result.contains(" reconnects=0 "),
         "the server closed clients (each reconnected without resuming):\n{result}"
@@ -276,6 +293,24 @@ fn loss_prone_non_resuming_clients_under_flood() {
         result.contains("delivered=1500000/1500000 lost=0 dup=0 ooo=0"),
         "lines lost:\n{result}"
     );
+}
+
+/// Runs `bench run` against buildcast with `args`; returns its RESULT line.
+fn run_buildcast(bench: &Path, buildcast: &Path, args: &[&str]) -> String {
+    let out = Command::new(bench)
+        .args(["run", "--server", "buildcast", "--quiet"])
+        .args(args)
+        .arg("--buildcast")
+        .arg(buildcast)
+        .stdout(Stdio::piped())
+        .output()
+        .expect("run the bench binary");
+    let out = String::from_utf8_lossy(&out.stdout);
+    println!("{out}");
+    out.lines()
+        .find(|l| l.starts_with("RESULT "))
+        .unwrap_or("")
+        .to_owned()
 }
 
 #[test]

@@ -240,6 +240,9 @@ pub struct Options {
     pub max_wait: Duration,
     /// `RUST_LOG` for buildcast; its default when unset.
     pub rust_log: Option<String>,
+    /// `WEBSOCKET_MAX_BUFFER_SIZE` for buildcast (`--buffer`); its default (1024)
+    /// when unset. A small one makes a stalled client's queue fill at once.
+    pub buffer: Option<usize>,
     /// Heartbeat given to every server (buildcast's default: 25 s).
     pub ping_interval_ms: u64,
     /// Keep each run's directory (server log, buildcast's data) instead of removing it.
@@ -263,6 +266,7 @@ impl Default for Options {
             stall: Duration::from_secs(15),
             max_wait: Duration::from_secs(300),
             rust_log: None,
+            buffer: None,
             ping_interval_ms: 25_000,
             keep: false,
             drop_after: None,
@@ -520,6 +524,9 @@ fn start_server(
                 .env("MAX_CONCURRENT_JOBS", jobs.max(2).to_string());
             if let Some(l) = &opts.rust_log {
                 cmd.env("RUST_LOG", l);
+            }
+            if let Some(n) = opts.buffer {
+                cmd.env("WEBSOCKET_MAX_BUFFER_SIZE", n.to_string());
             }
             if let Some((redis_url, node_id)) = cluster {
                 cmd.env("REDIS_URL", redis_url).env("NODE_ID", node_id);

@@ -1,7 +1,10 @@
 //! A job's history over HTTP: `GET /api/jobs/{id}/events` pages through its
-//! recorded events; `GET /api/jobs/{id}/log` streams its log as plain text, page by
-//! page, so even a huge log never sits in memory whole. Both read the store and
-//! then the journal's window, so they answer while the store cannot write.
+//! recorded events; `GET /api/jobs/{id}/lines` reads its log from a line number
+//! (a reader of a huge log starts anywhere without reading what comes before);
+//! `GET /api/jobs/{id}/search` searches the whole log; `GET /api/jobs/{id}/log`
+//! streams it as plain text. Each reads page by page, so even a huge log never
+//! sits in memory whole, from the store and then the journal's window, so they
+//! answer while the store cannot write.
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -17,6 +20,7 @@ use super::caller::Caller;
 use super::visible_job;
 use crate::auth::Role;
 use crate::error::{ApiError, ApiQuery};
+use crate::journal::search::{Hit, LogQuery};
 use crate::state::AppState;
 
 /// Most events one page returns.
@@ -24,14 +28,23 @@ const MAX_PAGE: usize = 10_000;
 /// Log events read from the store per chunk of the streamed log.
 const LOG_CHUNK: usize = 2_000;
 
+/// Most lines one `/lines` page returns.
+const MAX_LINES_PAGE: usize = 10_000;
+/// Most matches one search returns.
+const MAX_SEARCH_LIMIT: usize = 1_000;
+
 pub fn router() -> Router<AppState> {
-    Router::new().route("/jobs/{id}/events", get(events))
+    Router::new()
+        .route("/jobs/{id}/events", get(events))
+        .route("/jobs/{id}/lines", get(lines))
 }
 
-/// The routes that stream (the raw log, read from the store chunk by chunk): no
-/// request timeout.
+/// The routes that read a whole log (the raw log, a search), page by page from
+/// the store: no request timeout (a client that goes away ends the read).
 pub fn download_router() -> Router<AppState> {
-    Router::new().route("/jobs/{id}/log", get(log))
+    Router::new()
+        .route("/jobs/{id}/log", get(log))
+        .route("/jobs/{id}/search", get(search))
 }
 
 #[derive(Deserialize)]
@@ -135,4 +148,136 @@ async fn log(
         Body::from_stream(chunks),
     )
         .into_response())
+}
+
+#[derive(Deserialize)]
+struct LinesQuery {
+    from: Option<u64>,
+    around: Option<u64>,
+    limit: Option<usize>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LinesPage {
+    /// Kept lines in order; a line the log cap dropped is absent (its number is skipped).
+    lines: Vec<LineView>,
+    /// The number of the job's last log line when the page was read, and the
+    /// last seq then: a live reader goes on from `lastSeq`, numbering the log
+    /// lines that follow from `totalLines + 1`.
+    total_lines: u64,
+    last_seq: u64,
+    epoch: String,
+}
+
+#[derive(serde::Serialize)]
+struct LineView {
+    line: u64,
+    seq: u64,
+    /// The `job:log` payload.
+    data: Box<RawValue>,
+}
+
+/// Up to `limit` log lines from line `from` on (1 is the first), or centred on
+/// line `around`.
+#[tracing::instrument(skip_all, fields(job_id = %id))]
+async fn lines(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<LinesQuery>,
+) -> Result<Json<LinesPage>, ApiError> {
+    let job = visible_job(&state, &caller, Role::Viewer, &id).await?;
+    let id = job.id.clone();
+    let limit = super::page_limit(query.limit, 1000, MAX_LINES_PAGE)?;
+    let from = match (query.from, query.around) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::BadRequest(
+                "give either from or around, not both".into(),
+            ));
+        }
+        (Some(0), None) | (None, Some(0)) => {
+            return Err(ApiError::BadRequest(
+                "line numbers start at 1 (from, around)".into(),
+            ));
+        }
+        (Some(from), None) => from,
+        (None, Some(around)) => around.saturating_sub(limit as u64 / 2).max(1),
+        (None, None) => 1,
+    };
+    let (total_lines, last_seq) = state.journal.line_total(&id).await?;
+    let events = match state.journal.seq_of_line(&id, from).await? {
+        Some(seq) => state.journal.log_events(&id, seq - 1, limit).await?,
+        None => Vec::new(),
+    };
+    let lines = events
+        .into_iter()
+        .filter_map(|e| Some((e.line?, e)))
+        .map(|(line, e)| {
+            Ok(LineView {
+                line,
+                seq: e.seq,
+                data: RawValue::from_string(e.payload).map_err(|e| ApiError::Internal(e.into()))?,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    Ok(Json(LinesPage {
+        lines,
+        total_lines,
+        last_seq,
+        epoch: job.epoch,
+    }))
+}
+
+#[derive(Deserialize)]
+struct SearchQuery {
+    q: Option<String>,
+    regex: Option<bool>,
+    from: Option<u64>,
+    limit: Option<usize>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SearchPage {
+    matches: Vec<Hit>,
+    /// More matches follow: search again `from` the line after the last one.
+    more: bool,
+}
+
+/// The first `limit` lines (from line `from` on) whose text (escape sequences
+/// removed) holds `q`, case ignored, or matches it as a regex with `regex=true`.
+/// At most [`crate::state::LOG_SCANS`] searches scan at once; others wait.
+#[tracing::instrument(skip_all, fields(job_id = %id))]
+async fn search(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<SearchQuery>,
+) -> Result<Json<SearchPage>, ApiError> {
+    let id = visible_job(&state, &caller, Role::Viewer, &id).await?.id;
+    let limit = super::page_limit(query.limit, 100, MAX_SEARCH_LIMIT)?;
+    if query.from == Some(0) {
+        return Err(ApiError::BadRequest(
+            "line numbers start at 1 (from)".into(),
+        ));
+    }
+    let q = LogQuery::parse(
+        query.q.as_deref().unwrap_or_default(),
+        query.regex.unwrap_or(false),
+    )
+    .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let _turn = state
+        .log_scans
+        .acquire()
+        .await
+        .map_err(|_| ApiError::Unavailable("the server is stopping".into()))?;
+    let found = state
+        .journal
+        .search_log(&id, &q, query.from.unwrap_or(1), limit)
+        .await?;
+    Ok(Json(SearchPage {
+        matches: found.hits,
+        more: found.more,
+    }))
 }

@@ -59,7 +59,10 @@ impl Journal {
             return Err(RecordError::Exists(record.id));
         }
         self.writer.send(WriteOp::UpsertJob(record.clone()));
-        live.insert(record.id.clone(), Arc::new(self.live_job(record, 0, true)));
+        live.insert(
+            record.id.clone(),
+            Arc::new(self.live_job(record, 0, 0, true)),
+        );
         Ok(())
     }
 

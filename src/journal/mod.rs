@@ -30,6 +30,7 @@ pub mod pacing;
 pub mod payload;
 pub mod reads;
 pub mod recovery;
+pub mod search;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,6 +65,8 @@ const DELIVERY_LAG_LIMIT: usize = 16;
 pub struct RecordedEvent {
     pub seq: u64,
     pub kind: EventKind,
+    /// A log line's number: 1, 2, 3 … per job, counting every line the job printed.
+    pub line: Option<u64>,
     /// The payload, serialized once: every socket and the store get these bytes.
     pub json: Box<serde_json::value::RawValue>,
 }
@@ -155,6 +158,8 @@ struct LiveState {
     /// that were not kept for history are not here).
     window: VecDeque<Arc<RecordedEvent>>,
     log: LogBudget,
+    /// Log lines recorded so far (the last one's number).
+    lines: u64,
     /// Log lines delivered but not kept for history because too much waited for
     /// the store; closed by a note once storing resumes or the job ends.
     unkept: Option<Unkept>,
@@ -243,7 +248,7 @@ impl Journal {
                 return Err(RecordError::Exists(id));
             }
             self.writer.send(WriteOp::UpsertJob(record.clone()));
-            live.insert(id.clone(), Arc::new(self.live_job(record, 0, false)));
+            live.insert(id.clone(), Arc::new(self.live_job(record, 0, 0, false)));
         }
         self.record(
             &id,
@@ -256,7 +261,7 @@ impl Journal {
         .map(|_| ())
     }
 
-    fn live_job(&self, record: JobRecord, persisted: u64, mirrored: bool) -> LiveJob {
+    fn live_job(&self, record: JobRecord, persisted: u64, lines: u64, mirrored: bool) -> LiveJob {
         LiveJob {
             mirrored,
             persisted: Arc::new(AtomicU64::new(persisted)),
@@ -264,6 +269,7 @@ impl Journal {
                 record,
                 window: VecDeque::new(),
                 log: LogBudget::new(self.limits.log_cap),
+                lines,
                 unkept: None,
             }),
         }
@@ -345,9 +351,14 @@ impl Journal {
         let kind = payload.kind();
         let json = serde_json::to_string(&payload).expect("event payloads serialize");
         let bytes = json.len() as u64;
+        let line = (kind == EventKind::Log).then(|| {
+            state.lines += 1;
+            state.lines
+        });
         let recorded = Arc::new(RecordedEvent {
             seq,
             kind,
+            line,
             json: serde_json::value::RawValue::from_string(json.clone())
                 .expect("serialized JSON is valid"),
         });
@@ -379,6 +390,7 @@ impl Journal {
                 seq,
                 kind,
                 payload: json,
+                line,
             },
             persisted: job.persisted.clone(),
         });

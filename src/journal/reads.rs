@@ -10,6 +10,15 @@ use super::{Dropped, Journal, LiveJob, LiveState, RecordedEvent};
 use crate::job::{EventKind, JobId, JobRecord};
 use crate::store::{JobFilter, StoreError, StoredEvent, WriteOp, run_blocking};
 
+/// Which events a history read wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Kinds {
+    All,
+    Logs,
+    /// Log lines, of which the store may leave out those that cannot hold this.
+    LogsContaining(String),
+}
+
 /// What a subscriber sees of a live job while holding its lock.
 pub struct LiveView<'a> {
     pub record: &'a JobRecord,
@@ -97,7 +106,7 @@ impl Journal {
         since: u64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        self.history(id, since, limit, false).await
+        self.history(id, since, limit, Kinds::All).await
     }
 
     /// Like [`Journal::events`], log lines only.
@@ -107,7 +116,61 @@ impl Journal {
         since: u64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        self.history(id, since, limit, true).await
+        self.history(id, since, limit, Kinds::Logs).await
+    }
+
+    /// Like [`Journal::log_events`], but the store may leave out lines that cannot
+    /// contain `needle` (ASCII case ignored): a prefilter for a search, which still
+    /// checks every line it gets.
+    pub async fn log_events_containing(
+        &self,
+        id: &JobId,
+        since: u64,
+        limit: usize,
+        needle: &str,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.history(id, since, limit, Kinds::LogsContaining(needle.into()))
+            .await
+    }
+
+    /// The number of a job's last log line and its last seq, taken together (what
+    /// a reader starting from line numbers follows on from).
+    pub async fn line_total(&self, id: &JobId) -> Result<(u64, u64), StoreError> {
+        if let Some(job) = self.get_live(id) {
+            let state = job.state.lock().expect("job state");
+            return Ok((state.lines, state.record.last_seq));
+        }
+        let store = self.store.clone();
+        let id = id.clone();
+        run_blocking(move || Ok((store.last_line(&id)?, store.max_seq(&id)?))).await
+    }
+
+    /// The seq of the first kept log line numbered `line` or later (memory, then
+    /// the store), if any.
+    pub async fn seq_of_line(&self, id: &JobId, line: u64) -> Result<Option<u64>, StoreError> {
+        let memory = self.get_live(id).map(|job| {
+            let state = job.state.lock().expect("job state");
+            let mut lines = state
+                .window
+                .iter()
+                .filter(|e| !state.log.is_dropped(e.seq(), e.kind))
+                .filter_map(|e| Some((e.seq(), e.line?)));
+            let first = lines.clone().next();
+            let hit = lines.find(|&(_, n)| n >= line).map(|(seq, _)| seq);
+            // The window holds every line from its first one on.
+            (hit, first.is_some_and(|(_, n)| n <= line))
+        });
+        if let Some((hit, true)) = memory {
+            return Ok(hit);
+        }
+        let store = self.store.clone();
+        let key = id.clone();
+        let stored = run_blocking(move || store.seq_of_line(&key, line)).await?;
+        let in_memory = memory.and_then(|(hit, _)| hit);
+        Ok(match (stored, in_memory) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
     }
 
     async fn history(
@@ -115,9 +178,9 @@ impl Journal {
         id: &JobId,
         mut since: u64,
         limit: usize,
-        logs_only: bool,
+        kinds: Kinds,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let wanted = |kind: EventKind| !logs_only || kind == EventKind::Log;
+        let wanted = |kind: EventKind| kinds == Kinds::All || kind == EventKind::Log;
         let mut out = Vec::new();
         while out.len() < limit {
             let room = limit - out.len();
@@ -142,6 +205,7 @@ impl Journal {
                                 seq: e.seq(),
                                 kind: e.kind,
                                 payload: e.json.get().to_owned(),
+                                line: e.line,
                             }),
                     );
                     match last {
@@ -156,11 +220,12 @@ impl Journal {
             };
             let store = self.store.clone();
             let key = id.clone();
-            let page = run_blocking(move || {
-                if logs_only {
-                    store.log_events(&key, since, room)
-                } else {
-                    store.events(&key, since, room)
+            let which = kinds.clone();
+            let page = run_blocking(move || match which {
+                Kinds::All => store.events(&key, since, room),
+                Kinds::Logs => store.log_events(&key, since, room),
+                Kinds::LogsContaining(needle) => {
+                    store.log_events_containing(&key, since, room, &needle)
                 }
             })
             .await?;

@@ -27,24 +27,25 @@ impl Journal {
             jobs.into_iter()
                 .map(|mut job| {
                     job.last_seq = store.max_seq(&job.id)?;
+                    let lines = store.last_line(&job.id)?;
                     // Events numbered after the last one written may have reached
                     // clients before the stop: the history they knew is gone, so
                     // it gets a new name and a client resuming with the old one is
                     // told `recovered: false` and rebuilds from the whole history.
                     job.epoch = JobRecord::new_epoch();
-                    Ok(job)
+                    Ok((job, lines))
                 })
                 .collect::<Result<Vec<_>, StoreError>>()
         })
         .await?;
         let count = jobs.len();
-        for job in jobs {
+        for (job, lines) in jobs {
             let id = job.id.clone();
             let persisted = job.last_seq;
-            self.live
-                .write()
-                .expect("journal map")
-                .insert(id.clone(), Arc::new(self.live_job(job, persisted, false)));
+            self.live.write().expect("journal map").insert(
+                id.clone(),
+                Arc::new(self.live_job(job, persisted, lines, false)),
+            );
             let events = [
                 JobEvent::Log {
                     stream: Stream::System,

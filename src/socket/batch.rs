@@ -84,6 +84,7 @@ mod tests {
         Arc::new(RecordedEvent {
             seq,
             kind,
+            line: None,
             json: RawValue::from_string(json).unwrap(),
         })
     }

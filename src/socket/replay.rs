@@ -404,6 +404,7 @@ async fn replay_stored(
             events.push(Arc::new(RecordedEvent {
                 seq: stored.seq,
                 kind: stored.kind,
+                line: stored.line,
                 json: serde_json::value::RawValue::from_string(stored.payload)
                     .map_err(|e| StoreError::Corrupt(format!("event {}: {e}", stored.seq)))?,
             }));

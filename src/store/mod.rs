@@ -54,12 +54,14 @@ impl From<std::io::Error> for StoreError {
     }
 }
 
-/// One event as stored: its number, kind and the JSON payload clients receive.
+/// One event as stored: its number, kind and the JSON payload clients receive,
+/// and for a log line its line number (1, 2, 3 … per job, among log lines).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredEvent {
     pub seq: u64,
     pub kind: EventKind,
     pub payload: String,
+    pub line: Option<u64>,
 }
 
 /// Which jobs a listing wants.
@@ -114,6 +116,21 @@ pub trait Store: Send + Sync + 'static {
         after: u64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError>;
+    /// Up to `limit` log events of a job with `seq > after`, in order, that may
+    /// contain `needle` (ASCII case ignored): every line whose payload holds it
+    /// (a prefilter: the caller checks each line it gets) and every line with an
+    /// escape sequence, which may hide it from the payload.
+    fn log_events_containing(
+        &self,
+        id: &JobId,
+        after: u64,
+        limit: usize,
+        needle: &str,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+    /// The seq of the first stored log line numbered `line` or later, if any.
+    fn seq_of_line(&self, id: &JobId, line: u64) -> Result<Option<u64>, StoreError>;
+    /// The number of a job's last stored log line (0 if none).
+    fn last_line(&self, id: &JobId) -> Result<u64, StoreError>;
     /// The highest stored sequence number of a job (0 if none).
     fn max_seq(&self, id: &JobId) -> Result<u64, StoreError>;
     /// Jobs that were queued or running when the server last stopped.

@@ -20,6 +20,7 @@ use crate::job::{JobId, JobRecord, Phase, ProjectId, Status};
 const MIGRATION_STEPS: &[M<'static>] = &[
     M::up(include_str!("../../migrations/0001_init.sql")),
     M::up(include_str!("../../migrations/0002_job_node.sql")),
+    M::up(include_str!("../../migrations/0003_event_line.sql")),
 ];
 
 fn migrations() -> Migrations<'static> {
@@ -162,6 +163,7 @@ fn collect_events(
             seq: seq_out(row.get(0)?),
             kind: kind_from(&row.get::<_, String>(1)?)?,
             payload: row.get(2)?,
+            line: row.get::<_, Option<i64>>(3)?.map(seq_out),
         });
     }
     Ok(events)
@@ -177,7 +179,8 @@ impl Store for SqliteStore {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
             ))?;
             let mut put_event = tx.prepare_cached(
-                "INSERT OR REPLACE INTO events (job_id, seq, kind, payload) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT OR REPLACE INTO events (job_id, seq, kind, payload, line, escaped) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             let mut delete_logs = tx.prepare_cached(
                 "DELETE FROM events WHERE job_id = ?1 AND seq BETWEEN ?2 AND ?3 AND kind = 'log'",
@@ -212,6 +215,8 @@ impl Store for SqliteStore {
                             seq_in(event.seq),
                             event.kind.name(),
                             event.payload,
+                            event.line.map(seq_in),
+                            event.kind == EventKind::Log && escaped(&event.payload),
                         ])?;
                     }
                     WriteOp::DeleteLogRange { job_id, from, to } => {
@@ -264,7 +269,7 @@ impl Store for SqliteStore {
         self.read(|conn| {
             collect_events(
                 conn,
-                "SELECT seq, kind, payload FROM events WHERE job_id = ?1 AND seq > ?2 \
+                "SELECT seq, kind, payload, line FROM events WHERE job_id = ?1 AND seq > ?2 \
                  ORDER BY seq LIMIT ?3",
                 params![id.as_str(), seq_in(after), limit],
             )
@@ -281,10 +286,77 @@ impl Store for SqliteStore {
         self.read(|conn| {
             collect_events(
                 conn,
-                "SELECT seq, kind, payload FROM events WHERE job_id = ?1 AND seq > ?2 \
+                "SELECT seq, kind, payload, line FROM events WHERE job_id = ?1 AND seq > ?2 \
                  AND kind = 'log' ORDER BY seq LIMIT ?3",
                 params![id.as_str(), seq_in(after), limit],
             )
+        })
+    }
+
+    fn log_events_containing(
+        &self,
+        id: &JobId,
+        after: u64,
+        limit: usize,
+        needle: &str,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let pattern = like_pattern(needle);
+        // Lines whose payload holds an escape (`escaped`) may show a text that
+        // holds `needle` where the payload does not: they always go to the caller.
+        self.read(|conn| {
+            collect_events(
+                conn,
+                "SELECT seq, kind, payload, line FROM events WHERE job_id = ?1 AND seq > ?2 \
+                 AND kind = 'log' AND (escaped OR payload LIKE ?3 ESCAPE '\\') \
+                 ORDER BY seq LIMIT ?4",
+                params![id.as_str(), seq_in(after), pattern, limit],
+            )
+        })
+    }
+
+    fn seq_of_line(&self, id: &JobId, line: u64) -> Result<Option<u64>, StoreError> {
+        self.read(|conn| {
+            // Line numbers grow with seq: a binary search over seq, each step one
+            // look-up in the primary key, instead of an index on line numbers
+            // that every write would pay for.
+            let mut first_from = conn.prepare_cached(
+                "SELECT seq, line FROM events WHERE job_id = ?1 AND seq >= ?2 \
+                 AND line IS NOT NULL ORDER BY seq LIMIT 1",
+            )?;
+            let mut probe = |from: u64| -> Result<Option<(u64, u64)>, StoreError> {
+                Ok(first_from
+                    .query_row(params![id.as_str(), seq_in(from)], |row| {
+                        Ok((seq_out(row.get(0)?), seq_out(row.get(1)?)))
+                    })
+                    .optional()?)
+            };
+            let mut max =
+                conn.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events WHERE job_id = ?1")?;
+            let max_seq: u64 = seq_out(max.query_row(params![id.as_str()], |row| row.get(0))?);
+            // The first seq whose next log line is numbered `line` or later.
+            let (mut lo, mut hi) = (1u64, max_seq + 1);
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                match probe(mid)? {
+                    Some((seq, number)) if number < line => lo = seq + 1,
+                    _ => hi = mid,
+                }
+            }
+            Ok(probe(lo)?.map(|(seq, _)| seq))
+        })
+    }
+
+    fn last_line(&self, id: &JobId) -> Result<u64, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT line FROM events WHERE job_id = ?1 AND line IS NOT NULL \
+                 ORDER BY seq DESC LIMIT 1",
+            )?;
+            Ok(stmt
+                .query_row(params![id.as_str()], |row| row.get::<_, i64>(0))
+                .optional()?
+                .map_or(0, seq_out))
         })
     }
 
@@ -327,6 +399,35 @@ impl Store for SqliteStore {
     }
 }
 
+/// Whether a payload holds a backslash (JSON's escapes) or DEL: see the
+/// `escaped` column in `migrations/0003_event_line.sql`.
+fn escaped(payload: &str) -> bool {
+    // `<[u8]>::contains` is the standard library's memchr: cheap on the writer
+    // thread even in a debug build.
+    let bytes = payload.as_bytes();
+    bytes.contains(&b'\\') || bytes.contains(&0x7f)
+}
+
+/// A LIKE pattern (escape character `\`) matching payloads that hold `needle` as
+/// JSON writes it inside a string.
+fn like_pattern(needle: &str) -> String {
+    let json = serde_json::to_string(needle).unwrap_or_default();
+    let inner = json
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap_or_default();
+    let mut pattern = String::with_capacity(inner.len() + 2);
+    pattern.push('%');
+    for c in inner.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,6 +435,43 @@ mod tests {
     #[test]
     fn migrations_are_valid() {
         migrations().validate().unwrap();
+    }
+
+    #[test]
+    fn the_line_migration_numbers_the_logs_stored_before_it() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrations().to_version(&mut conn, 2).unwrap();
+        conn.execute_batch(
+            r#"INSERT INTO events (job_id, seq, kind, payload) VALUES
+                 ('a', 1, 'progress', '{}'),
+                 ('a', 2, 'log', '{"message":"x"}'),
+                 ('b', 1, 'log', '{"message":"y"}'),
+                 ('a', 3, 'log', '{"message":"say \"hi\""}'),
+                 ('a', 5, 'log', '{"message":"z"}');"#,
+        )
+        .unwrap();
+
+        migrations().to_latest(&mut conn).unwrap();
+
+        let mut stmt = conn
+            .prepare("SELECT job_id, seq, line, escaped FROM events ORDER BY job_id, seq")
+            .unwrap();
+        let rows: Vec<(String, i64, Option<i64>, bool)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let row = |job: &str, seq, line, escaped| (job.to_owned(), seq, line, escaped);
+        assert_eq!(
+            rows,
+            [
+                row("a", 1, None, false),
+                row("a", 2, Some(1), false),
+                row("a", 3, Some(2), true),
+                row("a", 5, Some(3), false),
+                row("b", 1, Some(1), false),
+            ]
+        );
     }
 
     #[test]

@@ -339,6 +339,21 @@ mod tests {
         fn log_events(&self, _: &JobId, _: u64, _: usize) -> Result<Vec<StoredEvent>, StoreError> {
             Ok(Vec::new())
         }
+        fn log_events_containing(
+            &self,
+            _: &JobId,
+            _: u64,
+            _: usize,
+            _: &str,
+        ) -> Result<Vec<StoredEvent>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn seq_of_line(&self, _: &JobId, _: u64) -> Result<Option<u64>, StoreError> {
+            Ok(None)
+        }
+        fn last_line(&self, _: &JobId) -> Result<u64, StoreError> {
+            Ok(0)
+        }
         fn max_seq(&self, _: &JobId) -> Result<u64, StoreError> {
             Ok(0)
         }
@@ -357,6 +372,7 @@ mod tests {
                 seq,
                 kind: EventKind::Log,
                 payload: "{\"seq\":1}".into(),
+                line: Some(seq),
             },
             persisted: persisted.clone(),
         }

@@ -3,6 +3,7 @@ mod health;
 mod helpers;
 mod history;
 mod jobs;
+mod lines;
 mod restart;
 mod security;
 mod streams;

@@ -375,6 +375,8 @@ async fn restricted_users_get_the_same_answer_for_foreign_and_unknown_jobs() {
         "GET /api/jobs/{id}",
         "GET /api/jobs/{id}/events",
         "GET /api/jobs/{id}/log",
+        "GET /api/jobs/{id}/lines?around=3",
+        "GET /api/jobs/{id}/search?q=build",
         "GET /api/jobs/{id}/artifacts/result.txt",
         "POST /api/jobs/{id}/cancel",
     ] {

@@ -118,7 +118,13 @@ test('a build of a project the list does not show yet appears within 1 s', async
   const seenAfter = Date.now() - started;
   // It is followed from then on: its pipeline and status come from its project room.
   await page.waitForSelector(`tr[data-job="${jobId}"] .badge.b-building`, { timeout: 10_000 });
-  assert.equal((await page.textContent(`tr[data-job="${jobId}"] td.pipeline`)).trim(), 'stall');
+  // The pipeline comes with the project's snapshot (the subscribe acknowledgement),
+  // which may arrive a moment after the room's first event.
+  await page.waitForFunction(
+    (sel) => document.querySelector(sel)?.textContent.trim() === 'stall',
+    `tr[data-job="${jobId}"] td.pipeline`,
+    { timeout: 5_000 },
+  );
   assert.equal((await page.textContent(`tr[data-job="${jobId}"] td.project`)).trim(), project);
   console.log(`# new project's build shown after ${seenAfter} ms`);
   await page.screenshot({ path: screenshotPath('issue18-list-new-project.png') });

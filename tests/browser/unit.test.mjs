@@ -1,6 +1,6 @@
 // Unit tests of the dashboard's pure modules (no browser): the ANSI converter, the
-// log model (with the sections the log marks), permalinks and the resubscription
-// bookkeeping.
+// log model (with the sections the log marks), permalinks, the resubscription
+// bookkeeping, and the paged log of a log too big for the tab.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { ansiToHtml, parseAnsi, plainText, escapeHtml, color256 } from '../../web/src/ansi.js';
 import { JobFeed, JobLog, parseMarker } from '../../web/src/logmodel.js';
 import { parsePermalink } from '../../web/src/jobpage.js';
+import { PagedLog } from '../../web/src/pagedlog.js';
 
 test('ansi: plain text is escaped and unchanged', () => {
   assert.equal(ansiToHtml('a < b && c > d'), 'a &lt; b &amp;&amp; c &gt; d');
@@ -237,4 +238,57 @@ test('permalinks: #L12 and #L12-L20 (either order), nothing else', () => {
   assert.deepEqual(parsePermalink('#L120-L140'), { from: 119, to: 139 });
   assert.deepEqual(parsePermalink('#L20-L12'), { from: 11, to: 19 });
   for (const bad of ['', '#', '#L', '#L0', '#/jobs/x', '#Lx', '#L1-', '#section']) assert.equal(parsePermalink(bad), null, bad);
+});
+
+/** A server's `/lines` over `total` lines, line n saying "line n", without `gone`. */
+function fakeLines(total, gone = new Set()) {
+  const calls = [];
+  const fetchLines = async (from, limit) => {
+    calls.push(from);
+    const lines = [];
+    for (let n = from; n < from + limit && n <= total; n++) {
+      if (!gone.has(n)) lines.push({ line: n, seq: n + 10, data: { seq: n + 10, stream: 'stdout', message: `line ${n}`, timestamp: '2026-01-01T00:00:00.000Z' } });
+    }
+    return { lines, totalLines: total, lastSeq: total + 10, epoch: 'e' };
+  };
+  return { fetchLines, calls };
+}
+
+const settle = () => new Promise((r) => setTimeout(r, 0));
+
+test('paged log: reads the pages a range needs, once, and keeps at most maxPages', async () => {
+  const { fetchLines, calls } = fakeLines(2_000_000, new Set([1_500_001]));
+  const log = new PagedLog(fetchLines, { total: 2_000_000, pageLines: 1000, maxPages: 3 });
+  assert.equal(log.line(1_500_000), undefined, 'not read yet');
+  log.ensure(1_499_990, 1_500_010);
+  log.ensure(1_499_990, 1_500_010);
+  await settle();
+  assert.deepEqual(calls, [1_499_001, 1_500_001]);
+  assert.equal(log.line(1_500_000).text, 'line 1500000');
+  assert.equal(log.line(1_500_001), null, 'a line the server does not have: not kept');
+  assert.equal(log.line(1_500_002).text, 'line 1500002');
+  for (const at of [10, 100_000, 1_000_000, 1_999_999]) {
+    log.ensure(at, at + 5);
+    await settle();
+  }
+  assert.ok(log.pages.size <= 3, `${log.pages.size} pages`);
+  assert.ok(log.held <= 3000, `${log.held} lines held`);
+  assert.equal(log.line(1_999_999).text, 'line 1999999');
+  assert.equal(log.line(1_500_000), undefined, 'dropped from memory');
+});
+
+test('paged log: live lines are numbered on from the snapshot, into the tail page even while it is read', async () => {
+  const { fetchLines } = fakeLines(1500);
+  const log = new PagedLog(fetchLines, { total: 1500, pageLines: 1000, maxPages: 4 });
+  log.ensure(1490, 1500);
+  // Arrives before the page's answer: kept, not lost.
+  log.append({ seq: 1511, stream: 'stderr', message: 'live 1501', timestamp: '2026-01-01T00:00:01.000Z' });
+  await settle();
+  assert.equal(log.total, 1501);
+  assert.equal(log.line(1500).text, 'line 1500');
+  assert.deepEqual(log.line(1501), { seq: 1511, stream: 1, text: 'live 1501', time: Date.parse('2026-01-01T00:00:01.000Z') });
+  // A new page starts at the tail.
+  for (let n = 1502; n <= 2001; n++) log.append({ seq: n + 10, stream: 'stdout', message: `live ${n}`, timestamp: '2026-01-01T00:00:02.000Z' });
+  assert.equal(log.total, 2001);
+  assert.equal(log.line(2001).text, 'live 2001');
 });

@@ -197,6 +197,14 @@ test('two nodes share one Redis: cross-node delivery, late replay, project rooms
   const histA = await (await fetch(`${a.url}/api/jobs/${extId}/events?since=0`)).json();
   const histB = await (await fetch(`${b.url}/api/jobs/${extId}/events?since=0`)).json();
   assert.deepEqual(histA.events.map((e) => e.data), histB.events.map((e) => e.data));
+  // And on line numbers: a mirror numbers each log line as the owner did.
+  for (const id of [created.jobId, extId]) {
+    const [la, lb] = await Promise.all([a, b].map(async (n) => (await fetch(`${n.url}/api/jobs/${id}/lines?limit=10000`)).json()));
+    assert.ok(la.lines.length > 5, `lines of ${id}`);
+    assert.deepEqual(la.lines, lb.lines, `lines of ${id}`);
+    assert.equal(la.totalLines, lb.totalLines);
+    assert.deepEqual(la.lines.map((l) => l.line), la.lines.map((_, k) => k + 1));
+  }
   const health = await (await fetch(`${a.url}/health`)).json();
   assert.equal(health.status, 'ok');
   assert.equal(health.websocket.connected_clients, 3, 'this node’s own clients');

@@ -40,13 +40,14 @@ function headers(extra = {}) {
   return h;
 }
 
-export async function api(path, { method = 'GET', body } = {}) {
-  const init = { method, headers: headers(body === undefined ? {} : { 'content-type': 'application/json' }) };
+export async function api(path, { method = 'GET', body, signal } = {}) {
+  const init = { method, signal, headers: headers(body === undefined ? {} : { 'content-type': 'application/json' }) };
   if (body !== undefined) init.body = JSON.stringify(body);
   let res;
   try {
     res = await fetch(path, init);
   } catch (e) {
+    if (e.name === 'AbortError') throw e;
     throw new ApiError(0, `Cannot reach the server (${e.message})`);
   }
   const text = await res.text();

@@ -9,6 +9,7 @@ import { h, badge, setBadge, progressBar, setProgress } from './dom.js';
 import { formatDuration, shortId } from './format.js';
 import { PHASES, FINISHED } from './logmodel.js';
 import { LogView } from './logview.js';
+import { PagedLog, PagedView } from './pagedlog.js';
 
 const TIMES_KEY = 'buildcast.showTimes';
 /** Events applied per animation frame at most. */
@@ -27,6 +28,14 @@ export const tuning = {
   batchLogs: true,
   /** How often the page asks how many clients watch the job. */
   watchersMs: 5000,
+  /**
+   * A log this big is not held by the tab: a job with at least this many events
+   * when the page opens, or a log that grows to this many lines while watched, is
+   * read from the server by line number as the view needs it (pagedlog.js).
+   */
+  pagedMin: 300000,
+  /** Matches one server-side search asks for. */
+  searchLimit: 200,
 };
 
 /** #L12 or #L12-L20 as line indices { from, to }, or null. */
@@ -95,6 +104,9 @@ export class JobPage {
     cancelAnimationFrame(this.frame);
     clearTimeout(this.timer);
     document.removeEventListener('keydown', this.onKey);
+    this.searchAbort?.abort();
+    // A paged log's feed holds no lines: the next visit starts afresh.
+    if (this.paged && this.app.feed === this.feed) this.app.feed = null;
     for (const d of this.disposers) d();
     this.conn.emit('unsubscribe:job', this.jobId);
   }
@@ -128,7 +140,10 @@ export class JobPage {
       return;
     }
     if (ack.job) this.meta = ack.job;
-    if (result.rebuilt) this.showNotice(`The log was reloaded from the start: ${result.reason ?? 'history changed'}`, 'info');
+    if (result.rebuilt) {
+      if (this.paged) await this.enterPaged();
+      else this.showNotice(`The log was reloaded from the start: ${result.reason ?? 'history changed'}`, 'info');
+    }
     this.schedule();
     this.pollWatchers();
   }
@@ -158,6 +173,12 @@ export class JobPage {
       this.metaLoad = null;
       const view = await (first ?? this.loadMeta());
       if (this.destroyed || !view || mine !== this.subscription) return;
+      if (this.paged ? view.epoch !== feed.epoch : view.lastSeq >= tuning.pagedMin) {
+        // Too big for the tab (or its history changed while paged): read by line.
+        await this.enterPaged();
+        return;
+      }
+      if (this.paged) return;
       if (feed.epoch && view.epoch !== feed.epoch) {
         // The server's history of this job is not the one this page holds.
         feed.abandon();
@@ -170,7 +191,7 @@ export class JobPage {
       for (;;) {
         const since = feed.lastSeq;
         const page = await api(`${base}/events?since=${since}&limit=${tuning.catchUpPage}`);
-        if (this.destroyed || mine !== this.subscription) return;
+        if (this.destroyed || mine !== this.subscription || this.paged) return;
         if (feed.epoch && page.epoch !== feed.epoch) {
           feed.restart();
           feed.epoch = page.epoch;
@@ -205,11 +226,184 @@ export class JobPage {
   }
 
   /**
+   * From now on the log is read from the server by line number, a page at a
+   * time, and only the pages around the view are kept (a log too big for the
+   * tab). Takes the server's snapshot (last line number and seq, together); live
+   * events after that seq continue it.
+   */
+  async enterPaged() {
+    const base = `/api/jobs/${encodeURIComponent(this.jobId)}`;
+    let snap;
+    try {
+      snap = await api(`${base}/lines?limit=1`);
+    } catch (e) {
+      this.showNotice(`Cannot read this log: ${e.message}`, 'error');
+      return;
+    }
+    if (this.destroyed) return;
+    const feed = this.feed;
+    feed.abandon();
+    feed.queue.length = 0;
+    feed.resetQueued = false;
+    feed.lastSeq = Math.max(feed.lastSeq, snap.lastSeq);
+    feed.epoch = snap.epoch;
+    const fetchLines = (from, limit) => api(`${base}/lines?from=${from}&limit=${limit}`);
+    if (!this.paged) {
+      this.paged = new PagedLog(fetchLines, { total: snap.totalLines });
+      this.pview = new PagedView(this.paged, { onChange: () => this.updateToolbar() });
+      this.pview.onSelect = (sel) => this.setPermalink(sel);
+      this.pview.setShowTimes(this.view.showTimes);
+      this.view.viewport.replaceWith(this.pview.viewport);
+      this.el.classList.add('paged');
+      for (const el of this.memoryOnly) el.hidden = true;
+      for (const el of this.pagedOnly) el.hidden = false;
+      // Lines already searched for in memory are searched again on the server.
+      if (this.searchInput.value) this.serverSearch(this.searchInput.value);
+    } else {
+      this.paged.total = snap.totalLines;
+      this.paged.pages.clear();
+    }
+    feed.log.toPaged((d) => this.paged.append(d));
+    const log = feed.log;
+    const meta = this.meta;
+    if (!log.status && meta) {
+      // No event before the snapshot is replayed: the job's state is the server's.
+      Object.assign(log, { status: meta.status, phase: meta.phase, progress: meta.progress, message: meta.message });
+      if (FINISHED.has(meta.status)) log.finishedAt = Date.parse(meta.finishedAt);
+    }
+    this.view.resetRows();
+    if (!this.wanted) this.pview.setFollow(!feed.log.finished || this.view.follow);
+    this.schedule();
+  }
+
+  /**
+   * Searches the whole log on the server (a paged log). The first match below the
+   * view is asked for first and shown at once (a scan from the view on); then the
+   * list of every match (a scan of the whole log) gives the count and the steps.
+   */
+  async serverSearch(q) {
+    const mine = ++this.searchSeq;
+    this.searchAbort?.abort();
+    this.searchError = null;
+    this.searchQuery = null;
+    const pv = this.pview;
+    if (!q) {
+      pv.setMatches('', [], false);
+      this.searching = false;
+      this.updateToolbar();
+      return;
+    }
+    const regex = this.regexToggle.checked;
+    const ctrl = new AbortController();
+    this.searchAbort = ctrl;
+    this.searching = true;
+    this.updateToolbar();
+    const stale = () => mine !== this.searchSeq || this.destroyed;
+    const highlight = () => {
+      if (!regex) return;
+      try {
+        pv.setRegex(new RegExp(q, 'g'));
+      } catch {
+        // JavaScript reads this regex otherwise: the matching lines are still listed
+      }
+    };
+    try {
+      const top = Math.max(1, pv.first ?? 1);
+      let shown = null;
+      if (top > 1) {
+        const near = await this.searchFrom(q, regex, top, ctrl.signal, 1);
+        if (stale()) return;
+        if (near.matches.length) {
+          shown = near.matches[0].line;
+          pv.setMatches(q, [shown], true);
+          highlight();
+          pv.goToMatch(0);
+          this.updateToolbar();
+        }
+      }
+      const res = await this.searchFrom(q, regex, 1, ctrl.signal);
+      if (stale()) return;
+      pv.setMatches(q, res.matches.map((m) => m.line), res.more);
+      highlight();
+      this.searchQuery = { q, regex };
+      if (shown !== null) {
+        // Stay on the match shown; the list may end before it (then no position).
+        pv.current = pv.matches.indexOf(shown);
+        pv.render();
+      } else if (pv.matches.length) {
+        pv.goToMatch(0);
+      }
+    } catch (e) {
+      if (stale() || e.name === 'AbortError') return;
+      pv.setMatches('', [], false);
+      this.searchError = e.message;
+    } finally {
+      if (mine === this.searchSeq) this.searching = false;
+    }
+    this.updateToolbar();
+  }
+
+  searchFrom(q, regex, from, signal, limit = tuning.searchLimit) {
+    const base = `/api/jobs/${encodeURIComponent(this.jobId)}/search`;
+    return api(`${base}?q=${encodeURIComponent(q)}&limit=${limit}&from=${from}${regex ? '&regex=true' : ''}`, { signal });
+  }
+
+  /** Next or previous server-side match; reads more matches past the last one. */
+  async pagedStep(delta) {
+    const pv = this.pview;
+    const n = pv.matches.length;
+    if (!n) return;
+    let k = pv.current + delta;
+    if (pv.current < 0) {
+      // No position (a match shown before the list came): from the view on.
+      const after = pv.matches.findIndex((m) => m >= (pv.first ?? 1));
+      k = (after < 0 ? n : after) - (delta > 0 ? 0 : 1);
+    }
+    if (k >= n && pv.more && this.searchQuery) {
+      const mine = this.searchSeq;
+      const { q, regex } = this.searchQuery;
+      try {
+        const res = await this.searchFrom(q, regex, pv.matches[n - 1] + 1);
+        if (mine !== this.searchSeq || this.destroyed) return;
+        pv.matches.push(...res.matches.map((m) => m.line));
+        pv.more = res.more;
+      } catch (e) {
+        this.searchError = e.message;
+      }
+    }
+    const total = pv.matches.length;
+    pv.goToMatch(((k % total) + total) % total);
+    this.updateToolbar();
+  }
+
+  /** The go-to-line box: selects line n and shows it (its permalink in the address). */
+  goToLine(n) {
+    if (!Number.isInteger(n) || n < 1) return;
+    if (this.paged) {
+      n = Math.min(n, this.paged.total);
+      this.pview.select(n - 1);
+      this.pview.reveal(n);
+      this.setPermalink([n - 1, n - 1]);
+      return;
+    }
+    const log = this.feed.log;
+    n = Math.min(n, log.length);
+    if (n < 1) return;
+    this.view.select(n - 1);
+    this.view.reveal(n - 1);
+    this.setPermalink([n - 1, n - 1]);
+  }
+
+  /**
    * Without a socket (no connection within a few seconds, or none at all), the
    * recorded log is still shown, read through REST once.
    */
   async loadWithoutSocket() {
-    if (this.destroyed || this.notFound || this.conn.socket.connected) return;
+    if (this.destroyed || this.notFound || this.conn.socket.connected || this.paged) return;
+    if ((this.meta?.lastSeq ?? 0) >= tuning.pagedMin) {
+      await this.enterPaged();
+      return;
+    }
     const feed = this.feed;
     const base = `/api/jobs/${encodeURIComponent(this.jobId)}/events`;
     try {
@@ -269,7 +463,7 @@ export class JobPage {
   /** The address's #L… changed (typed, or the back button). */
   onHash() {
     this.wanted = parsePermalink(location.hash);
-    if (!this.wanted) this.view.select(null);
+    if (!this.wanted) (this.pview ?? this.view).select(null);
     this.schedule();
   }
 
@@ -288,10 +482,32 @@ export class JobPage {
     if (this.destroyed) return;
     // A big batch (a page of history) is spread over a few frames.
     const { more } = this.feed.drain(DRAIN_PER_FRAME);
-    this.view.sync();
-    if (more) this.schedule();
     const log = this.feed.log;
     const wanted = this.wanted;
+    if (this.paged) {
+      this.pview.sync();
+      if (more) this.schedule();
+      if (wanted && this.paged.total > wanted.to) {
+        this.wanted = null;
+        this.pview.select(wanted.from, wanted.to);
+        this.pview.reveal(wanted.from + 1);
+      } else if (wanted && log.finished && !more) {
+        this.wanted = null;
+        this.showNotice(`This log has ${this.paged.total.toLocaleString('en-US')} lines: line ${(wanted.to + 1).toLocaleString('en-US')} of the link is not in it.`, 'info');
+      }
+      this.updateHeader();
+      this.updateToolbar();
+      return;
+    }
+    this.view.sync();
+    if (more) this.schedule();
+    if (!this.switching && log.length >= tuning.pagedMin) {
+      // The log outgrew the tab while it was watched.
+      this.switching = true;
+      this.enterPaged().finally(() => {
+        this.switching = false;
+      });
+    }
     if (wanted && log.length > wanted.to) {
       // A permalink: selected once its last line has arrived.
       this.wanted = null;
@@ -312,7 +528,7 @@ export class JobPage {
   }
 
   tick() {
-    if (!this.feed.log.finished) {
+    if (!this.feed.log.finished && !this.paged) {
       this.view.dirty = true;
       this.view.render();
     }
@@ -373,41 +589,71 @@ export class JobPage {
     // log toolbar
     this.searchInput = h('input', { type: 'search', id: 'log-search', placeholder: 'Search log', autocomplete: 'off', spellcheck: 'false', 'aria-label': 'Search the log' });
     let debounce = 0;
+    this.searchSeq = 0;
     this.searchInput.addEventListener('input', () => {
       clearTimeout(debounce);
-      debounce = setTimeout(() => this.view.setQuery(this.searchInput.value), 120);
+      if (this.paged) debounce = setTimeout(() => this.serverSearch(this.searchInput.value), 400);
+      else debounce = setTimeout(() => this.view.setQuery(this.searchInput.value), 120);
     });
     this.searchInput.addEventListener('keydown', (e) => {
       if (e.key === 'Enter') {
         e.preventDefault();
         clearTimeout(debounce);
-        if (this.view.query !== this.searchInput.value.toLowerCase()) this.view.setQuery(this.searchInput.value);
+        if (this.paged) {
+          const q = this.searchInput.value;
+          const same = this.searchQuery && this.searchQuery.q === q && this.searchQuery.regex === this.regexToggle.checked && !this.searching;
+          if (same) this.pagedStep(e.shiftKey ? -1 : 1);
+          else this.serverSearch(q);
+        } else if (this.view.query !== this.searchInput.value.toLowerCase()) this.view.setQuery(this.searchInput.value);
         else this.view.step(e.shiftKey ? -1 : 1);
       } else if (e.key === 'Escape') {
         this.searchInput.value = '';
-        this.view.setQuery('');
+        if (this.paged) this.serverSearch('');
+        else this.view.setQuery('');
       }
     });
+    this.regexToggle = h('input', { type: 'checkbox', id: 'search-regex' });
+    this.regexToggle.addEventListener('change', () => {
+      if (this.searchInput.value) this.serverSearch(this.searchInput.value);
+    });
+    this.gotoInput = h('input', { type: 'text', id: 'goto-line', inputmode: 'numeric', placeholder: 'Go to line', autocomplete: 'off', 'aria-label': 'Go to line' });
+    this.gotoInput.addEventListener('keydown', (e) => {
+      if (e.key !== 'Enter') return;
+      e.preventDefault();
+      this.goToLine(Number(this.gotoInput.value.replace(/[^0-9]/g, '')));
+    });
     this.matchCount = h('span', { class: 'match-count', id: 'match-count' });
-    this.prevButton = h('button', { class: 'icon-btn', id: 'search-prev', title: 'Previous match (Shift+Enter)', 'aria-label': 'Previous match', onclick: () => this.view.step(-1) }, '↑');
-    this.nextButton = h('button', { class: 'icon-btn', id: 'search-next', title: 'Next match (Enter)', 'aria-label': 'Next match', onclick: () => this.view.step(1) }, '↓');
+    const step = (d) => (this.paged ? this.pagedStep(d) : this.view.step(d));
+    this.prevButton = h('button', { class: 'icon-btn', id: 'search-prev', title: 'Previous match (Shift+Enter)', 'aria-label': 'Previous match', onclick: () => step(-1) }, '↑');
+    this.nextButton = h('button', { class: 'icon-btn', id: 'search-next', title: 'Next match (Enter)', 'aria-label': 'Next match', onclick: () => step(1) }, '↓');
     this.timesToggle = h('input', { type: 'checkbox', id: 'toggle-times' });
     this.timesToggle.addEventListener('change', () => {
       this.view.setShowTimes(this.timesToggle.checked);
+      this.pview?.setShowTimes(this.timesToggle.checked);
       localStorage.setItem(TIMES_KEY, this.timesToggle.checked ? '1' : '0');
     });
     this.lineCount = h('span', { class: 'line-count', id: 'line-count' });
-    this.followButton = h('button', { class: 'btn small', id: 'follow-button', onclick: () => this.view.setFollow(!this.view.follow) });
-    this.jumpButton = h('button', { class: 'jump', id: 'jump-latest', hidden: true, onclick: () => this.view.setFollow(true) }, '↓ Follow log');
+    const logView = () => this.pview ?? this.view;
+    this.followButton = h('button', { class: 'btn small', id: 'follow-button', onclick: () => logView().setFollow(!logView().follow) });
+    this.jumpButton = h('button', { class: 'jump', id: 'jump-latest', hidden: true, onclick: () => logView().setFollow(true) }, '↓ Follow log');
+    const regexLabel = h('label', { class: 'toggle', hidden: true, title: 'Search with a regular expression (on the server)' }, this.regexToggle, ' Regex');
+    this.pagedNote = h('span', { class: 'paged-note', id: 'paged-note', hidden: true, title: 'This log is too big to hold in the tab: lines are read from the server as you scroll, and search runs on the server.' }, 'Read from the server');
+    const expandAll = h('button', { class: 'btn small', id: 'expand-all', onclick: () => this.view.setAllCollapsed(false) }, 'Expand all');
+    const collapseAll = h('button', { class: 'btn small', id: 'collapse-all', onclick: () => this.view.setAllCollapsed(true) }, 'Collapse all');
+    this.memoryOnly = [expandAll, collapseAll];
+    this.pagedOnly = [regexLabel, this.pagedNote];
     this.permalinkNote = h('span', { class: 'permalink-note', id: 'permalink-note', hidden: true });
     const toolbar = h(
       'div',
       { class: 'log-toolbar' },
       h('div', { class: 'search' }, h('span', { class: 'search-icon', 'aria-hidden': 'true' }), this.searchInput, this.matchCount, this.prevButton, this.nextButton),
+      regexLabel,
+      this.gotoInput,
       h('label', { class: 'toggle' }, this.timesToggle, ' Timestamps'),
-      h('button', { class: 'btn small', id: 'expand-all', onclick: () => this.view.setAllCollapsed(false) }, 'Expand all'),
-      h('button', { class: 'btn small', id: 'collapse-all', onclick: () => this.view.setAllCollapsed(true) }, 'Collapse all'),
+      expandAll,
+      collapseAll,
       h('span', { class: 'grow' }),
+      this.pagedNote,
       this.permalinkNote,
       this.lineCount,
       this.followButton,
@@ -554,14 +800,20 @@ export class JobPage {
   }
 
   updateToolbar() {
-    const v = this.view;
-    const n = this.feed.log.length;
+    const v = this.pview ?? this.view;
+    const n = this.paged ? this.paged.total : this.feed.log.length;
     this.lineCount.textContent = `${n.toLocaleString('en-US')} ${n === 1 ? 'line' : 'lines'}`;
-    if (v.query) {
-      this.matchCount.textContent = v.matches.length ? `${v.current >= 0 ? v.current + 1 : 0} / ${v.matches.length.toLocaleString('en-US')}` : 'No matches';
+    if (this.searchError) {
+      this.matchCount.textContent = this.searchError;
+    } else if (this.searching) {
+      this.matchCount.textContent = v.matches.length ? `${v.current + 1} / …` : 'Searching…';
+    } else if (v.query) {
+      const of = `${v.matches.length.toLocaleString('en-US')}${v.more ? '+' : ''}`;
+      this.matchCount.textContent = v.matches.length ? `${v.current >= 0 ? v.current + 1 : 0} / ${of}` : 'No matches';
     } else {
       this.matchCount.textContent = '';
     }
+    this.matchCount.classList.toggle('error', Boolean(this.searchError));
     this.prevButton.disabled = this.nextButton.disabled = v.matches.length === 0;
     this.followButton.textContent = v.follow ? 'Following' : 'Follow';
     this.followButton.classList.toggle('active', v.follow);

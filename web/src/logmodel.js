@@ -82,7 +82,8 @@ export class JobLog {
         break;
       }
       case 'job:log':
-        this.pushLine(STREAM_CODE[d.stream] ?? 0, d.message, ts, d.seq);
+        if (this.lineSink) this.lineSink(d);
+        else this.pushLine(STREAM_CODE[d.stream] ?? 0, d.message, ts, d.seq);
         break;
       case 'job:error': {
         this.error = { phase: d.phase, message: d.message };
@@ -185,8 +186,29 @@ export class JobLog {
     }
   }
 
+  /**
+   * From now on log lines go to `sink` (a log too big for the tab, read from the
+   * server by line number), not into these arrays, which are emptied. The job's
+   * state is still kept here.
+   */
+  toPaged(sink) {
+    this.lineSink = sink;
+    this.text = [];
+    this.stream = [];
+    this.time = [];
+    this.seq = [];
+    this.sec = [];
+    this.plainCache = new Map();
+    for (const sec of this.sections) {
+      sec.first = 0;
+      sec.count = 0;
+    }
+    this.generation += 1;
+  }
+
   /** Adds a line (stream code 0/1/2) to the innermost open section. */
   pushLine(stream, message, ts, seq) {
+    if (this.lineSink) return;
     if (stream !== 2 && seq !== 0) {
       const m = parseMarker(message);
       if (m) {

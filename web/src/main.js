@@ -267,7 +267,22 @@ window.__buildcast = {
       lastSeq,
       stats: { ...stats, ...page.stats },
       gapLog: page.feed.gapLog.slice(),
-      follow: page.view.follow,
+      follow: (page.pview ?? page.view).follow,
+      /** A log read from the server by line number (too big for the tab), or null. */
+      paged: page.paged
+        ? {
+            total: page.paged.total,
+            held: page.paged.held,
+            pages: page.paged.pages.size,
+            requests: page.paged.requests,
+            first: page.pview.first,
+            last: page.pview.last,
+            matches: page.pview.matches.slice(0, 1000),
+            current: page.pview.current,
+            more: page.pview.more,
+            selection: page.pview.selection,
+          }
+        : null,
     };
   },
   /** Log lines [from, to) as { seq, stream, text }. */

@@ -116,6 +116,10 @@ impl Cli {
             stall: Duration::from_secs(self.num("--stall", d.stall.as_secs())?),
             max_wait: Duration::from_secs(self.num("--max-wait", d.max_wait.as_secs())?),
             rust_log: self.get("--rust-log").map(String::from),
+            buffer: match self.num("--buffer", 0usize)? {
+                0 => None,
+                n => Some(n),
+            },
             ping_interval_ms: self.num("--ping-interval-ms", d.ping_interval_ms)?,
             keep: self.has("--keep"),
             drop_after: match self.num("--drop-after", 0u64)? {
