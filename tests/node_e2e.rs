@@ -3,8 +3,9 @@
 //! `tests/browser/` (the dashboard in headless Chromium, driven by playwright-core).
 //!
 //! Installs a suite's npm dependencies from its lock file first if they are
-//! missing. What the suites need from the machine (Node.js 20+ and npm,
-//! redis-server, python3 with redis-py, Chromium at `CHROMIUM_PATH` or
+//! missing or older than the lock file. What the suites need from the machine
+//! (Node.js 20+ and npm, redis-server, python3 with redis-py, Chromium at
+//! `CHROMIUM_PATH` or
 //! `/usr/bin/chromium`) is checked first: a missing one fails the test by name
 //! (`scripts/test` installs them all) unless `BUILDCAST_ALLOW_SKIP=1`, which lets
 //! the suite skip those tests, saying so on the terminal.
@@ -55,6 +56,20 @@ fn have_node(suite: &str) -> bool {
 /// small machine rather than side by side.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Whether `dir/node_modules` was installed from the current `package-lock.json`:
+/// npm records what it installed in `node_modules/.package-lock.json`, so a lock
+/// file changed since (a pull that added a package) means installing again.
+fn installed_from_lock(dir: &Path) -> bool {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    match (
+        modified(&dir.join("package-lock.json")),
+        modified(&dir.join("node_modules/.package-lock.json")),
+    ) {
+        (Some(lock), Some(installed)) => installed >= lock,
+        _ => false,
+    }
+}
+
 fn run_suite(name: &str) {
     let _turn = ONE_AT_A_TIME
         .lock()
@@ -62,7 +77,7 @@ fn run_suite(name: &str) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
         .join(name);
-    if !dir.join("node_modules").is_dir() {
+    if !installed_from_lock(&dir) {
         let installed = npm(&dir, &["ci", "--no-audit", "--no-fund"]);
         assert!(installed.success(), "npm ci failed in tests/{name}");
     }
