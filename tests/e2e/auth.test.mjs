@@ -19,6 +19,7 @@ import {
   waitFor,
   makeTempDir,
   projectId,
+  abandonedPolling,
 } from './helpers.mjs';
 
 const SECRET = 'e2e-secret-that-is-long-enough-for-hs256!';
@@ -245,22 +246,12 @@ test('the 11th connection of one user is refused while 10 stay connected; anothe
   sockets.forEach((s) => s.disconnect());
 });
 
-/** A long-polling session that connects to the namespace with `auth`, then never polls again. */
-async function abandonedPolling(url, auth) {
-  const base = `${url}/ws/?EIO=4&transport=polling`;
-  const open = await (await fetch(base)).text();
-  const sid = JSON.parse(open.slice(open.indexOf('{'))).sid;
-  const post = await fetch(`${base}&sid=${sid}`, { method: 'POST', body: `40${JSON.stringify(auth)}` });
-  assert.equal(post.status, 200);
-  return (await fetch(`${base}&sid=${sid}`)).text();
-}
-
 test('a polling client that stops polling without closing gives its connection slot back within seconds; one that polls keeps it', async () => {
   const server = await startServer({
     env: { ...JWT_ENV, MAX_CONNECTIONS_PER_USER: '1', WEBSOCKET_POLLING_TIMEOUT_MS: '1000' },
   });
   const alice = mint({ sub: 'alice' });
-  const ack = await abandonedPolling(server.url, { token: alice });
+  const { ack } = await abandonedPolling(server.url, { token: alice });
   assert.match(ack, /(^|\x1e)40\{"sid"/, `the abandoned session connected: ${ack}`);
   // A polling client of another user that keeps polling (and sends nothing).
   const bob = await attempt(server.url, { auth: { token: mint({ sub: 'bob' }) }, transports: ['polling'] });

@@ -939,3 +939,26 @@ export async function fetchLog(url, jobId) {
   assert.equal(res.status, 200);
   return (await res.text()).split('\n').filter((l) => l !== '');
 }
+
+/**
+ * A long-polling session that connects to the namespace (with `auth`, if given),
+ * then never polls again; returns its sid and what its polls answered up to the
+ * CONNECT answer (`40…` or `44…`). A heartbeat ping (`2`) may come first on a busy
+ * machine (the CONNECT answer waits for the connect middleware): it polls again.
+ */
+export async function abandonedPolling(url, auth = null) {
+  const base = `${url}/ws/?EIO=4&transport=polling`;
+  const open = await (await fetch(base)).text();
+  const sid = JSON.parse(open.slice(open.indexOf('{'))).sid;
+  const post = await fetch(`${base}&sid=${sid}`, {
+    method: 'POST',
+    headers: { 'content-type': 'text/plain;charset=UTF-8' },
+    body: auth ? `40${JSON.stringify(auth)}` : '40',
+  });
+  if (post.status !== 200) throw new Error(`polling POST answered ${post.status}`);
+  let ack = '';
+  for (let polls = 0; polls < 5 && !/(^|\x1e)4[04]/.test(ack); polls += 1) {
+    ack += `${await (await fetch(`${base}&sid=${sid}`)).text()}\x1e`;
+  }
+  return { sid, ack };
+}

@@ -24,6 +24,7 @@ import {
   sleep,
   projectId as newProjectId,
   DEFAULT_PIPELINES,
+  abandonedPolling,
 } from './helpers.mjs';
 
 const PIPELINES = `${DEFAULT_PIPELINES}
@@ -115,26 +116,6 @@ function stalledWebSocket(port, jobId) {
     sock.on('data', onData);
     sock.on('error', reject);
   });
-}
-
-/** A long-polling session that connects to the namespace, then never polls again. */
-async function abandonedPolling(url, auth = null) {
-  const base = `${url}/ws/?EIO=4&transport=polling`;
-  const open = await (await fetch(base)).text();
-  const sid = JSON.parse(open.slice(open.indexOf('{'))).sid;
-  const post = await fetch(`${base}&sid=${sid}`, {
-    method: 'POST',
-    headers: { 'content-type': 'text/plain;charset=UTF-8' },
-    body: auth ? `40${JSON.stringify(auth)}` : '40',
-  });
-  assert.equal(post.status, 200);
-  // The CONNECT acknowledgement comes once the connect middleware has run; on a
-  // busy machine a heartbeat ping (`2`) may be answered first: poll again.
-  let ack = '';
-  for (let polls = 0; polls < 5 && !/(^|\x1e)4[04]/.test(ack); polls += 1) {
-    ack += `${await (await fetch(`${base}&sid=${sid}`)).text()}\x1e`;
-  }
-  return { sid, ack };
 }
 
 test('SIGTERM: stalled clients (a WebSocket that stopped reading, a session that stopped polling) do not hold the shutdown past its grace period', async () => {
