@@ -4,6 +4,8 @@
 //! the exact value the scenario implies. The clients are socket.io-client in
 //! Node (`tests/e2e/metrics-scenario.mjs`), against the real binary.
 
+#[path = "support/npm.rs"]
+mod npm;
 #[path = "support/server.rs"]
 mod server;
 #[path = "support/skip.rs"]
@@ -95,7 +97,8 @@ fn count(counts: &Json, client: &str, event: &str) -> f64 {
 
 #[tokio::test]
 async fn every_counter_moves_as_the_scenario_implies() {
-    if !e2e_dir().join("node_modules/socket.io-client").is_dir() {
+    // Installs the e2e suite's packages if this runs before `tests/node_e2e.rs` did.
+    if !npm::ensure_installed(&e2e_dir()) {
         return skip::missing(
             "the metrics scenario",
             "tests/e2e/node_modules (npm ci in tests/e2e)",

@@ -13,10 +13,12 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+#[path = "support/npm.rs"]
+mod npm;
 #[path = "support/skip.rs"]
 mod skip;
 
-fn npm(dir: &Path, args: &[&str]) -> std::process::ExitStatus {
+fn npm_run(dir: &Path, args: &[&str]) -> std::process::ExitStatus {
     Command::new("npm")
         .args(args)
         .current_dir(dir)
@@ -56,20 +58,6 @@ fn have_node(suite: &str) -> bool {
 /// small machine rather than side by side.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Whether `dir/node_modules` was installed from the current `package-lock.json`:
-/// npm records what it installed in `node_modules/.package-lock.json`, so a lock
-/// file changed since (a pull that added a package) means installing again.
-fn installed_from_lock(dir: &Path) -> bool {
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    match (
-        modified(&dir.join("package-lock.json")),
-        modified(&dir.join("node_modules/.package-lock.json")),
-    ) {
-        (Some(lock), Some(installed)) => installed >= lock,
-        _ => false,
-    }
-}
-
 fn run_suite(name: &str) {
     let _turn = ONE_AT_A_TIME
         .lock()
@@ -77,11 +65,8 @@ fn run_suite(name: &str) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
         .join(name);
-    if !installed_from_lock(&dir) {
-        let installed = npm(&dir, &["ci", "--no-audit", "--no-fund"]);
-        assert!(installed.success(), "npm ci failed in tests/{name}");
-    }
-    let status = npm(&dir, &["test"]);
+    assert!(npm::ensure_installed(&dir), "npm ci failed in tests/{name}");
+    let status = npm_run(&dir, &["test"]);
     assert!(
         status.success(),
         "the tests/{name} suite failed (see its output above)"
