@@ -220,13 +220,15 @@ async fn on_connect(socket: SocketRef, io: SocketIo, state: AppState, admin: Arc
     }
     socket.on(
         "_disconnect",
-        |Data((nsp, close, filter)): Data<(String, Value, Option<String>)>, io: SocketIo| async move {
-            let _ = close;
+        // The UI's `close` flag (also close the underlying connection) is not
+        // honoured: socketioxide's public API cannot close a connection; the
+        // socket is disconnected from its namespace.
+        |Data((nsp, _close, filter)): Data<(String, Value, Option<String>)>, io: SocketIo| async move {
             for target in targets(&io, &nsp, filter.as_deref()) {
                 tracing::info!(sid = %target.id, "disconnected from the admin UI");
-                if let Err(e) = target.disconnect() {
-                    tracing::warn!(error = %e, "admin UI disconnect failed");
-                }
+                // Retried while the socket's buffer is too full to take it, so a
+                // socket the UI disconnected never stays connected.
+                super::fanout::workers::disconnect(target).await;
             }
         },
     );
