@@ -24,6 +24,16 @@ pub enum LimitReached {
     PerUser,
 }
 
+impl LimitReached {
+    /// The limit's variable, lower case (a metric label).
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Total => "max_connections",
+            Self::PerUser => "max_connections_per_user",
+        }
+    }
+}
+
 /// Counts open connections and refuses those over the limits.
 pub struct ConnectionLimiter {
     /// `MAX_CONNECTIONS`.

@@ -137,12 +137,12 @@ fn describe() {
         "Socket.IO clients gone, by reason."
     );
     describe_counter!(
-        "buildcast_socketio_auth_refusals_total",
-        "Connections refused for their token, by reason."
+        "buildcast_auth_refusals_total",
+        "Connections and requests refused for their token, by endpoint and reason."
     );
     describe_counter!(
         "buildcast_limit_refusals_total",
-        "Connections or client events refused by a limit, by limit."
+        "Connections or client events refused by a limit, by endpoint and limit."
     );
     describe_gauge!(
         "buildcast_subscriptions",
@@ -317,21 +317,53 @@ pub fn disconnected(reason: &'static str) {
     ::metrics::counter!("buildcast_socketio_disconnects_total", "reason" => reason).increment(1);
 }
 
-/// A connection was refused for its token.
-pub fn auth_refused(reason: &'static str) {
-    if !enabled() {
-        return;
-    }
-    ::metrics::counter!("buildcast_socketio_auth_refusals_total", "reason" => reason).increment(1);
+/// Where a refused connection or request came in: `socketio`, `admin_ui`,
+/// `http` (REST and the HTTP streams) or `gateway_<name>` (a compatibility
+/// gateway).
+#[derive(Debug, Clone, Copy)]
+pub enum Endpoint {
+    SocketIo,
+    AdminUi,
+    Http,
+    /// A gateway by its number (in the order of `connections::GATEWAY_NAMES`).
+    Gateway(usize),
 }
 
-/// A connection or a client event was refused by `limit` (the variable's name,
-/// lower case).
-pub fn limit_refused(limit: &'static str) {
+const GATEWAY_LABELS: [&str; 4] = [
+    "gateway_build",
+    "gateway_jobs",
+    "gateway_builds",
+    "gateway_projects",
+];
+
+impl Endpoint {
+    fn label(self) -> &'static str {
+        match self {
+            Self::SocketIo => "socketio",
+            Self::AdminUi => "admin_ui",
+            Self::Http => "http",
+            Self::Gateway(n) => GATEWAY_LABELS.get(n).copied().unwrap_or("gateway"),
+        }
+    }
+}
+
+/// A connection or request at `endpoint` was refused for its token.
+pub fn auth_refused(endpoint: Endpoint, reason: &'static str) {
     if !enabled() {
         return;
     }
-    ::metrics::counter!("buildcast_limit_refusals_total", "limit" => limit).increment(1);
+    ::metrics::counter!("buildcast_auth_refusals_total", "endpoint" => endpoint.label(), "reason" => reason)
+        .increment(1);
+}
+
+/// A connection or a client event at `endpoint` was refused by `limit` (the
+/// variable's name, lower case).
+pub fn limit_refused(endpoint: Endpoint, limit: &'static str) {
+    if !enabled() {
+        return;
+    }
+    ::metrics::counter!("buildcast_limit_refusals_total", "endpoint" => endpoint.label(), "limit" => limit)
+        .increment(1);
 }
 
 /// A subscribe request of `kind` was answered with `outcome` (`ok` or why not).

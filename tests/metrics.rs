@@ -1,6 +1,7 @@
 //! `GET /metrics` after a scripted scenario, parsed with a real Prometheus text
 //! parser (`prometheus-parse`): three clients over both transports, a refused
-//! token, two builds (one fails), a resume with `since`. Each counter must have
+//! token at Socket.IO, a gateway and REST, a connection over the per-user limit
+//! at Socket.IO and a gateway, two builds (one fails), a resume with `since`. Each counter must have
 //! the exact value the scenario implies. The clients are socket.io-client in
 //! Node (`tests/e2e/metrics-scenario.mjs`), against the real binary.
 
@@ -116,6 +117,7 @@ async fn every_counter_moves_as_the_scenario_implies() {
             ("AUTH_MODE", "jwt".into()),
             ("JWT_SECRET", SECRET.into()),
             ("METRICS_TOKEN", TOKEN.into()),
+            ("MAX_CONNECTIONS_PER_USER", "3".into()),
             ("RUST_LOG", "buildcast=info".into()),
         ],
     )
@@ -148,6 +150,16 @@ async fn every_counter_moves_as_the_scenario_implies() {
     );
     let seen: Json = serde_json::from_slice(&run.stdout).expect("the scenario's JSON");
     assert_eq!(seen["refused"], "Authentication error", "{seen}");
+    assert_eq!(
+        seen["gatewayRefused"],
+        serde_json::json!({"code": 4001, "reason": "Authentication failed"})
+    );
+    assert_eq!(seen["restRefused"], 401);
+    assert_eq!(
+        seen["gatewayFull"],
+        serde_json::json!({"code": 1008, "reason": "Too many connections"})
+    );
+    assert_eq!(seen["socketFull"], "Too many connections", "{seen}");
     assert_eq!(seen["acks"], serde_json::json!([true, true, true, true]));
     assert_eq!(seen["resume"]["recovered"], true, "{seen}");
     assert_eq!(seen["jobs"]["ok"]["status"], "completed");
@@ -184,18 +196,36 @@ async fn every_counter_moves_as_the_scenario_implies() {
     );
     assert_eq!(total(&scrape, "buildcast_socketio_disconnects_total"), 3.0);
     assert_eq!(total(&scrape, "buildcast_socketio_connections"), 0.0);
-    assert_eq!(
-        value(
-            &scrape,
-            "buildcast_socketio_auth_refusals_total",
-            &[("reason", "bad_signature")]
-        ),
-        1.0
-    );
-    assert_eq!(
-        total(&scrape, "buildcast_socketio_auth_refusals_total"),
-        1.0
-    );
+    // Refusals: a bad token at three doors, a fourth connection at two.
+    let auth = "buildcast_auth_refusals_total";
+    for endpoint in ["socketio", "gateway_jobs", "http"] {
+        assert_eq!(
+            value(
+                &scrape,
+                auth,
+                &[("endpoint", endpoint), ("reason", "bad_signature")]
+            ),
+            1.0,
+            "{endpoint}"
+        );
+    }
+    assert_eq!(total(&scrape, auth), 3.0);
+    let limits = "buildcast_limit_refusals_total";
+    for endpoint in ["socketio", "gateway_jobs"] {
+        assert_eq!(
+            value(
+                &scrape,
+                limits,
+                &[
+                    ("endpoint", endpoint),
+                    ("limit", "max_connections_per_user")
+                ]
+            ),
+            1.0,
+            "{endpoint}"
+        );
+    }
+    assert_eq!(total(&scrape, limits), 2.0);
 
     // Subscriptions: a project, two jobs, one resume.
     let acks = "buildcast_subscribe_acks_total";

@@ -10,6 +10,7 @@
 //! (`scripts/test` installs them all) unless `BUILDCAST_ALLOW_SKIP=1`, which lets
 //! the suite skip those tests, saying so on the terminal.
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -18,13 +19,45 @@ mod npm;
 #[path = "support/skip.rs"]
 mod skip;
 
-fn npm_run(dir: &Path, args: &[&str]) -> std::process::ExitStatus {
-    Command::new("npm")
+/// Runs `npm args…` in `dir`, its output passed through to the terminal; returns
+/// whether it succeeded and the report of every failed test in it (so that a
+/// failure is named in the panic message, not only somewhere in a long log).
+fn npm_run(dir: &Path, args: &[&str]) -> (bool, String) {
+    let mut child = Command::new("npm")
         .args(args)
         .current_dir(dir)
         .env("BUILDCAST_BIN", env!("CARGO_BIN_EXE_buildcast"))
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run npm (install Node.js 20+ and npm): {e}"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run npm (install Node.js 20+ and npm): {e}"));
+    let stdout = child.stdout.take().expect("npm's stdout");
+    let failures = failed_tests(BufReader::new(stdout));
+    let status = child.wait().expect("npm ran");
+    (status.success(), failures)
+}
+
+/// Echoes TAP output line by line and keeps each `not ok` block (the failed
+/// test's name and its YAML report up to `...`), skipped tests left out.
+fn failed_tests(tap: impl BufRead) -> String {
+    const MAX_LINES: usize = 400;
+    let mut kept = Vec::new();
+    let mut in_block = false;
+    for line in tap.lines() {
+        let Ok(line) = line else { break };
+        // Straight to the terminal, as the suite's own output (not captured).
+        let _ = writeln!(std::io::stdout().lock(), "{line}");
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("not ok ") && !trimmed.contains("# SKIP") {
+            in_block = true;
+        }
+        if in_block && kept.len() < MAX_LINES {
+            kept.push(line.clone());
+        }
+        if in_block && trimmed == "..." {
+            in_block = false;
+        }
+    }
+    kept.join("\n")
 }
 
 /// Whether `program args…` runs and exits 0.
@@ -66,10 +99,10 @@ fn run_suite(name: &str) {
         .join("tests")
         .join(name);
     assert!(npm::ensure_installed(&dir), "npm ci failed in tests/{name}");
-    let status = npm_run(&dir, &["test"]);
+    let (passed, failures) = npm_run(&dir, &["test"]);
     assert!(
-        status.success(),
-        "the tests/{name} suite failed (see its output above)"
+        passed,
+        "the tests/{name} suite failed (its output is above); the failed tests:\n{failures}"
     );
 }
 

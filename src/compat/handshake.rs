@@ -33,6 +33,7 @@ use super::{BUILD, BUILDS, JOBS, PROJECTS, builds};
 use crate::auth::{Principal, Role, token_from_request};
 use crate::error::ApiError;
 use crate::job::{JobId, JobRecord, ProjectId};
+use crate::metrics::Endpoint;
 use crate::state::AppState;
 
 /// The origins allowed to open a gateway WebSocket (`None`: any).
@@ -125,11 +126,12 @@ where
                 let principal = match state.auth.verify(token.as_deref()) {
                     Ok(principal) => principal,
                     Err(reason) => {
+                        crate::metrics::auth_refused(Endpoint::Gateway(gateway), reason.label());
                         tracing::info!(%reason, gateway = crate::connections::GATEWAY_NAMES[gateway], "gateway connection refused");
                         return close_now(socket, codes.auth).await;
                     }
                 };
-                let Some(slot) = crate::http::stream::slot(&state, &principal) else {
+                let Some(slot) = crate::http::stream::slot(&state, &principal, Endpoint::Gateway(gateway)) else {
                     return close_now(socket, TOO_MANY).await;
                 };
                 let mut counted = state.gateways.open(gateway);
@@ -146,6 +148,7 @@ where
                     ping_timeout: config.websocket.ping_timeout,
                     idle: config.limits.idle_timeout,
                     max_per_second: config.limits.max_events_per_second,
+                    endpoint: Endpoint::Gateway(gateway),
                 };
                 session::run(socket, accepted.source, timing, state.gateways.closing.clone()).await;
                 drop(counted);

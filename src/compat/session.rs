@@ -54,6 +54,8 @@ pub struct Timing {
     pub idle: Duration,
     /// `MAX_EVENTS_PER_SECOND`: client messages answered per second at most.
     pub max_per_second: u32,
+    /// The gateway, for the metrics of refused messages.
+    pub endpoint: crate::metrics::Endpoint,
 }
 
 /// A close code and its reason.
@@ -144,6 +146,7 @@ pub async fn run<S: Source>(
                     }
                     window.1 += 1;
                     if window.1 > timing.max_per_second {
+                        crate::metrics::limit_refused(timing.endpoint, "max_events_per_second");
                         continue;
                     }
                     if let Some(reply) = source.answer(text.as_str()) {

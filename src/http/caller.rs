@@ -33,6 +33,7 @@ impl FromRequestParts<AppState> for Caller {
                     .get::<OriginalUri>()
                     .map_or_else(|| parts.uri.path(), |uri| uri.path());
                 tracing::info!(%reason, path = %path, "request refused");
+                crate::metrics::auth_refused(crate::metrics::Endpoint::Http, reason.label());
                 ApiError::Unauthorized
             })
     }

@@ -33,6 +33,7 @@ use crate::error::ApiError;
 use crate::http::caller::Caller;
 use crate::job::EventKind;
 use crate::journal::RecordedEvent;
+use crate::metrics::Endpoint;
 use crate::state::AppState;
 use crate::tap::Follower;
 
@@ -141,7 +142,7 @@ async fn open(
     let job = visible_job(state, &caller, Role::Viewer, &raw_id)
         .await
         .map_err(IntoResponse::into_response)?;
-    let slot = slot(state, &caller).ok_or_else(too_many)?;
+    let slot = slot(state, &caller, Endpoint::Http).ok_or_else(too_many)?;
     Ok((job, query, slot))
 }
 

@@ -49,6 +49,7 @@ use crate::http::caller::Caller;
 use crate::job::EventKind;
 use crate::job::{JobId, JobRecord, ProjectId};
 use crate::journal::RecordedEvent;
+use crate::metrics::Endpoint;
 use crate::socket::batch::{LogRun, MAX_BYTES, MAX_LINES};
 use crate::state::AppState;
 use crate::store::JobFilter;
@@ -70,12 +71,13 @@ pub fn router() -> Router<AppState> {
 
 /// Takes a connection slot for `caller` (`None`: the server or they hold the
 /// maximum).
-pub fn slot(state: &AppState, caller: &Principal) -> Option<ConnectionSlot> {
+pub fn slot(state: &AppState, caller: &Principal, endpoint: Endpoint) -> Option<ConnectionSlot> {
     let per_user = state.auth.enabled().then_some(caller.user.as_str());
     match state.connections.acquire(per_user) {
         Ok(slot) => Some(slot),
         Err(limit) => {
-            tracing::info!(user = %caller.user, %limit, "stream refused: too many connections");
+            crate::metrics::limit_refused(endpoint, limit.label());
+            tracing::info!(user = %caller.user, %limit, ?endpoint, "stream refused: too many connections");
             None
         }
     }
@@ -281,7 +283,7 @@ async fn job_stream(
         Err(e) => return Err(e),
     };
     let id = job_id(&id)?;
-    let Some(slot) = slot(&state, &caller) else {
+    let Some(slot) = slot(&state, &caller, Endpoint::Http) else {
         return Ok(too_many());
     };
     let (epoch, since) = match position {
@@ -400,7 +402,7 @@ async fn project_stream(
         return Err(ApiError::NotFound(format!("project {project} not found")));
     }
     caller.require(Role::Viewer, &project)?;
-    let Some(slot) = slot(&state, &caller) else {
+    let Some(slot) = slot(&state, &caller, Endpoint::Http) else {
         return Ok(too_many());
     };
     let stream = ProjectStream {

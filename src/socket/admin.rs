@@ -195,7 +195,7 @@ async fn authenticate(
         }
     }
     tracing::info!(sid = %socket.id, "admin UI login refused");
-    crate::metrics::auth_refused("admin_credentials");
+    crate::metrics::auth_refused(crate::metrics::Endpoint::AdminUi, "admin_credentials");
     Err(InvalidCredentials)
 }
 

@@ -90,16 +90,13 @@ async fn prepare_socket(
         .map(str::to_owned)
         .or_else(|| crate::auth::token_from_request(parts.uri.query(), &parts.headers));
     let principal = state.auth.verify(token.as_deref()).map_err(|reason| {
-        crate::metrics::auth_refused(reason.label());
+        crate::metrics::auth_refused(crate::metrics::Endpoint::SocketIo, reason.label());
         tracing::info!(sid = %socket.id, %reason, "connection refused: authentication");
         ConnectRefusal::Authentication
     })?;
     let per_user = state.auth.enabled().then_some(principal.user.as_str());
     let slot = state.connections.acquire(per_user).map_err(|limit| {
-        crate::metrics::limit_refused(match limit {
-            crate::connections::LimitReached::Total => "max_connections",
-            crate::connections::LimitReached::PerUser => "max_connections_per_user",
-        });
+        crate::metrics::limit_refused(crate::metrics::Endpoint::SocketIo, limit.label());
         tracing::info!(sid = %socket.id, user = %principal.user, %limit, "connection refused: too many connections");
         ConnectRefusal::TooManyConnections
     })?;

@@ -112,10 +112,13 @@ impl Refusal {
 
     /// Counts the refusal under the limit that caused it.
     pub fn count(&self) {
-        crate::metrics::limit_refused(match self {
-            Self::RateLimited => "max_events_per_second",
-            Self::TooManySubscriptions(_) => "max_subscriptions_per_socket",
-        });
+        crate::metrics::limit_refused(
+            crate::metrics::Endpoint::SocketIo,
+            match self {
+                Self::RateLimited => "max_events_per_second",
+                Self::TooManySubscriptions(_) => "max_subscriptions_per_socket",
+            },
+        );
     }
 }
 

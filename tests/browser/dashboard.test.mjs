@@ -454,7 +454,15 @@ test('a live flood the socket cannot keep up with: caught up through REST, every
   });
   // The flood starts only now, however long the page took to load and resubscribe.
   await waitFor(async () => (await jobState(page))?.stats.subscriptions >= 1, { timeout: 20_000, what: 'the page to resubscribe' });
+  // ... and while the tab's main thread is busy for 2 s, so that the socket falls
+  // behind however fast this machine's Chromium reads (a fast one keeps up with
+  // the flood otherwise, and nothing would be caught up).
+  const busy = page.evaluate(() => {
+    const end = Date.now() + 2000;
+    while (Date.now() < end);
+  });
   writeFileSync(path.join(server.dataDir, 'jobs', jobId, 'go'), '');
+  await busy;
   await waitStatus(page, 'completed', 120_000);
   const lines = await pageLines(page);
   assertEachOnce(lines);

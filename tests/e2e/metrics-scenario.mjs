@@ -2,10 +2,14 @@
 // server at argv[2] with JWT_SECRET argv[3], it connects three clients over both
 // transports, tries a refused token, runs two builds (one fails), resumes with
 // `since`, disconnects everyone, and prints as JSON what it saw, from which the
-// Rust test derives the exact value of each counter.
+// Rust test derives the exact value of each counter. On the way it is refused
+// once at each other door: a gateway and a REST call with a bad token, and (the
+// server allows 3 connections per user) a fourth connection of the same user
+// over Socket.IO and over a gateway.
 
 import crypto from 'node:crypto';
 import { io } from 'socket.io-client';
+import WebSocket from 'ws';
 
 const [url, secret] = process.argv.slice(2);
 const b64url = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
@@ -56,6 +60,29 @@ try {
   refused = e.message;
 }
 
+/** How a seed 001 gateway connection ends: its close code and reason. */
+function gatewayClose(jobId, bearer) {
+  const ws = new WebSocket(`${url.replace(/^http/, 'ws')}/api/v1/ws/jobs/${jobId}/updates?token=${bearer}`);
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('the gateway did not close the connection')), 10_000);
+    ws.on('error', reject);
+    ws.on('close', (code, reason) => {
+      clearTimeout(timer);
+      resolve({ code, reason: reason.toString() });
+    });
+  });
+}
+const forged = mint({ sub: 'mallory', role: 'admin' }, 'not-the-secret-but-just-as-long-0123');
+const gatewayRefused = await gatewayClose('no-such-job', forged);
+const restRefused = (await fetch(`${url}/api/jobs`, { headers: { authorization: `Bearer ${forged}` } })).status;
+const gatewayFull = await gatewayClose('no-such-job', token);
+let socketFull = null;
+try {
+  await connect(['websocket']);
+} catch (e) {
+  socketFull = e.message;
+}
+
 const project = 'metrics';
 const projectAck = await c3.timeout(5_000).emitWithAck('subscribe:project', project);
 const ok = (await api('/api/jobs', { method: 'POST', body: JSON.stringify({ projectId: project, pipeline: 'ok' }) })).jobId;
@@ -83,6 +110,10 @@ await sleep(500);
 console.log(
   JSON.stringify({
     refused,
+    gatewayRefused,
+    restRefused,
+    gatewayFull,
+    socketFull,
     acks: [projectAck.ok, ack1.ok, ack2.ok, resume.ok],
     resume: { recovered: resume.recovered, lastSeq: resume.lastSeq },
     jobs: { ok: { status: jobOk.status, lastSeq: jobOk.lastSeq }, bad: { status: jobBad.status, lastSeq: jobBad.lastSeq } },
