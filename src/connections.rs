@@ -132,9 +132,6 @@ impl Drop for ConnectionSlot {
 pub struct GatewayConnections {
     /// Open connections per gateway, in the order of [`GATEWAY_NAMES`].
     open: [AtomicUsize; 4],
-    /// Open connections watching one job, per job (with the job's project, so
-    /// a listing can leave out projects its caller may not see).
-    watched: Mutex<HashMap<JobId, (ProjectId, usize)>>,
     /// Cancelled when the server shuts down: every gateway connection closes (1001).
     pub closing: CancellationToken,
 }
@@ -146,7 +143,6 @@ pub const GATEWAY_NAMES: [&str; 4] = ["build", "jobs", "builds", "projects"];
 pub struct GatewayConnection {
     owner: Arc<GatewayConnections>,
     gateway: usize,
-    watching: Option<JobId>,
 }
 
 impl GatewayConnections {
@@ -156,7 +152,6 @@ impl GatewayConnections {
         GatewayConnection {
             owner: self.clone(),
             gateway,
-            watching: None,
         }
     }
 
@@ -164,9 +159,54 @@ impl GatewayConnections {
     pub fn counts(&self) -> [(&'static str, usize); 4] {
         std::array::from_fn(|i| (GATEWAY_NAMES[i], self.open[i].load(Ordering::Relaxed)))
     }
+}
+
+impl Drop for GatewayConnection {
+    fn drop(&mut self) {
+        self.owner.open[self.gateway].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The connections that watch one job without Socket.IO (gateway connections,
+/// HTTP streams), per job, with the job's project so that a listing can leave
+/// out projects its caller may not see. Socket.IO subscribers are the members
+/// of the job's rooms.
+#[derive(Debug, Default)]
+pub struct JobWatchers {
+    watched: Mutex<HashMap<JobId, (ProjectId, usize)>>,
+}
+
+/// One connection counted as watching a job until dropped.
+pub struct Watching {
+    owner: Arc<JobWatchers>,
+    id: JobId,
+}
+
+impl JobWatchers {
+    /// Counts one more connection watching job `id` of `project`.
+    pub fn watch(self: &Arc<Self>, id: &JobId, project: &ProjectId) -> Watching {
+        let mut watched = self.watched.lock().expect("watched jobs");
+        watched
+            .entry(id.clone())
+            .or_insert_with(|| (project.clone(), 0))
+            .1 += 1;
+        Watching {
+            owner: self.clone(),
+            id: id.clone(),
+        }
+    }
+
+    /// Connections watching job `id` now.
+    pub fn count(&self, id: &JobId) -> usize {
+        self.watched
+            .lock()
+            .expect("watched jobs")
+            .get(id)
+            .map_or(0, |(_, n)| *n)
+    }
 
     /// Jobs watched by at least one connection, with their project and count.
-    pub fn watched(&self) -> Vec<(JobId, ProjectId, usize)> {
+    pub fn all(&self) -> Vec<(JobId, ProjectId, usize)> {
         self.watched
             .lock()
             .expect("watched jobs")
@@ -176,31 +216,13 @@ impl GatewayConnections {
     }
 }
 
-impl GatewayConnection {
-    /// Counts this connection as watching job `id` of `project` (once).
-    pub fn watch(&mut self, id: &JobId, project: &ProjectId) {
-        if self.watching.is_some() {
-            return;
-        }
-        let mut watched = self.owner.watched.lock().expect("watched jobs");
-        watched
-            .entry(id.clone())
-            .or_insert_with(|| (project.clone(), 0))
-            .1 += 1;
-        self.watching = Some(id.clone());
-    }
-}
-
-impl Drop for GatewayConnection {
+impl Drop for Watching {
     fn drop(&mut self) {
-        self.owner.open[self.gateway].fetch_sub(1, Ordering::Relaxed);
-        if let Some(id) = self.watching.take() {
-            let mut watched = self.owner.watched.lock().expect("watched jobs");
-            if let Some(entry) = watched.get_mut(&id) {
-                entry.1 -= 1;
-                if entry.1 == 0 {
-                    watched.remove(&id);
-                }
+        let mut watched = self.owner.watched.lock().expect("watched jobs");
+        if let Some(entry) = watched.get_mut(&self.id) {
+            entry.1 -= 1;
+            if entry.1 == 0 {
+                watched.remove(&self.id);
             }
         }
     }
@@ -226,21 +248,31 @@ mod tests {
     }
 
     #[test]
-    fn gateway_connections_count_per_gateway_and_job() {
+    fn gateway_connections_count_per_gateway() {
         let open = Arc::new(GatewayConnections::default());
-        let job = JobId::parse("j1").unwrap();
-        let project = ProjectId::parse("p1").unwrap();
-        let mut a = open.open(0);
-        a.watch(&job, &project);
-        a.watch(&job, &project);
-        let mut b = open.open(1);
-        b.watch(&job, &project);
+        let a = open.open(0);
+        let b = open.open(1);
         assert_eq!(open.counts()[0], ("build", 1));
-        assert_eq!(open.watched(), vec![(job.clone(), project.clone(), 2)]);
+        assert_eq!(open.counts()[1], ("jobs", 1));
         drop(a);
         drop(b);
         assert_eq!(open.counts()[1], ("jobs", 0));
-        assert!(open.watched().is_empty());
+    }
+
+    #[test]
+    fn watchers_count_per_job_until_dropped() {
+        let watchers = Arc::new(JobWatchers::default());
+        let job = JobId::parse("j1").unwrap();
+        let project = ProjectId::parse("p1").unwrap();
+        let a = watchers.watch(&job, &project);
+        let b = watchers.watch(&job, &project);
+        assert_eq!(watchers.count(&job), 2);
+        assert_eq!(watchers.all(), vec![(job.clone(), project.clone(), 2)]);
+        drop(a);
+        assert_eq!(watchers.count(&job), 1);
+        drop(b);
+        assert_eq!(watchers.count(&job), 0);
+        assert!(watchers.all().is_empty());
     }
 
     #[test]

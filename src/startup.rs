@@ -152,6 +152,7 @@ impl Application {
             auth,
             connections,
             gateways: Arc::default(),
+            watchers: Arc::default(),
             sockets: Arc::new(SocketStats::default()),
             tasks,
             taps,

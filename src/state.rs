@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize};
 use crate::auth::Authenticator;
 use crate::cluster::Cluster;
 use crate::config::Config;
-use crate::connections::{ConnectionLimiter, GatewayConnections};
+use crate::connections::{ConnectionLimiter, GatewayConnections, JobWatchers};
 use crate::ingest::Ingestor;
 use crate::journal::Journal;
 use crate::runner::Runner;
@@ -33,6 +33,9 @@ pub struct AppState {
     pub connections: Arc<ConnectionLimiter>,
     /// The compatibility gateways' open connections, reported by `/health`.
     pub gateways: Arc<GatewayConnections>,
+    /// Gateway connections and HTTP streams watching a job, for `watchers:job`
+    /// and `/ws/active-builds`.
+    pub watchers: Arc<JobWatchers>,
     /// Socket.IO counters (connected clients, lagging sockets), reported by `/health`.
     pub sockets: Arc<SocketStats>,
     /// The HTTP streams' live events ([`crate::tap`]).

@@ -134,14 +134,15 @@ where
                 let Some(slot) = crate::http::stream::slot(&state, &principal, Endpoint::Gateway(gateway)) else {
                     return close_now(socket, TOO_MANY).await;
                 };
-                let mut counted = state.gateways.open(gateway);
+                let counted = state.gateways.open(gateway);
                 let accepted = match make(state.clone(), principal).await {
                     Ok(accepted) => accepted,
                     Err(close) => return close_now(socket, close).await,
                 };
-                if let Some((id, project)) = &accepted.watching {
-                    counted.watch(id, project);
-                }
+                let watching = accepted
+                    .watching
+                    .as_ref()
+                    .map(|(id, project)| state.watchers.watch(id, project));
                 let config = &state.config;
                 let timing = session::Timing {
                     ping_interval: config.websocket.ping_interval,
@@ -151,6 +152,7 @@ where
                     endpoint: Endpoint::Gateway(gateway),
                 };
                 session::run(socket, accepted.source, timing, state.gateways.closing.clone()).await;
+                drop(watching);
                 drop(counted);
                 drop(slot);
             };

@@ -96,7 +96,8 @@ pub async fn download(
 }
 
 /// `GET /ws/active-builds` → `{"active_builds": [{"build_id", "clients"}]}`:
-/// jobs watched on this node by a gateway connection or a Socket.IO subscriber,
+/// jobs watched on this node by a gateway connection, an HTTP stream or a
+/// Socket.IO subscriber,
 /// with how many watch each; only projects the caller may see.
 pub async fn active_builds(
     State(state): State<AppState>,
@@ -107,7 +108,7 @@ pub async fn active_builds(
         return Err(ApiError::Forbidden("this needs the viewer role".into()));
     }
     let mut clients: BTreeMap<JobId, usize> = BTreeMap::new();
-    for (id, project, n) in state.gateways.watched() {
+    for (id, project, n) in state.watchers.all() {
         if caller.can_see(&project) {
             *clients.entry(id).or_default() += n;
         }

@@ -28,7 +28,7 @@ use serde::Deserialize;
 use super::stream::{flag, slot, taps, too_many};
 use super::visible_job;
 use crate::auth::Role;
-use crate::connections::ConnectionSlot;
+use crate::connections::{ConnectionSlot, Watching};
 use crate::error::ApiError;
 use crate::http::caller::Caller;
 use crate::job::EventKind;
@@ -119,11 +119,19 @@ pub async fn intercept(State(state): State<AppState>, req: Request, next: Next) 
     next.run(req).await
 }
 
-/// The caller, the job and a connection slot, or the answer refusing them.
+/// The caller, the job and a connection slot (with the job's watcher count),
+/// or the answer refusing them.
 async fn open(
     state: &AppState,
     req: Request,
-) -> Result<(crate::job::JobRecord, FollowQuery, ConnectionSlot), Response> {
+) -> Result<
+    (
+        crate::job::JobRecord,
+        FollowQuery,
+        (ConnectionSlot, Watching),
+    ),
+    Response,
+> {
     let query = query_of(&req).map_err(IntoResponse::into_response)?;
     let (mut parts, _) = req.into_parts();
     let raw_id = parts
@@ -143,7 +151,8 @@ async fn open(
         .await
         .map_err(IntoResponse::into_response)?;
     let slot = slot(state, &caller, Endpoint::Http).ok_or_else(too_many)?;
-    Ok((job, query, slot))
+    let watching = state.watchers.watch(&job.id, &job.project_id);
+    Ok((job, query, (slot, watching)))
 }
 
 fn with_position(mut response: Response, job: &crate::job::JobRecord, start: u64) -> Response {

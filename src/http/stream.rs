@@ -43,7 +43,7 @@ use serde_json::json;
 
 use super::{job_id, visible_job};
 use crate::auth::{Principal, Role};
-use crate::connections::ConnectionSlot;
+use crate::connections::{ConnectionSlot, Watching};
 use crate::error::{ApiError, ApiQuery};
 use crate::http::caller::Caller;
 use crate::job::EventKind;
@@ -160,6 +160,8 @@ struct JobStream {
     held: Option<Arc<RecordedEvent>>,
     out: VecDeque<Event>,
     _slot: ConnectionSlot,
+    /// Counted as a watcher of the job, once it exists when the stream opens.
+    _watching: Option<Watching>,
 }
 
 fn reset_event(job: &JobRecord, reason: &str) -> Event {
@@ -307,6 +309,9 @@ async fn job_stream(
         Follower::pending(state.journal.clone(), taps(&state), id.clone())
     };
     tracing::info!(job_id = %id, since, user = %caller.user, "job stream opened");
+    let watching = job
+        .as_ref()
+        .map(|job| state.watchers.watch(&job.id, &job.project_id));
     let stream = JobStream {
         follower,
         state: state.clone(),
@@ -318,6 +323,7 @@ async fn job_stream(
         held: None,
         out,
         _slot: slot,
+        _watching: watching,
     };
     let events = stream::unfold(stream, |mut s| async move {
         let event = s.step().await?;

@@ -1,17 +1,20 @@
 //! `watchers:job`: how many connected clients follow a job, for the "N watching"
-//! of a build page. Only a socket that follows the job itself may ask (its
-//! subscription already passed the visibility check), so the answer tells a
-//! restricted user nothing about jobs it cannot see.
+//! of a build page: its Socket.IO subscribers on this node, both transports,
+//! and the gateway connections and HTTP streams that follow it here. Only a
+//! socket that follows the job itself may ask (its subscription already passed
+//! the visibility check), so the answer tells a restricted user nothing about
+//! jobs it cannot see.
 
 use std::collections::HashSet;
 
 use serde::Serialize;
 use serde_json::Value;
-use socketioxide::extract::{AckSender, SocketRef, TryData};
+use socketioxide::extract::{AckSender, SocketRef, State, TryData};
 
 use super::subscriptions::parse_id;
 use super::{job_batch_room, job_room, session};
 use crate::job::JobId;
+use crate::state::AppState;
 use crate::wire::Ack;
 
 #[derive(Serialize)]
@@ -26,7 +29,12 @@ fn answer(ack: AckSender, reply: Ack<Watchers>) {
 }
 
 /// `watchers:job` with a job id: `{ ok, watchers }`.
-pub async fn watchers(socket: SocketRef, TryData(data): TryData<Value>, ack: AckSender) {
+pub async fn watchers(
+    socket: SocketRef,
+    TryData(data): TryData<Value>,
+    ack: AckSender,
+    State(state): State<AppState>,
+) {
     let session = session(&socket);
     if let Err(e) = session.admit_event() {
         return answer(ack, Ack::err(e.to_string()));
@@ -50,7 +58,7 @@ pub async fn watchers(socket: SocketRef, TryData(data): TryData<Value>, ack: Ack
     answer(
         ack,
         Ack::ok(Watchers {
-            watchers: sids.len(),
+            watchers: sids.len() + state.watchers.count(&id),
         }),
     );
 }

@@ -436,6 +436,33 @@ test('the build page shows how many clients watch the job', async () => {
   await waitFor(async () => (await watching(a)) === '2 clients' && (await watching(b)) === '2 clients', { timeout: 5000, what: '2 clients on both pages' });
   await b.context().close();
   await waitFor(async () => (await watching(a)) === 'just you', { timeout: 5000, what: 'back to just you' });
+  // Clients without Socket.IO count too, on a job that is still running (a
+  // finished job's stream ends): an SSE stream, and a seed 001 frontend's
+  // WebSocket (a browser's own, in another page).
+  const running = await createJob(server, 'watched', 'burst');
+  const d = await newPage(browser, server);
+  await d.goto(`${server.url}/jobs/${running}`);
+  await d.evaluate(() => {
+    window.__buildcast.tuning.watchersMs = 200;
+    window.__buildcast.app.page.pollWatchers();
+  });
+  await waitFor(async () => (await watching(d)) === 'just you', { timeout: 5000, what: 'just you on the running job' });
+  const sse = new AbortController();
+  const stream = await fetch(`${server.url}/api/jobs/${encodeURIComponent(running)}/stream`, { signal: sse.signal });
+  assert.equal(stream.status, 200);
+  await waitFor(async () => (await watching(d)) === '2 clients', { timeout: 5000, what: 'the SSE stream counted' });
+  const c = await newPage(browser, server);
+  await c.goto(`${server.url}/health`);
+  await c.evaluate((url) => {
+    window.seedSocket = new WebSocket(url);
+  }, `${server.url.replace(/^http/, 'ws')}/api/v1/ws/jobs/${encodeURIComponent(running)}/updates`);
+  await waitFor(async () => (await watching(d)) === '3 clients', { timeout: 5000, what: 'the gateway connection counted' });
+  await c.context().close();
+  sse.abort();
+  await waitFor(async () => (await watching(d)) === 'just you', { timeout: 5000, what: 'back to just you once they are gone' });
+  assert.equal((await api(server, `/api/jobs/${encodeURIComponent(running)}/cancel`, { method: 'POST' })).status, 202);
+  assert.deepEqual(d.errors, []);
+  await d.context().close();
   assert.deepEqual(a.errors, []);
   await a.context().close();
 });
