@@ -329,6 +329,8 @@ pub enum Endpoint {
     Gateway(usize),
 }
 
+/// `gateway_` and each of `connections::GATEWAY_NAMES`, in their order (labels
+/// must be `&'static str`; a test holds the two lists together).
 const GATEWAY_LABELS: [&str; 4] = [
     "gateway_build",
     "gateway_jobs",
@@ -590,4 +592,16 @@ pub fn set_counter(name: &'static str, labels: &[(&'static str, &'static str)], 
         .map(|(k, v)| ::metrics::Label::new(*k, *v))
         .collect();
     ::metrics::counter!(name, labels).absolute(value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_labels_follow_the_gateway_names() {
+        for (i, name) in crate::connections::GATEWAY_NAMES.iter().enumerate() {
+            assert_eq!(Endpoint::Gateway(i).label(), format!("gateway_{name}"));
+        }
+    }
 }

@@ -42,8 +42,11 @@ fn failed_tests(tap: impl BufRead) -> String {
     const MAX_LINES: usize = 400;
     let mut kept = Vec::new();
     let mut in_block = false;
-    for line in tap.lines() {
+    // Read to the end whatever the bytes (a line that is not UTF-8 must not stop
+    // the reading, or npm would block on a full pipe).
+    for line in tap.split(b'\n') {
         let Ok(line) = line else { break };
+        let line = String::from_utf8_lossy(&line).into_owned();
         // Straight to the terminal, as the suite's own output (not captured).
         let _ = writeln!(std::io::stdout().lock(), "{line}");
         let trimmed = line.trim_start();
@@ -141,4 +144,20 @@ fn dashboard_in_chromium() {
         return;
     }
     run_suite("browser");
+}
+
+#[test]
+fn a_failed_test_is_named_with_its_report_and_skips_are_not() {
+    let tap: &[u8] = b"TAP version 13\n\
+               # Subtest: fine\n\
+               ok 1 - fine\n\
+               not ok 2 - skipped one # SKIP no redis\n\
+               # Subtest: broken\n\
+               not ok 3 - broken\n  ---\n  error: 'expected 1, got \xff 2'\n  ...\n\
+               ok 4 - after\n";
+    let report = failed_tests(tap);
+    assert_eq!(
+        report,
+        "not ok 3 - broken\n  ---\n  error: 'expected 1, got \u{fffd} 2'\n  ..."
+    );
 }

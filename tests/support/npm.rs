@@ -9,7 +9,7 @@ use std::process::Command;
 /// Whether `dir/node_modules` was installed from the current `package-lock.json`:
 /// npm records what it installed in `node_modules/.package-lock.json`, so a lock
 /// file changed since (a pull that added a package) means installing again.
-pub fn installed_from_lock(dir: &Path) -> bool {
+fn installed_from_lock(dir: &Path) -> bool {
     let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     match (
         modified(&dir.join("package-lock.json")),
