@@ -31,14 +31,15 @@ fn npm_run(dir: &Path, args: &[&str]) -> (bool, String) {
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run npm (install Node.js 20+ and npm): {e}"));
     let stdout = child.stdout.take().expect("npm's stdout");
-    let failures = failed_tests(BufReader::new(stdout));
+    // Echoed straight to the terminal, as the suite's own output (not captured).
+    let failures = failed_tests(BufReader::new(stdout), &mut std::io::stdout());
     let status = child.wait().expect("npm ran");
     (status.success(), failures)
 }
 
-/// Echoes TAP output line by line and keeps each `not ok` block (the failed
-/// test's name and its YAML report up to `...`), skipped tests left out.
-fn failed_tests(tap: impl BufRead) -> String {
+/// Echoes TAP output line by line to `echo` and keeps each `not ok` block (the
+/// failed test's name and its YAML report up to `...`), skipped tests left out.
+fn failed_tests(tap: impl BufRead, echo: &mut impl Write) -> String {
     const MAX_LINES: usize = 400;
     let mut kept = Vec::new();
     let mut in_block = false;
@@ -47,8 +48,8 @@ fn failed_tests(tap: impl BufRead) -> String {
     for line in tap.split(b'\n') {
         let Ok(line) = line else { break };
         let line = String::from_utf8_lossy(&line).into_owned();
-        // Straight to the terminal, as the suite's own output (not captured).
-        let _ = writeln!(std::io::stdout().lock(), "{line}");
+        // The echo is a courtesy to whoever watches; the report is kept regardless.
+        let _ = writeln!(echo, "{line}");
         let trimmed = line.trim_start();
         if trimmed.starts_with("not ok ") && !trimmed.contains("# SKIP") {
             in_block = true;
@@ -103,10 +104,58 @@ fn run_suite(name: &str) {
         .join(name);
     assert!(npm::ensure_installed(&dir), "npm ci failed in tests/{name}");
     let (passed, failures) = npm_run(&dir, &["test"]);
+    if !passed {
+        keep_for_the_summary(name, &failures);
+    }
     assert!(
         passed,
         "the tests/{name} suite failed (its output is above); the failed tests:\n{failures}"
     );
+}
+
+/// Where the failed tests of each suite are written, for `scripts/test` to print
+/// at the very end of a run (a long log's middle is what gets cut when shown).
+fn summary_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("failed-node-tests")
+}
+
+/// Writes the short form of `failures` to the summary directory.
+fn keep_for_the_summary(suite: &str, failures: &str) {
+    let dir = summary_dir();
+    let written = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(dir.join(suite), short_report(suite, failures)));
+    if let Err(e) = written {
+        eprintln!("cannot keep the failed tests of tests/{suite} for the summary: {e}");
+    }
+}
+
+/// Each failed test's name, location and error message (a message may go on
+/// over more indented lines), not its stack; at most a dozen lines a test.
+fn short_report(suite: &str, failures: &str) -> String {
+    const PER_TEST: usize = 12;
+    let mut short = String::new();
+    let (mut lines_of_test, mut in_error) = (0, false);
+    for line in failures.lines() {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        let keep = if trimmed.starts_with("not ok ") {
+            lines_of_test = 0;
+            true
+        } else if trimmed.starts_with("error:") {
+            in_error = true;
+            true
+        } else if in_error && indent > 2 {
+            true
+        } else {
+            in_error = false;
+            trimmed.starts_with("location:")
+        };
+        if keep && lines_of_test < PER_TEST {
+            short.push_str(&format!("tests/{suite}: {}\n", line.trim_end()));
+            lines_of_test += 1;
+        }
+    }
+    short
 }
 
 #[test]
@@ -155,9 +204,25 @@ fn a_failed_test_is_named_with_its_report_and_skips_are_not() {
                # Subtest: broken\n\
                not ok 3 - broken\n  ---\n  error: 'expected 1, got \xff 2'\n  ...\n\
                ok 4 - after\n";
-    let report = failed_tests(tap);
+    let mut echoed = Vec::new();
+    let report = failed_tests(tap, &mut echoed);
+    assert_eq!(
+        echoed.len(),
+        tap.len() + 2,
+        "every line echoed (\\xff as U+FFFD)"
+    );
     assert_eq!(
         report,
         "not ok 3 - broken\n  ---\n  error: 'expected 1, got \u{fffd} 2'\n  ..."
+    );
+    assert_eq!(
+        short_report("e2e", &report),
+        "tests/e2e: not ok 3 - broken\ntests/e2e:   error: 'expected 1, got \u{fffd} 2'\n"
+    );
+    let yaml = "not ok 1 - t\n  ---\n  location: 'a.mjs:3:1'\n  error: |-\n    first\n    second\n  code: 'X'\n  stack: |-\n    at f\n  ...";
+    assert_eq!(
+        short_report("browser", yaml),
+        "tests/browser: not ok 1 - t\ntests/browser:   location: 'a.mjs:3:1'\ntests/browser:   error: |-\n\
+         tests/browser:     first\ntests/browser:     second\n"
     );
 }

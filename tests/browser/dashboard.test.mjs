@@ -470,7 +470,10 @@ test('a live flood the socket cannot keep up with: caught up through REST, every
   assert.equal(lines.filter((l) => l.text.startsWith('burst line ')).length, 60_000);
   const { stats } = await jobState(page);
   console.log(`# flood: ${JSON.stringify(stats)}`);
-  assert.ok(stats.resyncs >= 1, `the socket was given up for REST: ${JSON.stringify(stats)}`);
+  // Caught up through REST: the page gave the socket up itself (resyncs), or the
+  // server found the socket's queue full and the page read the rest (catchUps),
+  // whichever came first on this machine.
+  assert.ok(stats.resyncs + stats.catchUps >= 1 && stats.restEvents > 0, `the socket was given up for REST: ${JSON.stringify(stats)}`);
   assert.equal(stats.gaps, 0);
   assert.deepEqual(page.errors, []);
   await page.context().close();

@@ -17,6 +17,7 @@ import {
   getJob,
   getJson,
   waitForJobFinished,
+  blockUntilJobFinished,
   waitForMidStream,
   assertSeqSeries,
   assertEventShape,
@@ -154,9 +155,9 @@ test('resume: a dropped connection resumes with since, the union is exactly 1..l
 });
 
 test('catch-up: a batching client that stops reading misses nothing', async () => {
-  // A 4-packet socket buffer and a client that blocks its event loop while a
-  // 20 MB job floods (more than the kernel's socket buffers absorb): the server's
-  // queue fills, and it must catch the client up from history.
+  // A 4-packet socket buffer and a client that blocks its event loop until a
+  // 20 MB job has flooded to its end (more than the kernel's socket buffers
+  // absorb): the server's queue fills, and it must catch the client up from history.
   const tight = await startServer({ env: { WEBSOCKET_MAX_BUFFER_SIZE: '4' }, pipelines: PIPELINES });
   try {
     const socket = await connect(tight.url);
@@ -164,8 +165,7 @@ test('catch-up: a batching client that stops reading misses nothing', async () =
     const jobId = await createJob(tight.url, newProjectId('flood'), 'flood');
     assert.equal((await emitAck(socket, 'subscribe:job', { jobId, since: 0, batch: true })).ok, true);
     await waitFor(() => got.some((e) => e.event === 'job:log'), 10_000, { what: 'the first lines' });
-    const until = Date.now() + 1500;
-    while (Date.now() < until); // not reading
+    blockUntilJobFinished(tight.url, jobId); // not reading
     await waitFor(() => got.some((e) => e.event === 'job:completed'), 60_000, { what: 'job:completed after catch-up' });
     await sleep(200);
     const job = await getJob(tight.url, jobId);
