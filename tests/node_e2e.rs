@@ -113,15 +113,13 @@ fn run_suite(name: &str) {
     );
 }
 
-/// Where the failed tests of each suite are written, for `scripts/test` to print
-/// at the very end of a run (a long log's middle is what gets cut when shown).
-fn summary_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("failed-node-tests")
-}
-
-/// Writes the short form of `failures` to the summary directory.
+/// Writes the short form of `failures` where `scripts/test` asks for it
+/// (`BUILDCAST_FAILED_TESTS_DIR`), to print at the very end of a run: a long
+/// log's middle is what gets cut when shown. Nothing is written without it.
 fn keep_for_the_summary(suite: &str, failures: &str) {
-    let dir = summary_dir();
+    let Some(dir) = std::env::var_os("BUILDCAST_FAILED_TESTS_DIR").map(PathBuf::from) else {
+        return;
+    };
     let written = std::fs::create_dir_all(&dir)
         .and_then(|()| std::fs::write(dir.join(suite), short_report(suite, failures)));
     if let Err(e) = written {

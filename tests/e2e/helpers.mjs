@@ -478,15 +478,15 @@ export async function waitForJobFinished(url, jobId, timeoutMs = 60_000) {
  */
 export function blockUntilJobFinished(url, jobId, timeoutMs = 60_000) {
   const poll = `
-    const [url, id, ms] = process.argv.slice(1);
+    const [url, id, ms, finished] = process.argv.slice(1);
     const end = Date.now() + Number(ms);
     for (;;) {
       const job = await (await fetch(url + '/api/jobs/' + encodeURIComponent(id))).json();
-      if (['completed', 'failed', 'cancelled'].includes(job.status) && job.finishedAt) break;
+      if (JSON.parse(finished).includes(job.status) && job.finishedAt) break;
       if (Date.now() > end) { console.error('job ' + id + ' did not finish: ' + JSON.stringify(job)); process.exit(1); }
       await new Promise((r) => setTimeout(r, 100));
     }`;
-  const r = spawnSync(process.execPath, ['--input-type=module', '-e', poll, url, jobId, String(timeoutMs)], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', poll, url, jobId, String(timeoutMs), JSON.stringify([...FINISHED])], { encoding: 'utf8' });
   assert.equal(r.status, 0, `waiting for job ${jobId} to finish: ${r.stderr}`);
 }
 
