@@ -445,15 +445,22 @@ test('a live flood the socket cannot keep up with: caught up through REST, every
   const page = await newPage(browser, server);
   const jobId = await createJob(server, 'burst', 'burst');
   await page.goto(`${server.url}/jobs/${jobId}`);
+  // The page's first subscription, on an open transport: a transport closed while
+  // it is still opening is never reconnected by socket.io-client (its manager
+  // listens for the close only once the transport is open).
+  await waitFor(async () => (await jobState(page))?.stats.subscriptions >= 1, { timeout: 20_000, what: 'the page to subscribe' });
+  await waitFor(() => page.evaluate(() => window.__buildcast.socket.connected), { timeout: 20_000, what: 'the page to be connected' });
   // React to a small lag, and often, so that the socket is given up several times;
   // one job:log per line (in job:logs runs the page keeps up with this flood).
-  await page.evaluate(() => {
+  const before = await page.evaluate(() => {
     Object.assign(window.__buildcast.tuning, { lagLimitMs: 300, resyncCooldownMs: 1000, batchLogs: false });
+    const { subscriptions } = window.__buildcast.job().stats;
     // Resubscribe with these settings: drop the transport; the page reconnects.
     window.__buildcast.socket.io.engine.close();
+    return subscriptions;
   });
   // The flood starts only now, however long the page took to load and resubscribe.
-  await waitFor(async () => (await jobState(page))?.stats.subscriptions >= 1, { timeout: 20_000, what: 'the page to resubscribe' });
+  await waitFor(async () => (await jobState(page))?.stats.subscriptions > before, { timeout: 20_000, what: 'the page to resubscribe' });
   // ... and while the tab's main thread is busy for 2 s, so that the socket falls
   // behind however fast this machine's Chromium reads (a fast one keeps up with
   // the flood otherwise, and nothing would be caught up).
