@@ -448,8 +448,10 @@ test('a live flood the socket cannot keep up with: caught up through REST, every
   // The page's first subscription, on an open transport: a transport closed while
   // it is still opening is never reconnected by socket.io-client (its manager
   // listens for the close only once the transport is open).
-  await waitFor(async () => (await jobState(page))?.stats.subscriptions >= 1, { timeout: 20_000, what: 'the page to subscribe' });
-  await waitFor(() => page.evaluate(() => window.__buildcast.socket.connected), { timeout: 20_000, what: 'the page to be connected' });
+  await waitFor(() => page.evaluate(() => window.__buildcast.socket.connected && window.__buildcast.job()?.stats.subscriptions >= 1), {
+    timeout: 20_000,
+    what: 'the page to be connected and subscribed',
+  });
   // React to a small lag, and often, so that the socket is given up several times;
   // one job:log per line (in job:logs runs the page keeps up with this flood).
   const before = await page.evaluate(() => {
