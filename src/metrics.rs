@@ -470,6 +470,19 @@ pub fn delivered(event: &'static str, n: u64) {
     }
 }
 
+/// A burst of events (consecutive events of one job, emitted socket by socket)
+/// took from `started` until now to hand to the sockets of one fan-out worker:
+/// each event is recorded with an equal share of it.
+pub fn fanout_burst(started: Option<Instant>, events: impl ExactSizeIterator<Item = &'static str>) {
+    let Some(started) = started else {
+        return;
+    };
+    let each = started.elapsed() / u32::try_from(events.len().max(1)).unwrap_or(u32::MAX);
+    for event in events {
+        fanout_duration(event, each);
+    }
+}
+
 /// One event took `took` to hand to the sockets of one fan-out worker.
 #[inline]
 pub fn fanout_duration(event: &'static str, took: Duration) {

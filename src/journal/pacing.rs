@@ -41,10 +41,10 @@ impl DeliveryLag {
         self.queued.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// One item sent on.
-    pub fn sent(&self) {
-        let before = self.queued.fetch_sub(1, Ordering::Relaxed);
-        if before <= self.limit + 1 && self.waiting.load(Ordering::Acquire) {
+    /// `n` items sent on.
+    pub fn sent(&self, n: usize) {
+        let before = self.queued.fetch_sub(n, Ordering::Relaxed);
+        if before <= self.limit + n && self.waiting.load(Ordering::Acquire) {
             self.waiting.store(false, Ordering::Release);
             self.room.notify_waiters();
         }

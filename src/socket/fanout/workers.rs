@@ -47,6 +47,11 @@ use crate::wire::events::JOB_LOGS;
 /// fresh snapshot.
 pub const MAX_PROJECT_BACKLOG: usize = 4096;
 
+/// Most items of work a worker takes from its queue at once. The journal's pacing
+/// keeps the queues shorter than this for the runner's builds; external workers
+/// and mirrored events are not paced, and are taken in bursts of this size.
+const MAX_BURST: usize = 256;
+
 /// A project event waiting for a socket: the event's name and what was recorded.
 type ProjectEvent = (&'static str, Arc<RecordedEvent>);
 
@@ -155,7 +160,7 @@ impl Workers {
     pub fn send(&self, n: usize, work: Work) {
         self.lag.queued(1);
         if self.queues[n].send(work).is_err() {
-            self.lag.sent();
+            self.lag.sent(1);
             // Only after `stop`: the server is shutting down and its sockets close.
             tracing::warn!(
                 worker = n,
@@ -203,42 +208,78 @@ impl Drop for Workers {
 
 impl Delivery {
     /// A worker's loop: emits its work, in order, until told to stop.
+    ///
+    /// It takes what is queued (up to [`MAX_BURST`] items) at once; consecutive
+    /// events of one job to the same sockets go out together ([`Delivery::emit_events`]).
     fn run(&self, work: &Receiver<Work>, lag: &DeliveryLag) {
-        while let Ok(next) = work.recv() {
-            let go_on = self.handle(next);
-            lag.sent();
-            if !go_on {
-                return;
+        let mut burst = Vec::with_capacity(MAX_BURST);
+        let mut events = Vec::new();
+        while let Ok(first) = work.recv() {
+            burst.push(first);
+            burst.extend(work.try_iter().take(MAX_BURST - 1));
+            let mut items = burst.drain(..).peekable();
+            while let Some(next) = items.next() {
+                let Work::Event { job, event, to } = next else {
+                    let go_on = self.handle(next);
+                    lag.sent(1);
+                    if go_on {
+                        continue;
+                    }
+                    return;
+                };
+                events.push(event);
+                while let Some(Work::Event { event, .. }) = items.next_if(
+                    |w| matches!(w, Work::Event { job: j, to: t, .. } if *j == job && Arc::ptr_eq(t, &to)),
+                ) {
+                    events.push(event);
+                }
+                self.emit_events(&job, &events, &to);
+                lag.sent(events.len());
+                events.clear();
             }
         }
     }
 
-    /// Does one piece of work; false once told to stop.
+    /// Emits consecutive events of one job to the sockets of one room share,
+    /// socket by socket: each socket gets the whole run of events in `seq` order,
+    /// so its writer wakes once and sends them together. A socket whose buffer
+    /// fills is switched to catch-up from the event it missed.
+    fn emit_events(&self, job: &JobId, events: &[Arc<RecordedEvent>], to: &[Member]) {
+        let started = crate::metrics::timer();
+        let mut sent = vec![0; events.len()];
+        for member in to {
+            for (event, sent) in events.iter().zip(&mut sent) {
+                if !member.gate.admits(event.seq()) {
+                    continue;
+                }
+                match emit_event(&member.socket, event) {
+                    Ok(()) => *sent += 1,
+                    Err(Emit::Full) => {
+                        // The catch-up closes the gate: the rest comes from history.
+                        self.catch_up(member, job, event.seq());
+                        break;
+                    }
+                    Err(Emit::Closed) => break,
+                }
+            }
+        }
+        crate::metrics::fanout_burst(started, events.iter().map(|e| e.kind.name()));
+        for (event, sent) in events.iter().zip(sent) {
+            let name = crate::wire::job_event_name(event.kind);
+            crate::metrics::delivered(name, sent);
+            admin::events_sent(
+                &self.stats,
+                to.iter().map(|m| &m.socket),
+                name,
+                &*event.json,
+            );
+        }
+    }
+
+    /// Does one piece of work other than a job event; false once told to stop.
     fn handle(&self, next: Work) -> bool {
         match next {
-            Work::Event { job, event, to } => {
-                let name = crate::wire::job_event_name(event.kind);
-                let timer = crate::metrics::FanoutTimer::start(event.kind.name());
-                let mut sent = 0;
-                for member in to.iter() {
-                    if !member.gate.admits(event.seq()) {
-                        continue;
-                    }
-                    match emit_event(&member.socket, &event) {
-                        Ok(()) => sent += 1,
-                        Err(Emit::Full) => self.catch_up(member, &job, event.seq()),
-                        Err(Emit::Closed) => {}
-                    }
-                }
-                drop(timer);
-                crate::metrics::delivered(name, sent);
-                admin::events_sent(
-                    &self.stats,
-                    to.iter().map(|m| &m.socket),
-                    name,
-                    &*event.json,
-                );
-            }
+            Work::Event { job, event, to } => self.emit_events(&job, &[event], &to),
             Work::Run { job, run, to } => {
                 let (Some(first), Some(last)) = (run.first(), run.last()) else {
                     return true;
