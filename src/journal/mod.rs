@@ -60,7 +60,7 @@ const FINISHED_LINGER: Duration = Duration::from_secs(30);
 /// once (so its writer sends many packets per wake), few enough that a fast build
 /// does not outrun every subscriber into catch-up. (At saturation 256 delivered
 /// about 3× more per CPU second than 16, at 200 instead of 55 MiB peak; unbounded
-/// caught every socket up: bench/README.md.)
+/// caught every socket up: the README's Performance section.)
 const DELIVERY_LAG_LIMIT: usize = 256;
 /// One recorded event, as numbered and delivered.
 #[derive(Debug)]
