@@ -100,6 +100,9 @@ impl Application {
                 window: config.history_window,
                 log_cap: config.max_log_bytes_per_job,
                 max_unstored: config.max_unstored_bytes,
+                delivery_lag: crate::socket::fanout::delivery_lag_limit(
+                    config.websocket.max_buffer_size,
+                ),
             },
             tasks.clone(),
         );

@@ -54,14 +54,6 @@ pub use reads::LiveView;
 /// How long a finished job stays in memory (for cheap replays) before only the
 /// store holds it.
 const FINISHED_LINGER: Duration = Duration::from_secs(30);
-/// Items of delivery work (an event for one fan-out worker) that may wait before a
-/// build's output is paced ([`Pacing`]): enough that a fan-out worker finds a burst
-/// of a job's events queued together and hands each socket the whole burst at
-/// once (so its writer sends many packets per wake), few enough that a fast build
-/// does not outrun every subscriber into catch-up. (At saturation 256 delivered
-/// about 3× more per CPU second than 16, at 200 instead of 55 MiB peak; unbounded
-/// caught every socket up: the README's Performance section.)
-const DELIVERY_LAG_LIMIT: usize = 256;
 /// One recorded event, as numbered and delivered.
 #[derive(Debug)]
 pub struct RecordedEvent {
@@ -143,6 +135,10 @@ pub struct Limits {
     /// `MAX_UNSTORED_BYTES`: event bytes waiting for the store past which log lines
     /// are no longer kept for history.
     pub max_unstored: u64,
+    /// Items of delivery work (an event for one fan-out worker) that may wait
+    /// before a build's output is paced ([`Pacing`]); the fan-out's choice
+    /// (`socket::fanout::delivery_lag_limit`).
+    pub delivery_lag: usize,
 }
 
 /// A job held in memory.
@@ -179,7 +175,7 @@ impl Journal {
             live: RwLock::new(HashMap::new()),
             store,
             writer,
-            delivery_lag: Arc::new(DeliveryLag::new(DELIVERY_LAG_LIMIT)),
+            delivery_lag: Arc::new(DeliveryLag::new(limits.delivery_lag)),
             sink: OnceLock::new(),
             publisher: OnceLock::new(),
             node,

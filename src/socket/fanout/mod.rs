@@ -64,6 +64,22 @@ struct Audience {
     shares: Arc<[Arc<[Member]>]>,
 }
 
+/// The journal's delivery lag limit (items of work the workers may hold before a
+/// build is paced) for subscribers' queues of `socket_buffer` packets
+/// (`WEBSOCKET_MAX_BUFFER_SIZE`): a quarter of a queue, 256 for the default 1,024.
+///
+/// Enough that a fan-out worker finds a burst of a job's events queued together
+/// and hands each socket the whole burst at once, so that its writer sends many
+/// packets per wake (at saturation, 256 took half the CPU per delivery that 16
+/// did); small enough that a burst fills at most a quarter of the queue of a
+/// client that reads at full speed, which must keep room for Engine.IO's
+/// heartbeat ping, and that a fast build does not outrun every subscriber into
+/// catch-up (unbounded, every socket was caught up). The README's Performance
+/// section has the figures.
+pub fn delivery_lag_limit(socket_buffer: usize) -> usize {
+    (socket_buffer / 4).max(1)
+}
+
 impl Fanout {
     /// Builds the fan-out and starts its workers (within the Tokio runtime).
     pub fn new(
