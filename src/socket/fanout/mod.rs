@@ -66,7 +66,8 @@ struct Audience {
 
 /// The journal's delivery lag limit (items of work the workers may hold before a
 /// build is paced) for subscribers' queues of `socket_buffer` packets
-/// (`WEBSOCKET_MAX_BUFFER_SIZE`): a quarter of a queue, 256 for the default 1,024.
+/// (`WEBSOCKET_MAX_BUFFER_SIZE`): a quarter of a queue, at most 256 (the default
+/// 1,024 gives 256; more measured no better and holds more memory).
 ///
 /// Enough that a fan-out worker finds a burst of a job's events queued together
 /// and hands each socket the whole burst at once, so that its writer sends many
@@ -77,7 +78,7 @@ struct Audience {
 /// catch-up (unbounded, every socket was caught up). The README's Performance
 /// section has the figures.
 pub fn delivery_lag_limit(socket_buffer: usize) -> usize {
-    (socket_buffer / 4).max(1)
+    (socket_buffer / 4).clamp(1, 256)
 }
 
 impl Fanout {

@@ -48,8 +48,9 @@ use crate::wire::events::JOB_LOGS;
 pub const MAX_PROJECT_BACKLOG: usize = 4096;
 
 /// Most items of work a worker takes from its queue at once. The journal's pacing
-/// keeps the queues shorter than this for the runner's builds; external workers
-/// and mirrored events are not paced, and are taken in bursts of this size.
+/// keeps the queues no longer than this for the runner's builds
+/// ([`super::delivery_lag_limit`]); external workers and mirrored events are not
+/// paced, and are taken in bursts of this size.
 const MAX_BURST: usize = 256;
 
 /// A project event waiting for a socket: the event's name and what was recorded.
@@ -276,7 +277,8 @@ impl Delivery {
         }
     }
 
-    /// Does one piece of work other than a job event; false once told to stop.
+    /// Does one piece of work (the loop hands job events to
+    /// [`Delivery::emit_events`] in bursts itself); false once told to stop.
     fn handle(&self, next: Work) -> bool {
         match next {
             Work::Event { job, event, to } => self.emit_events(&job, &[event], &to),
