@@ -238,6 +238,14 @@ export function jobState(page) {
   return page.evaluate(() => window.__buildcast.job());
 }
 
+/**
+ * The page's address's `#…` as the page has it now (`page.url()` learns of a
+ * `history.replaceState` only later).
+ */
+export function hashOf(page) {
+  return page.evaluate(() => location.hash);
+}
+
 export function pageLines(page, from, to) {
   return page.evaluate(([a, b]) => window.__buildcast.lines(a, b), [from, to]);
 }

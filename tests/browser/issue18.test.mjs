@@ -11,13 +11,14 @@ import { copyFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { PIPELINES, startServer, launchBrowser, newPage, createJob, api, waitFor, jobState, pageLines, screenshotPath } from './helpers.mjs';
+import { PIPELINES, startServer, launchBrowser, newPage, createJob, api, waitFor, jobState, hashOf, pageLines, screenshotPath } from './helpers.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
 // `sections`: all three marker dialects, nested, and a failure inside the
 // innermost open section. `stall`: six silent seconds. `numbered`: 200 lines over
-// about 6 s, for permalinks on a running job.
+// about 6 s, for permalinks on a running job. `steady`: 100 lines over about 20 s,
+// for clicks on a running job.
 const EXTRA = `
 [pipelines.sections]
 description = "GitHub, GitLab and Buildkite sections, nested; fails inside the inner one"
@@ -56,6 +57,11 @@ timeout = "60s"
 [pipelines.numbered.steps]
 prepare = "sleep 1"
 build = "for i in $(seq 1 200); do echo \\"numbered line $i\\"; sleep 0.03; done"
+[pipelines.steady]
+description = "100 numbered lines over about 20 seconds"
+timeout = "60s"
+[pipelines.steady.steps]
+build = "for i in $(seq 1 100); do echo \\"steady line $i\\"; sleep 0.2; done"
 `;
 
 const SECRET = 'browser-suite-secret-that-is-long-enough!';
@@ -315,13 +321,49 @@ test('#L120-L140 on a running job: highlighted once the lines arrive, and after 
   await page.screenshot({ path: screenshotPath('issue18-permalink.png') });
   await page.reload();
   await check();
-  assert.equal(new URL(page.url()).hash, '#L120-L140');
+  assert.equal(await hashOf(page), '#L120-L140');
   // Clicking a number selects it; shift-click extends the range and the address follows.
   await page.click('.r[data-i="124"] .n');
-  assert.equal(new URL(page.url()).hash, '#L125');
+  assert.equal(await hashOf(page), '#L125');
   await page.click('.r[data-i="129"] .n', { modifiers: ['Shift'] });
-  assert.equal(new URL(page.url()).hash, '#L125-L130');
+  assert.equal(await hashOf(page), '#L125-L130');
   assert.deepEqual((await jobState(page)).selection, [124, 129]);
+  await waitJobEnd(server, jobId);
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
+
+test('a click on a line number counts when the rows are redrawn between press and release', async () => {
+  // While a build runs, the log's rows are redrawn as lines arrive and once a
+  // second, so a reader's press and release often land on two different elements.
+  const jobId = await createJob(server, 'links', 'steady');
+  const page = await newPage(browser, server, { viewport: { width: 1360, height: 700 } });
+  // A selection stops following the tail: the rows stay where they are.
+  await page.goto(`${server.url}/jobs/${jobId}#L2`);
+  await waitFor(async () => (await jobState(page))?.selection?.[0] === 1, { timeout: 20_000, what: 'the selection' });
+  await page.waitForSelector('.r[data-i="9"] .n', { timeout: 20_000 });
+  const pressAndRelease = async (pressOn, releaseOn, modifiers = []) => {
+    for (const key of modifiers) await page.keyboard.down(key);
+    const pressed = await page.$(`.r[data-i="${pressOn}"] .n`);
+    const at = await pressed.boundingBox();
+    await page.mouse.move(at.x + at.width / 2, at.y + at.height / 2);
+    await page.mouse.down();
+    await page.waitForFunction((el) => !el.isConnected, pressed, { timeout: 5_000 });
+    const target = await (await page.$(`.r[data-i="${releaseOn}"] .n`)).boundingBox();
+    await page.mouse.move(target.x + target.width / 2, target.y + target.height / 2);
+    await page.mouse.up();
+    for (const key of modifiers) await page.keyboard.up(key);
+  };
+  await pressAndRelease(4, 4);
+  assert.equal(await hashOf(page), '#L5', 'the pressed line is selected');
+  await pressAndRelease(8, 8, ['Shift']);
+  assert.equal(await hashOf(page), '#L5-L9', 'shift extends the selection');
+  // Released over another line: not a click on either.
+  await pressAndRelease(2, 6);
+  assert.equal(await hashOf(page), '#L5-L9', 'a press dragged to another line selects nothing');
+  assert.deepEqual((await jobState(page)).selection, [4, 8]);
+  const state = await jobState(page);
+  assert.notEqual(state.status, 'completed', 'all while the job runs');
   await waitJobEnd(server, jobId);
   assert.deepEqual(page.errors, []);
   await page.context().close();

@@ -15,6 +15,7 @@
 
 import { parseAnsi, segmentsToHtml, escapeHtml } from './ansi.js';
 import { formatClock, formatDuration } from './format.js';
+import { onRowClick, selectByClick } from './rowclick.js';
 
 export const ROW_HEIGHT = 20;
 const OVERSCAN = 30;
@@ -86,21 +87,9 @@ export class LogView {
         this.onChange();
       }
     });
-    this.rowsEl.addEventListener('click', (e) => {
-      const header = e.target.closest('.r.h');
-      if (header) {
-        this.toggleSection(Number(header.dataset.s));
-        return;
-      }
-      const no = e.target.closest('.n');
-      if (no) {
-        const i = Number(no.parentElement.dataset.i);
-        const anchor = this.selection && e.shiftKey ? this.selectionAnchor : i;
-        this.select(Math.min(anchor, i), Math.max(anchor, i));
-        this.selectionAnchor = anchor;
-        if (e.shiftKey) window.getSelection()?.removeAllRanges();
-        this.onSelect?.(this.selection);
-      }
+    onRowClick(this.rowsEl, (row, e) => {
+      if (row.section !== undefined) this.toggleSection(row.section);
+      else selectByClick(this, row.line, e);
     });
     if (typeof ResizeObserver !== 'undefined') {
       new ResizeObserver(() => this.schedule()).observe(this.viewport);

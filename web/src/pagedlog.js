@@ -15,6 +15,7 @@
 import { parseAnsi, segmentsToHtml, plainText } from './ansi.js';
 import { formatClock, formatDuration } from './format.js';
 import { ROW_HEIGHT, STALL_MS, findRanges, formatStall } from './logview.js';
+import { onRowClick, selectByClick } from './rowclick.js';
 
 /** Lines per page read from the server. */
 export const PAGE_LINES = 1000;
@@ -194,15 +195,8 @@ export class PagedView {
       }
       this.scrollToPx(dy === -Infinity ? 0 : this.top + dy);
     });
-    this.rowsEl.addEventListener('click', (e) => {
-      const no = e.target.closest('.n');
-      if (!no) return;
-      const i = Number(no.parentElement.dataset.i);
-      const anchor = this.selection && e.shiftKey ? this.selectionAnchor : i;
-      this.select(Math.min(anchor, i), Math.max(anchor, i));
-      this.selectionAnchor = anchor;
-      if (e.shiftKey) window.getSelection()?.removeAllRanges();
-      this.onSelect?.(this.selection);
+    onRowClick(this.rowsEl, (row, e) => {
+      if (row.line !== undefined) selectByClick(this, row.line, e);
     });
     if (typeof ResizeObserver !== 'undefined') new ResizeObserver(() => this.schedule()).observe(this.viewport);
   }
