@@ -5,12 +5,14 @@
 //! socketioxide's `SocketIo::close` queues an Engine.IO close packet for every
 //! session and removes the sessions at once. A WebSocket client still gets its
 //! queue and the close, in order. A long-polling client only does if a poll of
-//! its is waiting at that moment: one that is between two polls (it just took the
-//! builds' last events) would find its session gone, and see "transport error"
-//! without the rest of its queue. So [`close_all`] first waits, for at most half
-//! the grace period, until every polling client waits on a poll (which means it
-//! took everything queued), then closes. Clients that stopped reading or polling
-//! cannot hold the shutdown past its deadline.
+//! its is parked at that moment (see [`super::polls`]): its queue is then empty
+//! and the poll carries the close. A poll that is woken but has not yet run takes
+//! only the first packet queued (the stopped build's last log line, say) and the
+//! rest is gone with the session; a client between two polls would find its
+//! session gone. So [`close_all`] first waits, for at most half the grace period,
+//! until every polling client's poll is parked (which means it took everything
+//! queued), then closes. Clients that stopped reading or polling cannot hold the
+//! shutdown past its deadline.
 
 use std::time::Duration;
 
@@ -19,9 +21,6 @@ use tokio::time::Instant;
 
 use super::polls::Polls;
 
-/// How long a poll must have waited for its client to count as waiting: a poll
-/// that finds packets is answered at once.
-const SETTLED: Duration = Duration::from_millis(25);
 /// How often the polling clients are checked.
 const CHECK_EVERY: Duration = Duration::from_millis(10);
 
@@ -34,11 +33,7 @@ pub async fn close_all(io: &SocketIo, polls: &Polls, deadline: Instant) {
             .sockets()
             .iter()
             .filter(|s| s.transport_type() == TransportType::Polling)
-            .filter(|s| {
-                polls
-                    .waiting_for(&s.id.to_string())
-                    .is_none_or(|waited| waited < SETTLED)
-            })
+            .filter(|s| !polls.is_parked(&s.id.to_string()))
             .count();
         if unsettled == 0 {
             break;

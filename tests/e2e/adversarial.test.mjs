@@ -50,11 +50,11 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 // The default test pipelines plus a few that produce load.
 const PIPELINES = `${DEFAULT_PIPELINES}
 [pipelines.firehose]
-description = "80,000 lines as fast as the shell writes them, in 400 bursts"
-timeout = "120s"
+description = "200,000 lines in 1,000 bursts over at least 50 seconds: still running when killed"
+timeout = "180s"
 [pipelines.firehose.steps]
 prepare = "echo preparing"
-build = "for b in $(seq 1 400); do seq -f \\"fire $b %g\\" 1 200; sleep 0.02; done"
+build = "for b in $(seq 1 1000); do seq -f \\"fire $b %g\\" 1 200; sleep 0.05; done"
 
 [pipelines.storm]
 description = "1,200 lines over about six seconds"
@@ -93,6 +93,7 @@ test('kill -9 mid-build under write load: after a restart what was written is ke
   ];
   await waitForMidStream(s1.url, jobId, 15_000, 30_000);
   await waitFor(() => followers.every((f) => f.lastSeen >= 12_000), 30_000, { what: 'every client to be mid-stream' });
+  assert.equal((await getJob(s1.url, jobId)).status, 'building', 'the build still runs when the server is killed');
 
   s1.kill();
   assert.equal((await s1.exited).signal, 'SIGKILL');
@@ -788,4 +789,25 @@ test('SIGTERM with websocket, polling and stalled clients: exits 0 within the gr
     f.close();
   }
   stalled.close();
+});
+
+test('SIGTERM with 32 long-polling clients: every one gets the stopped build to its job:completed, none cut off after its last log line', async () => {
+  // At a stop the build's last two events (a system log line, then job:completed)
+  // are queued together. A client's poll that was waiting takes only the first;
+  // the server must not close the session before the client has polled again.
+  const GRACE_SECS = 6;
+  const server = await startServer({ pipelines: PIPELINES, env: { SHUTDOWN_GRACE_SECS: String(GRACE_SECS) } });
+  const jobId = await createJob(server.url, newProjectId('term-polls'), 'slow');
+  const clients = Array.from({ length: 32 }, () => followResumable(server.url, jobId, { transports: ['polling'], reconnection: false }));
+  await waitFor(() => clients.every((c) => c.lastSeen >= 20), 20_000, { what: 'every client to follow the build' });
+  const code = await server.stop('SIGTERM', (GRACE_SECS + 10) * 1_000).catch((e) => e.message);
+  assert.equal(code, 0);
+  await waitFor(() => clients.every((c) => c.completed), 3_000).catch(() => {});
+  const cutOff = clients.filter((c) => !c.completed).map((c) => c.describe());
+  assert.deepEqual(cutOff, [], 'clients without job:completed');
+  for (const c of clients) {
+    assert.equal(c.completed.status, 'failed');
+    assertSeqSeries(c.seqs(), 1, c.completed.seq, 'every event up to the final one');
+    c.close();
+  }
 });
