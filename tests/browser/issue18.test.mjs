@@ -342,15 +342,22 @@ test('a click on a line number counts when the rows are redrawn between press an
   await page.goto(`${server.url}/jobs/${jobId}#L2`);
   await waitFor(async () => (await jobState(page))?.selection?.[0] === 1, { timeout: 20_000, what: 'the selection' });
   await page.waitForSelector('.r[data-i="9"] .n', { timeout: 20_000 });
+  // The centre of line i's number as drawn now; the element is kept as
+  // window.__drawn (the rows may be redrawn between two calls from here).
+  const centre = (i) =>
+    page.evaluate((sel) => {
+      window.__drawn = document.querySelector(sel);
+      const r = window.__drawn.getBoundingClientRect();
+      return { x: r.x + r.width / 2, y: r.y + r.height / 2 };
+    }, `.r[data-i="${i}"] .n`);
   const pressAndRelease = async (pressOn, releaseOn, modifiers = []) => {
     for (const key of modifiers) await page.keyboard.down(key);
-    const pressed = await page.$(`.r[data-i="${pressOn}"] .n`);
-    const at = await pressed.boundingBox();
-    await page.mouse.move(at.x + at.width / 2, at.y + at.height / 2);
+    const at = await centre(pressOn);
+    await page.mouse.move(at.x, at.y);
     await page.mouse.down();
-    await page.waitForFunction((el) => !el.isConnected, pressed, { timeout: 5_000 });
-    const target = await (await page.$(`.r[data-i="${releaseOn}"] .n`)).boundingBox();
-    await page.mouse.move(target.x + target.width / 2, target.y + target.height / 2);
+    await page.waitForFunction(() => !window.__drawn.isConnected, null, { timeout: 5_000 });
+    const to = await centre(releaseOn);
+    await page.mouse.move(to.x, to.y);
     await page.mouse.up();
     for (const key of modifiers) await page.keyboard.up(key);
   };
