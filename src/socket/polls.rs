@@ -39,7 +39,7 @@ pub struct Polls {
     sessions: Mutex<HashMap<String, PollState>>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct PollState {
     /// Polls in progress (engineioxide closes a session that has two).
     waiting: u32,
